@@ -1,0 +1,115 @@
+//! The command line: every subcommand and setting, each with a flag, an environment
+//! variable where it makes sense, a safe default and a doc line (shown by `--help`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Atelier products: load the catalog CSV files, materialize JSON documents, serve them.
+#[derive(Debug, Parser)]
+#[command(name = "atelier", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a synthetic catalog (the six CSV files) with the real data's shape and dirt.
+    Generate(GenerateArgs),
+    /// Replace the catalog with the six CSV files of a directory.
+    Load(LoadArgs),
+    /// Rebuild the stored response documents from the catalog tables.
+    Materialize(MaterializeArgs),
+    /// Serve the products API over HTTP.
+    Serve(ServeArgs),
+    /// Manage the embedded PostgreSQL cluster.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+}
+
+/// Which PostgreSQL to use.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL connection URL (e.g. postgres://user@host/db). When unset, an embedded
+    /// cluster in --data-dir is created and started as needed.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Directory holding the embedded PostgreSQL cluster.
+    #[arg(long, env = "ATELIER_DATA_DIR", default_value = ".atelier")]
+    pub data_dir: PathBuf,
+}
+
+/// The two field layouts found in the real files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Variant {
+    /// `,` between fields, camelCase `productId`/`styleId` headers.
+    Compact,
+    /// `, ` between fields (photos.csv stays compact), snake_case headers.
+    Spaced,
+}
+
+/// Arguments of `atelier generate`.
+#[derive(Debug, Clone, Args)]
+pub struct GenerateArgs {
+    /// Number of products to generate (1000011 is the full dataset's size).
+    #[arg(long)]
+    pub products: u32,
+    /// Seed: the same seed and arguments give byte-identical files.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Directory to write the six CSV files into (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Write no dirt at all (no broken quotes, no orphans, no duplicates).
+    #[arg(long)]
+    pub clean: bool,
+    /// Field layout of the files.
+    #[arg(long, value_enum, default_value_t = Variant::Compact)]
+    pub variant: Variant,
+}
+
+/// Arguments of `atelier load`.
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    /// Directory holding product.csv, styles.csv, features.csv, photos.csv, skus.csv, related.csv.
+    pub dir: PathBuf,
+    /// Where to write the rejects report (CSV: file, line, reason, raw). Default:
+    /// `rejects.csv` in the data directory.
+    #[arg(long)]
+    pub rejects: Option<PathBuf>,
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+}
+
+/// Arguments of `atelier materialize`.
+#[derive(Debug, Clone, Args)]
+pub struct MaterializeArgs {
+    /// Rebuild only these product ids (comma-separated); default: every product.
+    #[arg(long, value_delimiter = ',')]
+    pub products: Option<Vec<i32>>,
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+}
+
+/// Arguments of `atelier serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "ATELIER_LISTEN", default_value = "127.0.0.1:3000")]
+    pub listen: std::net::SocketAddr,
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+}
+
+/// `atelier db` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Say whether the embedded cluster exists and runs, and its connection URL.
+    Status(DatabaseArgs),
+    /// Stop the embedded cluster.
+    Stop(DatabaseArgs),
+}

@@ -1,0 +1,129 @@
+//! Finding PostgreSQL (a given URL or the embedded cluster), connecting to it and
+//! applying `schema.sql`.
+
+pub mod embedded;
+
+use tokio_postgres::{Client, NoTls};
+
+use crate::config::DatabaseArgs;
+use crate::{Error, Result};
+
+use embedded::{Cluster, Durability};
+
+/// The catalog schema; every statement in it is idempotent.
+pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
+
+/// The database the embedded cluster keeps the catalog in.
+pub const EMBEDDED_DATABASE: &str = "atelier";
+
+/// Serialises concurrent schema applications (an arbitrary, fixed advisory-lock key).
+const SCHEMA_LOCK_KEY: i64 = 0x6174_656c_6965_72;
+
+/// The connection URL to use: `--database-url`/`DATABASE_URL` when given, otherwise the
+/// embedded cluster in `--data-dir`, created and started on first use.
+pub async fn resolve_url(args: &DatabaseArgs) -> Result<String> {
+    if let Some(url) = &args.database_url {
+        return Ok(url.clone());
+    }
+    let data_dir = args.data_dir.clone();
+    let cluster = tokio::task::spawn_blocking(move || -> Result<Cluster> {
+        let cluster = Cluster::new(&data_dir)?;
+        cluster.ensure_running(Durability::Durable)?;
+        Ok(cluster)
+    })
+    .await
+    .expect("embedded cluster start-up panicked")?;
+    create_database_if_missing(&cluster.url("postgres")?, EMBEDDED_DATABASE).await?;
+    cluster.url(EMBEDDED_DATABASE)
+}
+
+/// Opens one connection; its I/O runs on a spawned task until the client is dropped.
+pub async fn connect(url: &str) -> Result<Client> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "database connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// Creates database `name` through the maintenance URL unless it exists already.
+pub async fn create_database_if_missing(maintenance_url: &str, name: &str) -> Result<()> {
+    let client = connect(maintenance_url).await?;
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await?
+        .is_some();
+    if exists {
+        return Ok(());
+    }
+    let create = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+    match client.batch_execute(&create).await {
+        // Another process created it meanwhile.
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => Ok(()),
+        other => other.map_err(Error::from),
+    }
+}
+
+/// Applies `schema.sql` (idempotent), serialised against concurrent callers.
+pub async fn apply_schema(client: &Client) -> Result<()> {
+    client
+        .batch_execute(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY}); {SCHEMA_SQL}\nCOMMIT;"
+        ))
+        .await?;
+    Ok(())
+}
+
+/// Connects to the selected database and makes sure the schema is in place.
+pub async fn connect_with_schema(args: &DatabaseArgs) -> Result<Client> {
+    let url = resolve_url(args).await?;
+    let client = connect(&url).await?;
+    apply_schema(&client).await?;
+    Ok(client)
+}
+
+/// `atelier db status`: prints whether the embedded cluster exists and runs.
+pub fn status(args: &DatabaseArgs) -> Result<()> {
+    if let Some(url) = &args.database_url {
+        println!("using DATABASE_URL ({}); no embedded cluster is managed", redact(url));
+        return Ok(());
+    }
+    let cluster = Cluster::new(&args.data_dir)?;
+    if !cluster.is_initialized() {
+        println!("no embedded cluster in {} yet (any command creates it)", args.data_dir.display());
+    } else if cluster.is_running() {
+        println!("running: {}", cluster.url(EMBEDDED_DATABASE)?);
+    } else {
+        println!("stopped: {} (any command starts it)", cluster.pgdata().display());
+    }
+    Ok(())
+}
+
+/// `atelier db stop`: stops the embedded cluster if it runs.
+pub fn stop(args: &DatabaseArgs) -> Result<()> {
+    if args.database_url.is_some() {
+        return Err(Error::InvalidInput(
+            "DATABASE_URL is set: the embedded cluster is not in use, nothing to stop".into(),
+        ));
+    }
+    let cluster = Cluster::new(&args.data_dir)?;
+    cluster.stop()?;
+    println!("stopped");
+    Ok(())
+}
+
+/// A URL with its password, if any, replaced by `***`, for printing.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}

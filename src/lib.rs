@@ -1,0 +1,15 @@
+//! Atelier products: a product-catalog read service.
+//!
+//! Data flows one way: CSV files → [`load`] → normalized tables → [`materialize`] →
+//! stored JSON documents → [`http`] (cache, socket). [`generate`] writes synthetic
+//! CSV catalogs with the real data's shape and dirt; [`db`] finds or runs PostgreSQL.
+
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod generate;
+pub mod http;
+pub mod load;
+pub mod materialize;
+
+pub use error::{Error, Result};

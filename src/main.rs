@@ -1,0 +1,41 @@
+//! The `atelier` command: parses the command line, sets up logging, and hands the work
+//! to the library.
+
+use std::process::ExitCode;
+
+use atelier::config::{Cli, Command, DbCommand};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ATELIER_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("cannot start the async runtime");
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Generate(args) => atelier::generate::run(&args),
+            Command::Load(args) => atelier::load::run(&args).await,
+            Command::Materialize(args) => atelier::materialize::run(&args).await,
+            Command::Serve(args) => atelier::http::run(args).await,
+            Command::Db { command } => match command {
+                DbCommand::Status(args) => atelier::db::status(&args),
+                DbCommand::Stop(args) => atelier::db::stop(&args),
+            },
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! The integration tests: one binary, one throwaway PostgreSQL cluster started from the
+//! system's server binaries, one database per test.
+
+mod support;
+
+mod cluster;
+mod generate;
+mod http;
+mod load;
+mod materialize;

@@ -1,0 +1,82 @@
+//! Shared test fixtures: the process's throwaway cluster, a fresh database per test,
+//! and paths of the genuine sample files.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use atelier::db::{self, embedded::Cluster, embedded::Durability};
+use tokio_postgres::Client;
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+static NEXT_DATABASE: AtomicU32 = AtomicU32::new(0);
+
+/// The cluster every test of this process shares, created on first use in a temporary
+/// directory and stopped and removed when the process exits.
+pub fn cluster() -> &'static Cluster {
+    CLUSTER.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("atelier-test-{}", std::process::id()));
+        let cluster = Cluster::new(&dir).expect("PostgreSQL server binaries are required");
+        cluster
+            .ensure_running(Durability::Throwaway)
+            .expect("cannot start the test cluster");
+        // SAFETY: registers a plain function to run at process exit.
+        unsafe { libc::atexit(stop_cluster) };
+        cluster
+    })
+}
+
+extern "C" fn stop_cluster() {
+    if let Some(cluster) = CLUSTER.get() {
+        let _ = cluster.stop();
+        let root = cluster.pgdata().parent().map(Path::to_path_buf);
+        if let Some(root) = root {
+            let _ = std::fs::remove_dir_all(root);
+        }
+    }
+}
+
+/// A database of its own for one test, with the schema applied.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    /// A new empty database with `schema.sql` applied.
+    pub async fn new() -> TestDb {
+        let cluster = cluster();
+        let name = format!(
+            "test_{}_{}",
+            std::process::id(),
+            NEXT_DATABASE.fetch_add(1, Ordering::Relaxed)
+        );
+        db::create_database_if_missing(&cluster.url("postgres").unwrap(), &name)
+            .await
+            .expect("create test database");
+        let url = cluster.url(&name).unwrap();
+        let client = db::connect(&url).await.expect("connect to test database");
+        db::apply_schema(&client).await.expect("apply schema.sql");
+        TestDb { name, url }
+    }
+
+    /// A new connection to this database.
+    pub async fn client(&self) -> Client {
+        db::connect(&self.url).await.expect("connect to test database")
+    }
+
+    /// Database arguments pointing the library's commands at this database.
+    pub fn args(&self) -> atelier::config::DatabaseArgs {
+        atelier::config::DatabaseArgs {
+            database_url: Some(self.url.clone()),
+            data_dir: PathBuf::from("unused"),
+        }
+    }
+}
+
+/// A directory of genuine sample files (`beck-2021`, `sara-2023`, ...).
+pub fn sample(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/atelier-sample")
+        .join(name)
+}
