@@ -68,11 +68,13 @@ CREATE INDEX IF NOT EXISTS related_product_id_idx ON related (product_id);
 -- rebuilds this table and swaps it in atomically; servers only ever read it.
 CREATE TABLE IF NOT EXISTS document (
     product_id integer PRIMARY KEY,
-    position   integer NOT NULL UNIQUE,
+    position   integer NOT NULL,
     list_entry jsonb   NOT NULL,  -- the product's entry in GET /products
     product    jsonb   NOT NULL,  -- GET /products/:id
     styles     jsonb   NOT NULL,  -- GET /products/:id/styles
-    related    jsonb   NOT NULL   -- GET /products/:id/related
+    related    jsonb   NOT NULL,  -- GET /products/:id/related
+    -- Deferrable so that a partial rebuild can renumber positions in one statement.
+    CONSTRAINT document_position_key UNIQUE (position) DEFERRABLE INITIALLY IMMEDIATE
 );
 
 -- One row per completed load or materialize, for operators and readiness checks.

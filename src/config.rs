@@ -91,6 +91,9 @@ pub struct MaterializeArgs {
     /// Rebuild only these product ids (comma-separated); default: every product.
     #[arg(long, value_delimiter = ',')]
     pub products: Option<Vec<i32>>,
+    /// The `campus` value written into every product document.
+    #[arg(long, env = "ATELIER_CAMPUS", default_value = crate::materialize::DEFAULT_CAMPUS)]
+    pub campus: String,
     #[command(flatten)]
     pub db: DatabaseArgs,
 }

@@ -1,1 +1,279 @@
-//! Tests of `materialize`.
+//! Tests of `materialize`: document formats, partial rebuilds, the atomic switch under
+//! concurrent reads, and the NOTIFY that tells servers what changed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use atelier::materialize::{self, MaterializeReport, NOTIFY_CHANNEL, Scope};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio_postgres::{AsyncMessage, Client, NoTls};
+
+use crate::support::TestDb;
+
+/// Products 1 and 2 of the genuine samples, cut down to what the formats need: product 1
+/// has a style with photos and skus (XL twice, ids out of file order) and one with
+/// neither; product 2 has a null feature value and no default style; product 3 has
+/// nothing but its row.
+const CATALOG_SQL: &str = r#"
+INSERT INTO product (id, name, slogan, description, category, default_price, created_at, updated_at) VALUES
+ (1, 'Camo Onesie', 'Blend in to your crowd', 'The So Fatigues will wake you up.', 'Jackets', 140,
+  '2021-08-13T14:38:44.509Z', '2021-08-13T14:38:44.509Z'),
+ (2, 'Bright Future Sunglasses', 'You''ve got to wear shades', 'Where you''re going  you might not need roads.', 'Accessories', 69,
+  '2021-08-13T14:38:44.509Z', '2022-01-02T03:04:05.006Z'),
+ (3, 'Morning Joggers', 'Make yourself a morning person', 'Whether you''re a morning person or not.', 'Pants', 40,
+  '2021-08-13T14:38:44.509Z', '2021-08-13T14:38:44.509Z');
+INSERT INTO style (id, product_id, name, sale_price, original_price, default_style) VALUES
+ (3, 1, 'Ocean Blue & Grey', 100, 140, false),
+ (1, 1, 'Forest Green & Black', NULL, 140, true),
+ (7, 2, 'Black Lenses & Black Frame', NULL, 69, false);
+INSERT INTO feature (id, product_id, feature, value) VALUES
+ (1, 1, 'Fabric', 'Canvas'), (2, 1, 'Buttons', 'Brass'),
+ (3, 2, 'Lenses', 'Ultrasheen'), (4, 2, 'UV Protection', NULL), (5, 2, 'Frames', 'LightCompose');
+INSERT INTO photo (id, style_id, url, thumbnail_url) VALUES
+ (2, 1, 'https://example.com/b-668', 'https://example.com/b-300'),
+ (1, 1, 'https://example.com/a-668', 'https://example.com/a-300');
+INSERT INTO sku (id, style_id, size, quantity) VALUES
+ (10, 1, 'XXL', 6), (8, 1, 'XS', 8), (9, 1, 'XL', 15), (11, 1, 'XL', 4);
+INSERT INTO related (id, product_id, related_product_id) VALUES
+ (1, 1, 2), (2, 1, 3), (3, 1, 2), (4, 1, 1);
+"#;
+
+async fn catalog_db() -> (TestDb, Client) {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    client.batch_execute(CATALOG_SQL).await.unwrap();
+    (db, client)
+}
+
+async fn documents(client: &Client, id: i32) -> [String; 4] {
+    let row = client
+        .query_one(
+            "SELECT list_entry::text, product::text, styles::text, related::text \
+             FROM document WHERE product_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    [row.get(0), row.get(1), row.get(2), row.get(3)]
+}
+
+fn parse(text: &str) -> Value {
+    serde_json::from_str(text).unwrap()
+}
+
+#[tokio::test]
+async fn documents_follow_the_contract() {
+    let (_db, mut client) = catalog_db().await;
+    let report = materialize::materialize(&mut client, Scope::All, "hr-rfp").await.unwrap();
+    assert_eq!(report, MaterializeReport { documents: 3, removed: 0 });
+
+    let [list_entry, product, styles, related] = documents(&client, 1).await;
+    let entry = json!({
+        "id": 1, "campus": "hr-rfp", "name": "Camo Onesie", "slogan": "Blend in to your crowd",
+        "description": "The So Fatigues will wake you up.", "category": "Jackets",
+        "default_price": "140.00",
+        "created_at": "2021-08-13T14:38:44.509Z", "updated_at": "2021-08-13T14:38:44.509Z"
+    });
+    assert_eq!(parse(&list_entry), entry);
+    let mut with_features = entry.clone();
+    with_features["features"] = json!([
+        {"feature": "Fabric", "value": "Canvas"}, {"feature": "Buttons", "value": "Brass"}
+    ]);
+    assert_eq!(parse(&product), with_features);
+    assert_eq!(
+        parse(&styles),
+        json!({"product_id": "1", "results": [
+            {"style_id": 1, "name": "Forest Green & Black", "original_price": "140.00",
+             "sale_price": null, "default?": true,
+             "photos": [{"thumbnail_url": "https://example.com/a-300", "url": "https://example.com/a-668"},
+                        {"thumbnail_url": "https://example.com/b-300", "url": "https://example.com/b-668"}],
+             "skus": {"8": {"quantity": 8, "size": "XS"}, "9": {"quantity": 15, "size": "XL"},
+                      "10": {"quantity": 6, "size": "XXL"}, "11": {"quantity": 4, "size": "XL"}}},
+            {"style_id": 3, "name": "Ocean Blue & Grey", "original_price": "140.00",
+             "sale_price": "100.00", "default?": false,
+             "photos": [{"thumbnail_url": null, "url": null}],
+             "skus": {"null": {"quantity": null, "size": null}}}
+        ]})
+    );
+    // Sku keys are serialised in ascending numeric order, not text order.
+    let order: Vec<usize> = ["\"8\"", "\"9\"", "\"10\"", "\"11\""]
+        .iter()
+        .map(|key| styles.find(key).unwrap())
+        .collect();
+    assert!(order.is_sorted(), "sku keys out of order in {styles}");
+    assert_eq!(parse(&related), json!([2, 3, 2, 1]));
+
+    let [_, product, styles, related] = documents(&client, 2).await;
+    assert_eq!(
+        parse(&product)["features"],
+        json!([{"feature": "Lenses", "value": "Ultrasheen"},
+               {"feature": "UV Protection", "value": null},
+               {"feature": "Frames", "value": "LightCompose"}])
+    );
+    assert_eq!(parse(&product)["description"], "Where you're going  you might not need roads.");
+    assert_eq!(parse(&product)["updated_at"], "2022-01-02T03:04:05.006Z");
+    assert_eq!(parse(&styles)["results"][0]["default?"], false);
+    assert_eq!(parse(&related), json!([]));
+
+    let [_, product, styles, related] = documents(&client, 3).await;
+    assert_eq!(parse(&product)["features"], json!([]));
+    assert_eq!(parse(&styles), json!({"product_id": "3", "results": []}));
+    assert_eq!(parse(&related), json!([]));
+
+    let positions: Vec<(i32, i32)> = client
+        .query("SELECT product_id, position FROM document ORDER BY product_id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(positions, [(1, 1), (2, 2), (3, 3)]);
+}
+
+#[tokio::test]
+async fn campus_comes_from_configuration() {
+    let (_db, mut client) = catalog_db().await;
+    materialize::materialize(&mut client, Scope::All, "hr-lax").await.unwrap();
+    let [entry, ..] = documents(&client, 2).await;
+    assert_eq!(parse(&entry)["campus"], "hr-lax");
+}
+
+#[tokio::test]
+async fn partial_rebuild_touches_only_the_listed_products_and_renumbers() {
+    let (_db, mut client) = catalog_db().await;
+    materialize::materialize(&mut client, Scope::All, "hr-rfp").await.unwrap();
+    client
+        .batch_execute(
+            "UPDATE product SET name = 'Renamed' WHERE id IN (1, 2);
+             DELETE FROM related WHERE product_id = 1;
+             DELETE FROM style WHERE product_id = 2; DELETE FROM feature WHERE product_id = 2;
+             DELETE FROM product WHERE id = 2;
+             INSERT INTO product (id, name, slogan, description, category, default_price)
+             VALUES (0 + 5, 'New', 's', 'd', 'Pants', 12), (4, 'Also new', 's', 'd', 'Pants', 1);",
+        )
+        .await
+        .unwrap();
+    let report = materialize::materialize(&mut client, Scope::Products(vec![1, 2, 5]), "hr-rfp")
+        .await
+        .unwrap();
+    assert_eq!(report, MaterializeReport { documents: 2, removed: 1 });
+    let [_, product, _, related] = documents(&client, 1).await;
+    assert_eq!(parse(&product)["name"], "Renamed");
+    assert_eq!(parse(&related), json!([]));
+    // Product 4 was not listed: it has no document yet; product 3 keeps its old one.
+    let rows: Vec<(i32, i32, String)> = client
+        .query(
+            "SELECT product_id, position, list_entry->>'name' FROM document ORDER BY position",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (1, 1, "Renamed".to_string()),
+            (3, 2, "Morning Joggers".to_string()),
+            (5, 3, "New".to_string())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn non_positive_ids_are_refused() {
+    let (_db, mut client) = catalog_db().await;
+    let error = materialize::materialize(&mut client, Scope::Products(vec![1, 0]), "hr-rfp")
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("positive"), "{error}");
+}
+
+/// A connection that LISTENs on the materialize channel and forwards each payload.
+async fn listen(url: &str) -> (Client, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let (client, mut connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = messages.next().await {
+            if let AsyncMessage::Notification(note) = message {
+                let _ = sender.send(note.payload().to_string());
+            }
+        }
+    });
+    client.batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}")).await.unwrap();
+    (client, receiver)
+}
+
+#[tokio::test]
+async fn completion_is_notified_with_what_changed() {
+    let (db, mut client) = catalog_db().await;
+    let (_listener, mut payloads) = listen(&db.url).await;
+    materialize::materialize(&mut client, Scope::All, "hr-rfp").await.unwrap();
+    materialize::materialize(&mut client, Scope::Products(vec![3, 1]), "hr-rfp")
+        .await
+        .unwrap();
+    let within = std::time::Duration::from_secs(10);
+    let first = tokio::time::timeout(within, payloads.recv()).await.unwrap().unwrap();
+    let second = tokio::time::timeout(within, payloads.recv()).await.unwrap().unwrap();
+    assert_eq!(parse(&first), json!({"all": true}));
+    assert_eq!(parse(&second), json!({"products": [3, 1]}));
+    let runs: i64 = client
+        .query_one("SELECT count(*) FROM catalog_run WHERE kind = 'materialize'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(runs, 2);
+}
+
+#[tokio::test]
+async fn readers_see_all_old_or_all_new_documents_during_a_rebuild() {
+    let (db, mut client) = catalog_db().await;
+    client
+        .batch_execute(
+            "INSERT INTO product (id, name, slogan, description, category, default_price)
+             SELECT g, 'P' || g, 's', 'd', 'Pants', g FROM generate_series(10, 3000) g;",
+        )
+        .await
+        .unwrap();
+    materialize::materialize(&mut client, Scope::All, "campus-0").await.unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        let reader = db.client().await;
+        let statement = reader
+            .prepare(
+                "SELECT count(*), count(DISTINCT list_entry->>'campus'), min(list_entry->>'campus') \
+                 FROM document",
+            )
+            .await
+            .unwrap();
+        let stop = stop.clone();
+        readers.push(tokio::spawn(async move {
+            let mut seen = std::collections::BTreeSet::new();
+            while !stop.load(Ordering::Relaxed) {
+                let row = reader.query_one(&statement, &[]).await.expect("read during swap");
+                let (count, campuses, campus): (i64, i64, String) =
+                    (row.get(0), row.get(1), row.get(2));
+                assert_eq!(count, 2994, "a reader saw a partial document table");
+                assert_eq!(campuses, 1, "a reader saw old and new documents mixed");
+                seen.insert(campus);
+            }
+            seen
+        }));
+    }
+    for round in 1..=5 {
+        materialize::materialize(&mut client, Scope::All, &format!("campus-{round}"))
+            .await
+            .unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut seen = std::collections::BTreeSet::new();
+    for reader in readers {
+        seen.extend(reader.await.unwrap());
+    }
+    assert!(seen.len() >= 2, "readers only ever saw {seen:?}");
+}
