@@ -104,6 +104,37 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "ATELIER_LISTEN", default_value = "127.0.0.1:3000")]
     pub listen: std::net::SocketAddr,
+    /// Memory the document cache may hold, in bytes (bodies, validators and keys).
+    #[arg(long, env = "ATELIER_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub cache_bytes: u64,
+    /// Seconds a cached document is kept at most; a backstop behind NOTIFY invalidation.
+    #[arg(long, env = "ATELIER_CACHE_TTL", default_value_t = 300)]
+    pub cache_ttl: u64,
+    /// Seconds an unknown product id is remembered as unknown.
+    #[arg(long, env = "ATELIER_NOT_FOUND_TTL", default_value_t = 5)]
+    pub not_found_ttl: u64,
+    /// `Cache-Control: max-age` sent with documents, in seconds.
+    #[arg(long, env = "ATELIER_MAX_AGE", default_value_t = 60)]
+    pub max_age: u32,
+    /// Database connections in the pool.
+    #[arg(long, env = "ATELIER_POOL_SIZE", default_value_t = 16)]
+    pub pool_size: u32,
+    /// Milliseconds a request waits for a pooled connection (or to open one) before 503.
+    #[arg(long, env = "ATELIER_POOL_TIMEOUT_MS", default_value_t = 1000)]
+    pub pool_timeout_ms: u64,
+    /// Milliseconds a database read may take in all, connection wait included, before 503.
+    #[arg(long, env = "ATELIER_QUERY_TIMEOUT_MS", default_value_t = 3000)]
+    pub query_timeout_ms: u64,
+    /// Open client connections at most; further clients wait in the listen backlog.
+    #[arg(long, env = "ATELIER_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Milliseconds a client has to send a request's headers; idle keep-alive
+    /// connections are closed after it too.
+    #[arg(long, env = "ATELIER_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+    /// Milliseconds in-flight requests get to finish on SIGTERM/SIGINT.
+    #[arg(long, env = "ATELIER_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub drain_timeout_ms: u64,
     #[command(flatten)]
     pub db: DatabaseArgs,
 }

@@ -17,7 +17,7 @@ pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
 pub const EMBEDDED_DATABASE: &str = "atelier";
 
 /// Serialises concurrent schema applications (an arbitrary, fixed advisory-lock key).
-const SCHEMA_LOCK_KEY: i64 = 0x6174_656c_6965_72;
+const SCHEMA_LOCK_KEY: i64 = 0x0061_7465_6c69_6572;
 
 /// The connection URL to use: `--database-url`/`DATABASE_URL` when given, otherwise the
 /// embedded cluster in `--data-dir`, created and started on first use.

@@ -1,10 +1,13 @@
 //! The integration tests: one binary, one throwaway PostgreSQL cluster started from the
 //! system's server binaries, one database per test.
 
+mod serving;
 mod support;
 
 mod cluster;
 mod generate;
+mod golden;
 mod http;
 mod load;
 mod materialize;
+mod openapi;

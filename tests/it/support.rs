@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use atelier::db::{self, embedded::Cluster, embedded::Durability};
+use atelier::materialize::{DEFAULT_CAMPUS, Scope};
 use tokio_postgres::Client;
 
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
@@ -38,7 +39,6 @@ extern "C" fn stop_cluster() {
 
 /// A database of its own for one test, with the schema applied.
 pub struct TestDb {
-    pub name: String,
     pub url: String,
 }
 
@@ -57,20 +57,26 @@ impl TestDb {
         let url = cluster.url(&name).unwrap();
         let client = db::connect(&url).await.expect("connect to test database");
         db::apply_schema(&client).await.expect("apply schema.sql");
-        TestDb { name, url }
+        TestDb { url }
+    }
+
+    /// A new database holding the catalog of `dir`, loaded and materialized.
+    pub async fn with_catalog(dir: &Path) -> TestDb {
+        let test_db = TestDb::new().await;
+        let mut client = test_db.client().await;
+        let rejects = tempfile::NamedTempFile::new().unwrap();
+        atelier::load::load_catalog(&mut client, dir, rejects.path(), false)
+            .await
+            .expect("load the catalog");
+        atelier::materialize::materialize(&mut client, Scope::All, DEFAULT_CAMPUS)
+            .await
+            .expect("materialize the catalog");
+        test_db
     }
 
     /// A new connection to this database.
     pub async fn client(&self) -> Client {
         db::connect(&self.url).await.expect("connect to test database")
-    }
-
-    /// Database arguments pointing the library's commands at this database.
-    pub fn args(&self) -> atelier::config::DatabaseArgs {
-        atelier::config::DatabaseArgs {
-            database_url: Some(self.url.clone()),
-            data_dir: PathBuf::from("unused"),
-        }
     }
 }
 
@@ -79,4 +85,19 @@ pub fn sample(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../shared/atelier-sample")
         .join(name)
+}
+
+/// The spaced sample `beck-2021` with `sara-2023`'s related.csv beside it (beck-2021 has
+/// none), copied into a temporary directory.
+pub fn beck_with_related() -> tempfile::TempDir {
+    let dir = tempfile::TempDir::new().unwrap();
+    for file in ["product.csv", "styles.csv", "features.csv", "photos.csv", "skus.csv"] {
+        std::fs::copy(sample("beck-2021").join(file), dir.path().join(file)).unwrap();
+    }
+    std::fs::copy(
+        sample("sara-2023").join("related.csv"),
+        dir.path().join("related.csv"),
+    )
+    .unwrap();
+    dir
 }

@@ -1,0 +1,204 @@
+//! The endpoints: the four product documents and the operational answers.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::Response;
+use hyper::header::{CACHE_CONTROL, CONTENT_TYPE};
+
+use super::cache::Document;
+use super::error::HttpError;
+use super::store::Key;
+use super::{AppState, headers, metrics};
+
+/// Entries per page when `count` is not given.
+const DEFAULT_COUNT: u32 = 5;
+/// The largest `count` accepted.
+const MAX_COUNT: u32 = 1000;
+
+/// `GET /products?page=P&count=C`: the entries at positions (P-1)*C+1 ..= P*C.
+pub async fn list_products(state: &AppState, query: Option<&str>) -> Result<Document, HttpError> {
+    let (page, count) = page_and_count(query.unwrap_or(""))?;
+    let page = state.cache.get(Key::Page { page, count }).await?;
+    Ok(page.unwrap_or_else(|| state.empty_page.clone()))
+}
+
+/// `GET /products/:id`.
+pub async fn get_product(state: &AppState, id: i32) -> Result<Document, HttpError> {
+    state
+        .cache
+        .get(Key::Product(id))
+        .await?
+        .ok_or(HttpError::NoSuchProduct(id))
+}
+
+/// `GET /products/:id/styles`.
+pub async fn get_product_styles(state: &AppState, id: i32) -> Result<Document, HttpError> {
+    state
+        .cache
+        .get(Key::Styles(id))
+        .await?
+        .ok_or(HttpError::NoSuchProduct(id))
+}
+
+/// `GET /products/:id/related`.
+pub async fn get_related_products(state: &AppState, id: i32) -> Result<Document, HttpError> {
+    state
+        .cache
+        .get(Key::Related(id))
+        .await?
+        .ok_or(HttpError::NoSuchProduct(id))
+}
+
+/// `GET /healthz`: the process serves.
+pub fn healthz() -> Response<Full<Bytes>> {
+    operational(Bytes::from_static(br#"{"status":"ok"}"#), headers::JSON)
+}
+
+/// `GET /readyz`: the database answers and holds a materialized catalog, and the
+/// process is not shutting down.
+pub async fn readyz(state: &AppState) -> Result<Response<Full<Bytes>>, HttpError> {
+    if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(HttpError::ShuttingDown);
+    }
+    match state.store.is_ready().await? {
+        true => Ok(operational(
+            Bytes::from_static(br#"{"status":"ready"}"#),
+            headers::JSON,
+        )),
+        false => Err(HttpError::NotMaterialized),
+    }
+}
+
+/// `GET /metrics`: Prometheus text.
+pub async fn metrics(state: &AppState) -> Response<Full<Bytes>> {
+    operational(
+        Bytes::from(metrics::render(state).await),
+        headers::PROMETHEUS_TEXT,
+    )
+}
+
+fn operational(body: Bytes, content_type: hyper::header::HeaderValue) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    response.headers_mut().insert(CONTENT_TYPE, content_type);
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, headers::NO_STORE);
+    response
+}
+
+/// `page` and `count` from a query string; other parameters are ignored and the
+/// first occurrence of each counts.
+fn page_and_count(query: &str) -> Result<(u32, u32), HttpError> {
+    let mut page = None;
+    let mut count = None;
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match name {
+            "page" => page = page.or(Some(value)),
+            "count" => count = count.or(Some(value)),
+            _ => {}
+        }
+    }
+    let page = match page {
+        None => 1,
+        Some(value) => parameter("page", value, i32::MAX as u32, "1 to 2147483647")?,
+    };
+    let count = match count {
+        None => DEFAULT_COUNT,
+        Some(value) => parameter("count", value, MAX_COUNT, "1 to 1000")?,
+    };
+    Ok((page, count))
+}
+
+fn parameter(
+    name: &'static str,
+    value: &str,
+    max: u32,
+    range: &'static str,
+) -> Result<u32, HttpError> {
+    canonical_integer(value)
+        .filter(|n| (1..=u64::from(max)).contains(n))
+        .map(|n| n as u32)
+        .ok_or_else(|| HttpError::InvalidParameter {
+            name,
+            value: value.to_string(),
+            range,
+        })
+}
+
+/// A product id from a path segment: a canonical decimal integer in 1..=2147483647
+/// (no sign, no leading zero, no exponent or fraction).
+pub fn product_id(segment: &str) -> Result<i32, HttpError> {
+    canonical_integer(segment)
+        .and_then(|n| i32::try_from(n).ok())
+        .filter(|&n| n >= 1)
+        .ok_or_else(|| HttpError::InvalidProductId(segment.to_string()))
+}
+
+/// The value of a string of ASCII digits without a leading zero, if it fits in u64.
+fn canonical_integer(text: &str) -> Option<u64> {
+    let digits_only = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    if !digits_only || (text.len() > 1 && text.starts_with('0')) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn product_ids_are_canonical_positive_i32() {
+        assert_eq!(product_id("1"), Ok(1));
+        assert_eq!(product_id("2147483647"), Ok(i32::MAX));
+        for bad in [
+            "abc",
+            "-1",
+            "0",
+            "1.5",
+            "1e3",
+            "+1",
+            "99999999999",
+            "",
+            "01",
+            " 1",
+            "2147483648",
+            "１",
+        ] {
+            assert_eq!(
+                product_id(bad),
+                Err(HttpError::InvalidProductId(bad.into())),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn page_and_count_default_and_are_bounded() {
+        assert_eq!(page_and_count(""), Ok((1, 5)));
+        assert_eq!(page_and_count("page=3"), Ok((3, 5)));
+        assert_eq!(
+            page_and_count("count=1000&page=200000"),
+            Ok((200_000, 1000))
+        );
+        assert_eq!(page_and_count("page=2&page=9&x=y&count=7"), Ok((2, 7)));
+        assert_eq!(page_and_count("&&page=2&"), Ok((2, 5)));
+        let count_error = |value: &str| HttpError::InvalidParameter {
+            name: "count",
+            value: value.into(),
+            range: "1 to 1000",
+        };
+        assert_eq!(page_and_count("count=1001"), Err(count_error("1001")));
+        assert_eq!(page_and_count("count=0"), Err(count_error("0")));
+        assert_eq!(page_and_count("count"), Err(count_error("")));
+        let page_error = |value: &str| HttpError::InvalidParameter {
+            name: "page",
+            value: value.into(),
+            range: "1 to 2147483647",
+        };
+        for bad in ["0", "-1", "abc", "1.5", "2147483648", ""] {
+            assert_eq!(page_and_count(&format!("page={bad}")), Err(page_error(bad)));
+        }
+    }
+}

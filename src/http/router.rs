@@ -1,0 +1,367 @@
+//! Routing: a request's method and path segments to a named handler, and the parts of
+//! every answer that do not depend on the endpoint (validators, `304`, `HEAD`, metrics).
+//! Generic over the request body, which no endpoint reads, so it runs without a socket.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Body;
+use hyper::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, HeaderMap, IF_NONE_MATCH};
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::cache::Document;
+use super::error::HttpError;
+use super::handlers::{self, product_id};
+use super::metrics::Endpoint;
+use super::{AppState, headers};
+
+/// Answers one request.
+pub async fn handle<B>(state: &AppState, request: Request<B>) -> Response<Full<Bytes>> {
+    let started = Instant::now();
+    let (endpoint, outcome) = route(state, &request).await;
+    let mut response = outcome.unwrap_or_else(HttpError::into_response);
+    if request.method() == Method::HEAD {
+        strip_body(&mut response);
+    }
+    state
+        .metrics
+        .record(endpoint, response.status(), started.elapsed());
+    response
+}
+
+/// The one routing table: (method, path segments) → handler.
+async fn route<B>(
+    state: &AppState,
+    request: &Request<B>,
+) -> (Endpoint, Result<Response<Full<Bytes>>, HttpError>) {
+    let path = request.uri().path();
+    let Some((endpoint, id)) = match_path(path) else {
+        return (
+            Endpoint::Unmatched,
+            Err(HttpError::NoSuchPath(path.to_string())),
+        );
+    };
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        let method = request.method().clone();
+        let path = path.to_string();
+        return (endpoint, Err(HttpError::MethodNotAllowed { method, path }));
+    }
+    let outcome = async {
+        let document = match endpoint {
+            Endpoint::ListProducts => handlers::list_products(state, request.uri().query()).await?,
+            Endpoint::GetProduct => handlers::get_product(state, product_id(id)?).await?,
+            Endpoint::GetProductStyles => {
+                handlers::get_product_styles(state, product_id(id)?).await?
+            }
+            Endpoint::GetRelatedProducts => {
+                handlers::get_related_products(state, product_id(id)?).await?
+            }
+            Endpoint::Healthz => return Ok(handlers::healthz()),
+            Endpoint::Readyz => return handlers::readyz(state).await,
+            Endpoint::Metrics => return Ok(handlers::metrics(state).await),
+            Endpoint::Unmatched => return Err(HttpError::NoSuchPath(path.to_string())),
+        };
+        Ok(document_response(state, request.headers(), document))
+    };
+    (endpoint, outcome.await)
+}
+
+/// The endpoint a path names and the product-id segment it carries (`""` if none).
+/// One trailing slash is accepted, as Express did.
+pub fn match_path(path: &str) -> Option<(Endpoint, &str)> {
+    let path = match path.strip_suffix('/') {
+        Some(trimmed) if !trimmed.is_empty() => trimmed,
+        _ => path,
+    };
+    let mut segments = path.strip_prefix('/')?.split('/');
+    let segments = [(); 4].map(|()| segments.next());
+    match segments {
+        [Some("products"), None, ..] => Some((Endpoint::ListProducts, "")),
+        [Some("products"), Some(id), None, _] => Some((Endpoint::GetProduct, id)),
+        [Some("products"), Some(id), Some("styles"), None] => {
+            Some((Endpoint::GetProductStyles, id))
+        }
+        [Some("products"), Some(id), Some("related"), None] => {
+            Some((Endpoint::GetRelatedProducts, id))
+        }
+        [Some("healthz"), None, ..] => Some((Endpoint::Healthz, "")),
+        [Some("readyz"), None, ..] => Some((Endpoint::Readyz, "")),
+        [Some("metrics"), None, ..] => Some((Endpoint::Metrics, "")),
+        _ => None,
+    }
+}
+
+/// `200` with the document, or `304` when the client's `If-None-Match` has it already.
+fn document_response(
+    state: &AppState,
+    request_headers: &HeaderMap,
+    document: Document,
+) -> Response<Full<Bytes>> {
+    let not_modified = if_none_match(request_headers, &document.etag);
+    let mut response = match not_modified {
+        true => {
+            let mut response = Response::new(Full::default());
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            response
+        }
+        false => {
+            let mut response = Response::new(Full::new(document.body));
+            response.headers_mut().insert(CONTENT_TYPE, headers::JSON);
+            response
+        }
+    };
+    let response_headers = response.headers_mut();
+    response_headers.insert(ETAG, document.etag);
+    response_headers.insert(CACHE_CONTROL, state.cache_control.clone());
+    response
+}
+
+/// Whether an `If-None-Match` list holds `etag` (weak comparison, as RFC 9110 asks
+/// for this header) or is `*`.
+fn if_none_match(request_headers: &HeaderMap, etag: &hyper::header::HeaderValue) -> bool {
+    request_headers.get_all(IF_NONE_MATCH).iter().any(|value| {
+        value.as_bytes().split(|&b| b == b',').any(|candidate| {
+            let candidate = candidate.trim_ascii();
+            let candidate = candidate.strip_prefix(b"W/").unwrap_or(candidate);
+            candidate == b"*" || candidate == etag.as_bytes()
+        })
+    })
+}
+
+/// A `HEAD` answer: the `GET` headers, its length included, and no body.
+fn strip_body(response: &mut Response<Full<Bytes>>) {
+    let length = response.body().size_hint().exact().unwrap_or(0);
+    *response.body_mut() = Full::default();
+    if response.status() != StatusCode::NOT_MODIFIED {
+        response.headers_mut().insert(CONTENT_LENGTH, length.into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_name_endpoints_with_an_optional_trailing_slash() {
+        let cases = [
+            ("/products", Some((Endpoint::ListProducts, ""))),
+            ("/products/", Some((Endpoint::ListProducts, ""))),
+            ("/products/7", Some((Endpoint::GetProduct, "7"))),
+            ("/products/7/", Some((Endpoint::GetProduct, "7"))),
+            ("/products/abc", Some((Endpoint::GetProduct, "abc"))),
+            ("/products//", Some((Endpoint::GetProduct, ""))),
+            (
+                "/products/7/styles",
+                Some((Endpoint::GetProductStyles, "7")),
+            ),
+            (
+                "/products/7/styles/",
+                Some((Endpoint::GetProductStyles, "7")),
+            ),
+            (
+                "/products/7/related",
+                Some((Endpoint::GetRelatedProducts, "7")),
+            ),
+            ("/healthz", Some((Endpoint::Healthz, ""))),
+            ("/readyz/", Some((Endpoint::Readyz, ""))),
+            ("/metrics", Some((Endpoint::Metrics, ""))),
+            ("/", None),
+            ("", None),
+            ("/products/7/styles//", None),
+            ("/products/7/other", None),
+            ("/products/7/styles/1", None),
+            ("/reviews/1", None),
+            ("/qa/questions", None),
+            ("/cart", None),
+            ("/Products", None),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(match_path(path), expected, "{path:?}");
+        }
+    }
+
+    /// State whose database is a closed port: only answers that need no database work.
+    fn state_without_database() -> std::sync::Arc<AppState> {
+        use clap::Parser;
+        let cli = crate::config::Cli::try_parse_from([
+            "atelier",
+            "serve",
+            "--database-url",
+            "postgres://nobody@127.0.0.1:1/none",
+            "--pool-timeout-ms",
+            "200",
+            "--query-timeout-ms",
+            "400",
+        ])
+        .unwrap();
+        let crate::config::Command::Serve(args) = cli.command else {
+            unreachable!()
+        };
+        AppState::new(&args, args.db.database_url.as_deref().unwrap()).unwrap()
+    }
+
+    async fn call(state: &AppState, method: Method, uri: &str) -> Response<Full<Bytes>> {
+        let request = Request::builder().method(method).uri(uri).body(()).unwrap();
+        handle(state, request).await
+    }
+
+    async fn body_bytes(response: Response<Full<Bytes>>) -> Bytes {
+        use http_body_util::BodyExt;
+        response.into_body().collect().await.unwrap().to_bytes()
+    }
+
+    async fn body_json(response: Response<Full<Bytes>>) -> serde_json::Value {
+        serde_json::from_slice(&body_bytes(response).await).unwrap()
+    }
+
+    #[tokio::test]
+    async fn errors_are_json_with_the_status_the_contract_names() {
+        let state = state_without_database();
+        let cases = [
+            (
+                Method::GET,
+                "/reviews/1",
+                StatusCode::NOT_FOUND,
+                "no such path: /reviews/1",
+            ),
+            (Method::GET, "/", StatusCode::NOT_FOUND, "no such path: /"),
+            (
+                Method::POST,
+                "/products/1",
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method POST is not allowed on /products/1; use GET or HEAD",
+            ),
+            (
+                Method::GET,
+                "/products/1e3/styles",
+                StatusCode::BAD_REQUEST,
+                "product id must be an integer from 1 to 2147483647, got \"1e3\"",
+            ),
+            (
+                Method::GET,
+                "/products?count=0",
+                StatusCode::BAD_REQUEST,
+                "count must be an integer from 1 to 1000, got \"0\"",
+            ),
+        ];
+        for (method, uri, status, message) in cases {
+            let response = call(&state, method, uri).await;
+            assert_eq!(response.status(), status, "{uri}");
+            assert_eq!(response.headers()[CONTENT_TYPE], headers::JSON);
+            if status == StatusCode::METHOD_NOT_ALLOWED {
+                assert_eq!(response.headers()[hyper::header::ALLOW], "GET, HEAD");
+            }
+            assert_eq!(
+                body_json(response).await,
+                serde_json::json!({ "message": message })
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn head_keeps_the_length_and_drops_the_body() {
+        let state = state_without_database();
+        let get = call(&state, Method::GET, "/products/abc").await;
+        let head = call(&state, Method::HEAD, "/products/abc").await;
+        assert_eq!(head.status(), StatusCode::BAD_REQUEST);
+        let get_length = get.body().size_hint().exact().unwrap();
+        assert!(get_length > 0);
+        assert_eq!(
+            head.headers()[CONTENT_LENGTH],
+            get_length.to_string().as_str()
+        );
+        assert_eq!(head.body().size_hint().exact(), Some(0));
+        assert_eq!(
+            call(&state, Method::HEAD, "/healthz").await.status(),
+            StatusCode::OK
+        );
+    }
+
+    #[tokio::test]
+    async fn a_document_without_its_database_is_503_within_the_bound() {
+        let state = state_without_database();
+        let started = Instant::now();
+        let response = call(&state, Method::GET, "/products/7").await;
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[hyper::header::RETRY_AFTER], "1");
+        assert_eq!(
+            call(&state, Method::GET, "/readyz").await.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            call(&state, Method::GET, "/healthz").await.status(),
+            StatusCode::OK
+        );
+    }
+
+    #[tokio::test]
+    async fn readyz_fails_once_shutdown_begins() {
+        let state = state_without_database();
+        state
+            .draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let response = call(&state, Method::GET, "/readyz").await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body_json(response).await,
+            serde_json::json!({ "message": "the server is shutting down" })
+        );
+    }
+
+    #[tokio::test]
+    async fn documents_answer_304_to_a_matching_if_none_match() {
+        let state = state_without_database();
+        let document = Document::new(Bytes::from_static(b"[1,2]"));
+        let mut request_headers = HeaderMap::new();
+        let fresh = document_response(&state, &request_headers, document.clone());
+        assert_eq!(fresh.status(), StatusCode::OK);
+        assert_eq!(fresh.headers()[CACHE_CONTROL], "public, max-age=60");
+        request_headers.insert(IF_NONE_MATCH, fresh.headers()[ETAG].clone());
+        let cached = document_response(&state, &request_headers, document);
+        assert_eq!(cached.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(cached.headers()[ETAG], fresh.headers()[ETAG]);
+        assert_eq!(cached.body().size_hint().exact(), Some(0));
+    }
+
+    #[tokio::test]
+    async fn every_answer_is_counted_under_its_route() {
+        let state = state_without_database();
+        call(&state, Method::GET, "/products/x").await;
+        call(&state, Method::DELETE, "/products").await;
+        call(&state, Method::GET, "/cart").await;
+        let text =
+            String::from_utf8(body_bytes(handlers::metrics(&state).await).await.to_vec()).unwrap();
+        for line in [
+            "atelier_http_requests_total{route=\"get_product\",status=\"400\"} 1",
+            "atelier_http_requests_total{route=\"list_products\",status=\"405\"} 1",
+            "atelier_http_requests_total{route=\"unmatched\",status=\"404\"} 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn if_none_match_accepts_lists_weak_tags_and_star() {
+        let etag = hyper::header::HeaderValue::from_static("\"abc\"");
+        let check = |value: &'static str| {
+            let mut request_headers = HeaderMap::new();
+            request_headers.insert(
+                IF_NONE_MATCH,
+                hyper::header::HeaderValue::from_static(value),
+            );
+            if_none_match(&request_headers, &etag)
+        };
+        assert!(check("\"abc\""));
+        assert!(check("\"x\", \"abc\""));
+        assert!(check("W/\"abc\""));
+        assert!(check("*"));
+        assert!(!check("\"abd\""));
+        assert!(!check("abc"));
+        assert!(!if_none_match(&HeaderMap::new(), &etag));
+    }
+}

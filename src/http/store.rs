@@ -1,0 +1,292 @@
+//! Reading the stored response documents: a bb8 pool of tokio-postgres connections,
+//! each with the hot statements prepared once, and the jsonb bytes taken verbatim.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bb8::{ErrorSink, ManageConnection, Pool, RunError};
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio_postgres::types::{FromSql, Type};
+use tokio_postgres::{Client, NoTls, Statement};
+
+/// One stored document: a page of the product list or one of a product's three bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Key {
+    /// `GET /products?page&count`: `count` is 1..=1000, `page` 1..=i32::MAX.
+    Page { page: u32, count: u32 },
+    /// `GET /products/:id`.
+    Product(i32),
+    /// `GET /products/:id/styles`.
+    Styles(i32),
+    /// `GET /products/:id/related`.
+    Related(i32),
+}
+
+/// Why a read got no answer from the database.
+#[derive(Debug)]
+pub enum StoreError {
+    /// No pooled connection could be had in time (the database may be down).
+    NoConnection,
+    /// The read took longer than the configured bound.
+    Timeout,
+    /// PostgreSQL or the connection to it failed.
+    Database(tokio_postgres::Error),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::NoConnection => f.write_str("no database connection could be had in time"),
+            StoreError::Timeout => f.write_str("the database read timed out"),
+            StoreError::Database(error) => write!(f, "database: {error}"),
+        }
+    }
+}
+
+impl StdError for StoreError {}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        StoreError::Database(error)
+    }
+}
+
+impl From<RunError<tokio_postgres::Error>> for StoreError {
+    fn from(error: RunError<tokio_postgres::Error>) -> Self {
+        match error {
+            RunError::User(error) => StoreError::Database(error),
+            RunError::TimedOut => StoreError::NoConnection,
+        }
+    }
+}
+
+/// Pool settings.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    /// Connections at most.
+    pub size: u32,
+    /// How long a read waits for a connection.
+    pub wait: Duration,
+    /// How long a read may take in all.
+    pub read: Duration,
+}
+
+/// The document reader shared by all requests. Cloning shares the pool.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool<Connector>,
+    size: u32,
+    read_timeout: Duration,
+    errors: Arc<AtomicU64>,
+}
+
+impl Store {
+    /// A pool over `config`. No connection is opened yet, so this succeeds while the
+    /// database is down; reads answer `StoreError` until it is back.
+    pub fn new(config: tokio_postgres::Config, settings: PoolSettings) -> Store {
+        let errors = Arc::new(AtomicU64::new(0));
+        let pool = Pool::builder()
+            .max_size(settings.size)
+            .connection_timeout(settings.wait)
+            // A broken connection is noticed through `has_broken`; a round trip on every
+            // checkout would double the cost of a cache miss.
+            .test_on_check_out(false)
+            .error_sink(Box::new(CountingSink(errors.clone())))
+            .build_unchecked(Connector { config });
+        Store {
+            pool,
+            size: settings.size,
+            read_timeout: settings.read,
+            errors,
+        }
+    }
+
+    /// The body stored under `key`, or `None` when there is none (an unknown product,
+    /// a page past the end of the list).
+    pub async fn read(&self, key: Key) -> Result<Option<Bytes>, StoreError> {
+        let outcome = tokio::time::timeout(self.read_timeout, self.read_now(key))
+            .await
+            .unwrap_or(Err(StoreError::Timeout));
+        if let Err(error) = &outcome {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(?key, %error, "document read failed");
+        }
+        outcome
+    }
+
+    async fn read_now(&self, key: Key) -> Result<Option<Bytes>, StoreError> {
+        let connection = self.pool.get().await?;
+        let statements = &connection.statements;
+        let (statement, id) = match key {
+            Key::Page { page, count } => return read_page(&connection, page, count).await,
+            Key::Product(id) => (&statements.product, id),
+            Key::Styles(id) => (&statements.styles, id),
+            Key::Related(id) => (&statements.related, id),
+        };
+        let row = connection.client.query_opt(statement, &[&id]).await?;
+        Ok(row.map(|row| Bytes::copy_from_slice(row.get::<_, Jsonb>(0).0)))
+    }
+
+    /// Whether the database answers and a materialize has completed.
+    pub async fn is_ready(&self) -> Result<bool, StoreError> {
+        const READY_SQL: &str =
+            "SELECT EXISTS (SELECT 1 FROM catalog_run WHERE kind = 'materialize')";
+        let check = async {
+            let connection = self.pool.get().await?;
+            let row = connection.client.query_one(READY_SQL, &[]).await?;
+            Ok::<bool, StoreError>(row.get(0))
+        };
+        let outcome = tokio::time::timeout(self.read_timeout, check)
+            .await
+            .unwrap_or(Err(StoreError::Timeout));
+        if outcome.is_err() {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        outcome
+    }
+
+    /// Failed reads, readiness checks and connection attempts so far.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// The pool's open and idle connections, and its size.
+    pub fn pool_state(&self) -> (u32, u32, u32) {
+        let state = self.pool.state();
+        (state.connections, state.idle_connections, self.size)
+    }
+}
+
+/// Page `page` of `count` entries: the list entries at positions (page-1)*count+1 ..=
+/// page*count, joined into one JSON array; `None` past the end of the list.
+async fn read_page(
+    connection: &Connection,
+    page: u32,
+    count: u32,
+) -> Result<Option<Bytes>, StoreError> {
+    let first = (i64::from(page) - 1) * i64::from(count) + 1;
+    let last = first + i64::from(count) - 1;
+    let Ok(first) = i32::try_from(first) else {
+        return Ok(None);
+    };
+    let last = i32::try_from(last).unwrap_or(i32::MAX);
+    let rows = connection
+        .client
+        .query(&connection.statements.page, &[&first, &last])
+        .await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let entries: Vec<&[u8]> = rows.iter().map(|row| row.get::<_, Jsonb>(0).0).collect();
+    let length = entries.iter().map(|entry| entry.len() + 1).sum::<usize>() + 1;
+    let mut body = BytesMut::with_capacity(length);
+    body.put_u8(b'[');
+    for (index, entry) in entries.iter().enumerate() {
+        if index > 0 {
+            body.put_u8(b',');
+        }
+        body.put_slice(entry);
+    }
+    body.put_u8(b']');
+    Ok(Some(body.freeze()))
+}
+
+/// A `jsonb` value's JSON text, borrowed from the row as PostgreSQL sent it: the binary
+/// wire form is a version byte (1) followed by the text, so nothing is parsed.
+struct Jsonb<'a>(&'a [u8]);
+
+impl<'a> FromSql<'a> for Jsonb<'a> {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn StdError + Sync + Send>> {
+        match raw.split_first() {
+            Some((1, text)) => Ok(Jsonb(text)),
+            _ => Err("unsupported jsonb wire format version".into()),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSONB
+    }
+}
+
+/// A pooled connection and its prepared statements.
+pub struct Connection {
+    client: Client,
+    statements: Statements,
+}
+
+struct Statements {
+    page: Statement,
+    product: Statement,
+    styles: Statement,
+    related: Statement,
+}
+
+impl Statements {
+    async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
+        const PAGE_SQL: &str = "SELECT list_entry FROM document \
+                                WHERE position BETWEEN $1 AND $2 ORDER BY position";
+        const PRODUCT_SQL: &str = "SELECT product FROM document WHERE product_id = $1";
+        const STYLES_SQL: &str = "SELECT styles FROM document WHERE product_id = $1";
+        const RELATED_SQL: &str = "SELECT related FROM document WHERE product_id = $1";
+        // The four Parse messages go out together and share one round trip.
+        let (page, product, styles, related) = tokio::try_join!(
+            client.prepare_typed(PAGE_SQL, &[Type::INT4, Type::INT4]),
+            client.prepare_typed(PRODUCT_SQL, &[Type::INT4]),
+            client.prepare_typed(STYLES_SQL, &[Type::INT4]),
+            client.prepare_typed(RELATED_SQL, &[Type::INT4]),
+        )?;
+        Ok(Statements {
+            page,
+            product,
+            styles,
+            related,
+        })
+    }
+}
+
+/// Opens connections for the pool and prepares their statements.
+struct Connector {
+    config: tokio_postgres::Config,
+}
+
+impl ManageConnection for Connector {
+    type Connection = Connection;
+    type Error = tokio_postgres::Error;
+
+    async fn connect(&self) -> Result<Connection, tokio_postgres::Error> {
+        let (client, connection) = self.config.connect(NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "pooled database connection ended");
+            }
+        });
+        let statements = Statements::prepare(&client).await?;
+        Ok(Connection { client, statements })
+    }
+
+    async fn is_valid(&self, connection: &mut Connection) -> Result<(), tokio_postgres::Error> {
+        connection.client.simple_query("").await.map(|_| ())
+    }
+
+    fn has_broken(&self, connection: &mut Connection) -> bool {
+        connection.client.is_closed()
+    }
+}
+
+/// Counts failed connection attempts with the other database errors.
+#[derive(Debug, Clone)]
+struct CountingSink(Arc<AtomicU64>);
+
+impl ErrorSink<tokio_postgres::Error> for CountingSink {
+    fn sink(&self, error: tokio_postgres::Error) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%error, "database connection attempt failed");
+    }
+
+    fn boxed_clone(&self) -> Box<dyn ErrorSink<tokio_postgres::Error>> {
+        Box::new(self.clone())
+    }
+}

@@ -1,0 +1,389 @@
+//! Streaming the six files into their staging tables. Each lane is one parser thread
+//! and one database connection: the thread checks the records of its files in turn and
+//! sends their binary COPY tuples through a bounded channel to the connection, which
+//! copies each file into a staging table created in the same transaction. Parsing and COPY overlap,
+//! and memory stays bounded whatever the files' size.
+//!
+//! Children are checked against their parents' ids, so product.csv is read before
+//! styles.csv, features.csv and related.csv, and styles.csv before photos.csv and
+//! skus.csv; a lane waits for the ids another lane publishes.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::SinkExt;
+use indicatif::ProgressBar;
+use tokio::sync::{mpsc, watch};
+use tokio_postgres::Client;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+use super::FileCounts;
+use super::binary;
+use super::ids::{IdMap, IdSet};
+use super::reader::RecordReader;
+use super::rejects::{Outcome, Part};
+use super::rows::{self, FileKind, Ids};
+use super::staging;
+use crate::{Error, Result};
+
+/// Size of the COPY data chunks sent to a connection.
+pub const CHUNK_BYTES: usize = 256 * 1024;
+/// Chunks that may wait in a channel: the parser's lead over COPY.
+pub const CHANNEL_CHUNKS: usize = 16;
+/// Read buffer of each file.
+const READ_BUFFER: usize = 1 << 20;
+
+/// A catalog file opened and its header checked.
+pub struct Source {
+    pub kind: FileKind,
+    pub path: PathBuf,
+    pub size: u64,
+    reader: RecordReader<BufReader<File>>,
+}
+
+impl Source {
+    /// Opens `kind`'s file in `dir` and reads its header, which decides the variant.
+    /// A missing, empty or unknown file is an error naming it.
+    pub fn open(dir: &Path, kind: FileKind) -> Result<Source> {
+        let path = dir.join(kind.file_name());
+        let file = File::open(&path).map_err(|e| Error::io("open catalog file", &path, e))?;
+        let size = file
+            .metadata()
+            .map_err(|e| Error::io("read", &path, e))?
+            .len();
+        let mut reader = RecordReader::new(BufReader::with_capacity(READ_BUFFER, file));
+        let header = reader
+            .header()
+            .map_err(|e| Error::io("read", &path, e))?
+            .ok_or_else(|| Error::InvalidInput(format!("{}: the file is empty", path.display())))?;
+        let spaced = kind
+            .parse_header(header)
+            .map_err(|reason| Error::InvalidInput(format!("{}: {reason}", path.display())))?;
+        reader.set_spaced(spaced);
+        Ok(Source {
+            kind,
+            path,
+            size,
+            reader,
+        })
+    }
+}
+
+/// The files each lane reads, in order; one lane per connection.
+pub fn plan(lanes: usize) -> Vec<Vec<FileKind>> {
+    use FileKind::*;
+    if lanes >= 2 {
+        vec![vec![Product, Styles, Photos], vec![Features, Related, Skus]]
+    } else {
+        vec![FileKind::ALL.to_vec()]
+    }
+}
+
+/// What one lane's parser learnt.
+#[derive(Default)]
+pub struct LaneOutput {
+    pub counts: Vec<FileCounts>,
+    pub parts: Vec<(FileKind, PathBuf)>,
+    /// Per product id, the wrapping sum of the hashes of its rows read by this lane.
+    pub fingerprints: IdMap<u64>,
+}
+
+/// What the lanes tell each other: the product and style ids, published by the lane
+/// that reads them; the milestones reached; whether to stop.
+pub struct Shared {
+    published: Mutex<Published>,
+    changed: Condvar,
+    aborted: AtomicBool,
+    /// One bit per milestone reached, and [`ABORTED_BIT`].
+    milestones: watch::Sender<u16>,
+}
+
+/// A point of a load another lane may wait for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Milestone {
+    /// The staging table of a file is committed.
+    Copied(FileKind),
+    /// The staging product table is built.
+    ProductsBuilt,
+    /// The keys of the tables built while photos.csv is copied are in place.
+    EarlyKeysBuilt,
+}
+
+impl Milestone {
+    fn bit(self) -> u16 {
+        match self {
+            Milestone::Copied(kind) => 1 << (kind as u16),
+            Milestone::ProductsBuilt => 1 << 8,
+            Milestone::EarlyKeysBuilt => 1 << 9,
+        }
+    }
+}
+
+const ABORTED_BIT: u16 = 1 << 15;
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            published: Mutex::default(),
+            changed: Condvar::new(),
+            aborted: AtomicBool::new(false),
+            milestones: watch::Sender::new(0),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Published {
+    products: Option<Arc<IdSet>>,
+    styles: Option<Arc<IdMap<u32>>>,
+}
+
+impl Shared {
+    /// Stops every lane at its next chunk or wait.
+    pub fn abort(&self) {
+        self.aborted.store(true, Ordering::SeqCst);
+        self.milestones.send_modify(|bits| *bits |= ABORTED_BIT);
+        let _guard = self.published.lock().expect("lane lock");
+        self.changed.notify_all();
+    }
+
+    /// Tells the other lanes that `milestone` is reached.
+    pub fn reach(&self, milestone: Milestone) {
+        self.milestones.send_modify(|bits| *bits |= milestone.bit());
+    }
+
+    /// Waits until `milestone` is reached; an error if the load is stopped first.
+    pub async fn reached(&self, milestone: Milestone) -> Result<()> {
+        let mut bits = self.milestones.subscribe();
+        let wanted = milestone.bit() | ABORTED_BIT;
+        let bits = *bits.wait_for(|bits| bits & wanted != 0).await.map_err(|_| aborted())?;
+        if bits & ABORTED_BIT != 0 {
+            return Err(aborted());
+        }
+        Ok(())
+    }
+
+    fn is_aborted(&self) -> bool {
+        self.aborted.load(Ordering::SeqCst)
+    }
+
+    /// The loaded product ids, once product.csv has been read.
+    pub fn products(&self) -> Option<Arc<IdSet>> {
+        self.published.lock().expect("lane lock").products.clone()
+    }
+
+    fn wait<T>(&self, pick: impl Fn(&Published) -> Option<T>) -> Result<T> {
+        let mut published = self.published.lock().expect("lane lock");
+        loop {
+            if self.is_aborted() {
+                return Err(aborted());
+            }
+            if let Some(value) = pick(&published) {
+                return Ok(value);
+            }
+            published = self.changed.wait(published).expect("lane lock");
+        }
+    }
+
+    fn publish(&self, update: impl FnOnce(&mut Published)) {
+        update(&mut self.published.lock().expect("lane lock"));
+        self.changed.notify_all();
+    }
+}
+
+/// The error of a lane stopped because another lane failed.
+pub const ABORTED: &str = "load aborted: another part of it failed";
+
+fn aborted() -> Error {
+    Error::InvalidInput(ABORTED.into())
+}
+
+/// One file for a lane's parser: where to read, where to send rows, where to report.
+pub struct Job {
+    pub source: Source,
+    pub rows: mpsc::Sender<Bytes>,
+    pub report: Part,
+}
+
+/// Reads a lane's files in order (run it on a thread of its own). On failure every
+/// other lane is stopped too.
+pub fn parse_lane(jobs: Vec<Job>, shared: &Shared, progress: &ProgressBar) -> Result<LaneOutput> {
+    let outcome = parse_jobs(jobs, shared, progress);
+    if outcome.is_err() {
+        shared.abort();
+    }
+    outcome
+}
+
+fn parse_jobs(jobs: Vec<Job>, shared: &Shared, progress: &ProgressBar) -> Result<LaneOutput> {
+    let mut output = LaneOutput::default();
+    for job in jobs {
+        let kind = job.source.kind;
+        let file = FileParse {
+            job,
+            fingerprints: &mut output.fingerprints,
+            shared,
+            progress,
+        };
+        let counts = match kind {
+            FileKind::Product => {
+                let mut products = IdSet::default();
+                let counts = file.run(Ids::Product {
+                    products: &mut products,
+                })?;
+                shared.publish(|p| p.products = Some(Arc::new(products)));
+                counts
+            }
+            FileKind::Styles => {
+                let products = shared.wait(|p| p.products.clone())?;
+                let mut styles = IdMap::default();
+                let counts = file.run(Ids::Styles {
+                    products: &products,
+                    styles: &mut styles,
+                })?;
+                shared.publish(|p| p.styles = Some(Arc::new(styles)));
+                counts
+            }
+            FileKind::Features | FileKind::Related => {
+                let products = shared.wait(|p| p.products.clone())?;
+                file.run(Ids::ProductChild {
+                    products: &products,
+                    seen: &mut IdSet::default(),
+                })?
+            }
+            FileKind::Photos | FileKind::Skus => {
+                let styles = shared.wait(|p| p.styles.clone())?;
+                file.run(Ids::StyleChild {
+                    styles: &styles,
+                    seen: &mut IdSet::default(),
+                })?
+            }
+        };
+        output.counts.push(counts.0);
+        output.parts.push((kind, counts.1));
+    }
+    Ok(output)
+}
+
+/// One file being read by a lane.
+struct FileParse<'a> {
+    job: Job,
+    fingerprints: &'a mut IdMap<u64>,
+    shared: &'a Shared,
+    progress: &'a ProgressBar,
+}
+
+impl FileParse<'_> {
+    /// Checks every record, sends the rows, reports rejects and repairs; returns the
+    /// counts and the report part's path.
+    fn run(self, mut ids: Ids<'_>) -> Result<(FileCounts, PathBuf)> {
+        let FileParse {
+            job,
+            fingerprints,
+            shared,
+            progress,
+        } = self;
+        let Job {
+            source,
+            rows,
+            mut report,
+        } = job;
+        let Source {
+            kind,
+            path,
+            mut reader,
+            ..
+        } = source;
+        // The file seeds the row hash, so that equal rows of two tables differ.
+        let seed = kind as u64;
+        let mut counts = FileCounts {
+            file: kind.file_name(),
+            ..FileCounts::default()
+        };
+        let mut out = BytesMut::with_capacity(CHUNK_BYTES * 2);
+        let mut repairs = Vec::new();
+        let mut reported_bytes = 0;
+        let read_error = |e| Error::io("read", &path, e);
+        while reader.next_record().map_err(read_error)? {
+            counts.read += 1;
+            repairs.clear();
+            let mark = out.len();
+            match rows::check(kind, &reader, &mut ids, &mut out, &mut repairs) {
+                Ok(owner) => {
+                    counts.loaded += 1;
+                    let hash = xxh3_64_with_seed(&out[mark..], seed);
+                    let sum = fingerprints.get_mut(owner);
+                    *sum = sum.wrapping_add(hash);
+                    if !repairs.is_empty() {
+                        counts.repaired += 1;
+                        report.write(reader.line(), Outcome::Repaired, &repairs.join("; "), reader.raw())?;
+                    }
+                }
+                Err(reason) => {
+                    counts.rejected += 1;
+                    report.write(reader.line(), Outcome::Rejected, &reason, reader.raw())?;
+                }
+            }
+            if out.len() >= CHUNK_BYTES {
+                if shared.is_aborted() {
+                    return Err(aborted());
+                }
+                rows.blocking_send(out.split().freeze()).map_err(|_| aborted())?;
+                let read = reader.bytes_read();
+                progress.inc(read - reported_bytes);
+                reported_bytes = read;
+            }
+        }
+        if !out.is_empty() {
+            rows.blocking_send(out.freeze()).map_err(|_| aborted())?;
+        }
+        progress.inc(reader.bytes_read() - reported_bytes);
+        Ok((counts, report.finish()?))
+    }
+}
+
+/// Copies a lane's files, in order, each into its staging table. On failure every other
+/// lane is stopped too.
+pub async fn copy_lane(
+    client: &mut Client,
+    tables: Vec<(FileKind, mpsc::Receiver<Bytes>)>,
+    shared: &Shared,
+) -> Result<()> {
+    for (kind, rows) in tables {
+        if let Err(error) = copy_table(client, kind, rows, shared).await {
+            shared.abort();
+            return Err(error);
+        }
+    }
+    Ok(())
+}
+
+async fn copy_table(
+    client: &mut Client,
+    kind: FileKind,
+    mut rows: mpsc::Receiver<Bytes>,
+    shared: &Shared,
+) -> Result<()> {
+    let (create, copy) = staging::copy_statements(kind);
+    let transaction = client.transaction().await?;
+    transaction.batch_execute(&create).await?;
+    let mut sink = pin!(transaction.copy_in(&copy).await?);
+    sink.feed(Bytes::from_static(binary::HEADER)).await?;
+    while let Some(chunk) = rows.recv().await {
+        sink.send(chunk).await?;
+    }
+    if shared.is_aborted() {
+        return Err(aborted());
+    }
+    sink.send(Bytes::from_static(binary::TRAILER)).await?;
+    let rows = sink.as_mut().finish().await?;
+    transaction.commit().await?;
+    shared.reach(Milestone::Copied(kind));
+    tracing::debug!(file = kind.file_name(), rows, "copied");
+    Ok(())
+}
