@@ -2,10 +2,12 @@
 //!
 //! Data flows one way: CSV files → [`load`] → normalized tables → [`materialize`] →
 //! stored JSON documents → [`http`] (cache, socket). [`generate`] writes synthetic
-//! CSV catalogs with the real data's shape and dirt; [`db`] finds or runs PostgreSQL.
+//! CSV catalogs with the real data's shape and dirt; [`db`] finds or runs PostgreSQL;
+//! [`demo`] gives an empty embedded database a catalog to serve.
 
 pub mod config;
 pub mod db;
+pub mod demo;
 pub mod error;
 pub mod generate;
 pub mod http;

@@ -180,7 +180,13 @@ impl Cluster {
                 .args(["-w", "-t", "60", "-s"]),
             "pg_ctl start",
         )
-        .map_err(|e| Error::Embedded(format!("{e}; last lines of {}:\n{}", log.display(), tail(&log))))
+        .map_err(|e| {
+            Error::Embedded(format!(
+                "{e}; last lines of {}:\n{}",
+                log.display(),
+                tail(&log)
+            ))
+        })
     }
 
     /// Stops the server (fast shutdown: sessions are ended, data is kept).
@@ -278,7 +284,11 @@ impl Drop for DirLock {
 /// The directory of initdb/pg_ctl/postgres: `pg_config --bindir`, then the newest
 /// `/usr/lib/postgresql/<version>/bin`, then PATH.
 fn find_server_binaries() -> Option<PathBuf> {
-    let has_all = |dir: &Path| ["initdb", "pg_ctl", "postgres"].iter().all(|b| dir.join(b).is_file());
+    let has_all = |dir: &Path| {
+        ["initdb", "pg_ctl", "postgres"]
+            .iter()
+            .all(|b| dir.join(b).is_file())
+    };
     let from_pg_config = Command::new("pg_config")
         .arg("--bindir")
         .output()

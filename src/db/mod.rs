@@ -87,16 +87,25 @@ pub async fn connect_with_schema(args: &DatabaseArgs) -> Result<Client> {
 /// `atelier db status`: prints whether the embedded cluster exists and runs.
 pub fn status(args: &DatabaseArgs) -> Result<()> {
     if let Some(url) = &args.database_url {
-        println!("using DATABASE_URL ({}); no embedded cluster is managed", redact(url));
+        println!(
+            "using DATABASE_URL ({}); no embedded cluster is managed",
+            redact(url)
+        );
         return Ok(());
     }
     let cluster = Cluster::new(&args.data_dir)?;
     if !cluster.is_initialized() {
-        println!("no embedded cluster in {} yet (any command creates it)", args.data_dir.display());
+        println!(
+            "no embedded cluster in {} yet (any command creates it)",
+            args.data_dir.display()
+        );
     } else if cluster.is_running() {
         println!("running: {}", cluster.url(EMBEDDED_DATABASE)?);
     } else {
-        println!("stopped: {} (any command starts it)", cluster.pgdata().display());
+        println!(
+            "stopped: {} (any command starts it)",
+            cluster.pgdata().display()
+        );
     }
     Ok(())
 }

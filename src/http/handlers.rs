@@ -101,13 +101,27 @@ fn page_and_count(query: &str) -> Result<(u32, u32), HttpError> {
     }
     let page = match page {
         None => 1,
-        Some(value) => parameter("page", value, i32::MAX as u32, "1 to 2147483647")?,
+        Some(value) => page_number(value)?,
     };
     let count = match count {
         None => DEFAULT_COUNT,
         Some(value) => parameter("count", value, MAX_COUNT, "1 to 1000")?,
     };
     Ok((page, count))
+}
+
+/// `page`: any canonical integer from 1 up. Pages past the catalog are simply empty, so
+/// numbers too large for a `u32` are read as the last `u32` page, which is past it too.
+fn page_number(value: &str) -> Result<u32, HttpError> {
+    let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+    if !digits || value.starts_with('0') {
+        return Err(HttpError::InvalidParameter {
+            name: "page",
+            value: value.to_string(),
+            range: "1 up",
+        });
+    }
+    Ok(value.parse().unwrap_or(u32::MAX))
 }
 
 fn parameter(
@@ -195,10 +209,15 @@ mod tests {
         let page_error = |value: &str| HttpError::InvalidParameter {
             name: "page",
             value: value.into(),
-            range: "1 to 2147483647",
+            range: "1 up",
         };
-        for bad in ["0", "-1", "abc", "1.5", "2147483648", ""] {
+        for bad in ["0", "-1", "abc", "1.5", "01", ""] {
             assert_eq!(page_and_count(&format!("page={bad}")), Err(page_error(bad)));
         }
+        assert_eq!(page_and_count("page=2147483648"), Ok((2_147_483_648, 5)));
+        assert_eq!(
+            page_and_count("page=99999999999999999999999"),
+            Ok((u32::MAX, 5))
+        );
     }
 }

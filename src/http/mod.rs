@@ -4,10 +4,9 @@
 //! [`handlers`] → [`cache`] (documents in memory) → [`store`] (the `document` table),
 //! and the stored JSON bytes go back out untouched. [`notify`] keeps the cache in step
 //! with materialize; [`error`] is the one mapping of failures to answers; [`metrics`]
-//! counts; [`demo`] fills an empty embedded database on first run.
+//! counts.
 
 pub mod cache;
-pub mod demo;
 pub mod error;
 pub mod handlers;
 pub mod headers;
@@ -27,7 +26,7 @@ use crate::{Error, Result};
 /// `atelier serve`: finds the database (preparing the demo catalog on first use of the
 /// embedded one), binds the address and serves until SIGTERM or SIGINT.
 pub async fn run(args: ServeArgs) -> Result<()> {
-    let url = demo::database_url(&args.db).await?;
+    let url = crate::demo::database_url(&args.db).await?;
     let state = AppState::new(&args, &url)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

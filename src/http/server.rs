@@ -14,6 +14,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
 use super::{AppState, notify, router};
 use crate::Result;
@@ -32,6 +33,8 @@ pub async fn serve(
     let limits = state.limits;
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
+    // Held so that connections still open when the drain times out can be cut off.
+    let mut tasks = JoinSet::new();
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
@@ -56,6 +59,7 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        while tasks.try_join_next().is_some() {}
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         let service = service_fn(move |request| {
@@ -63,7 +67,7 @@ pub async fn serve(
             async move { Ok::<_, Infallible>(router::handle(&state, request).await) }
         });
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "client connection ended with an error");
             }
@@ -81,6 +85,8 @@ pub async fn serve(
             "drain took longer than {:?}; closing the remaining connections",
             limits.drain_timeout
         );
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
     }
     invalidation.abort();
     Ok(())

@@ -4,7 +4,7 @@
 use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bb8::{ErrorSink, ManageConnection, Pool, RunError};
@@ -81,6 +81,9 @@ pub struct Store {
     size: u32,
     read_timeout: Duration,
     errors: Arc<AtomicU64>,
+    /// Whether the last read or check failed: the log says when this changes, not at
+    /// every failed request of an outage.
+    failing: Arc<AtomicBool>,
 }
 
 impl Store {
@@ -101,6 +104,7 @@ impl Store {
             size: settings.size,
             read_timeout: settings.read,
             errors,
+            failing: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -110,11 +114,25 @@ impl Store {
         let outcome = tokio::time::timeout(self.read_timeout, self.read_now(key))
             .await
             .unwrap_or(Err(StoreError::Timeout));
-        if let Err(error) = &outcome {
-            self.errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(?key, %error, "document read failed");
-        }
+        self.note(&outcome);
         outcome
+    }
+
+    /// Counts a failure, and logs when reads start failing or succeed again.
+    fn note<T>(&self, outcome: &Result<T, StoreError>) {
+        match outcome {
+            Err(error) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(%error, "database reads are failing");
+                }
+            }
+            Ok(_) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!("database reads succeed again");
+                }
+            }
+        }
     }
 
     async fn read_now(&self, key: Key) -> Result<Option<Bytes>, StoreError> {
@@ -132,19 +150,18 @@ impl Store {
 
     /// Whether the database answers and a materialize has completed.
     pub async fn is_ready(&self) -> Result<bool, StoreError> {
-        const READY_SQL: &str =
-            "SELECT EXISTS (SELECT 1 FROM catalog_run WHERE kind = 'materialize')";
         let check = async {
             let connection = self.pool.get().await?;
-            let row = connection.client.query_one(READY_SQL, &[]).await?;
+            let row = connection
+                .client
+                .query_one(crate::materialize::MATERIALIZED_SQL, &[])
+                .await?;
             Ok::<bool, StoreError>(row.get(0))
         };
         let outcome = tokio::time::timeout(self.read_timeout, check)
             .await
             .unwrap_or(Err(StoreError::Timeout));
-        if outcome.is_err() {
-            self.errors.fetch_add(1, Ordering::Relaxed);
-        }
+        self.note(&outcome);
         outcome
     }
 

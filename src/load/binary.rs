@@ -127,7 +127,10 @@ mod tests {
         null(&mut out);
         boolean(&mut out, true);
         numeric(&mut out, 9_999_999_999);
-        assert_eq!(decode(&out, "itnbn"), "7\tCamo\tOnesie\\\t\\N\ttrue\t9999999999");
+        assert_eq!(
+            decode(&out, "itnbn"),
+            "7\tCamo\tOnesie\\\t\\N\ttrue\t9999999999"
+        );
         assert_eq!(HEADER.len(), 19);
     }
 }

@@ -102,7 +102,10 @@ mod tests {
         assert!(set.contains(1) && set.contains(64) && set.contains(i32::MAX as u32));
         assert!(!set.contains(2) && !set.contains(63) && !set.contains(1 << 30));
         assert!(!set.insert(5));
-        assert_eq!(set.iter().collect::<Vec<_>>(), [1, 5, 64, 65_536, i32::MAX as u32]);
+        assert_eq!(
+            set.iter().collect::<Vec<_>>(),
+            [1, 5, 64, 65_536, i32::MAX as u32]
+        );
         // One stray large id allocates one page of words, not the whole range.
         assert_eq!(set.words.pages.iter().flatten().count(), 2);
     }
@@ -114,6 +117,9 @@ mod tests {
         assert_eq!(map.get(70_000), 9);
         assert_eq!(map.get(69_999), 0);
         assert_eq!(map.get(3), 0);
-        assert_eq!(map.iter().filter(|(_, v)| *v != 0).collect::<Vec<_>>(), [(70_000, 9)]);
+        assert_eq!(
+            map.iter().filter(|(_, v)| *v != 0).collect::<Vec<_>>(),
+            [(70_000, 9)]
+        );
     }
 }

@@ -1,8 +1,9 @@
 //! Streaming the six files into their staging tables. Each lane is one parser thread
 //! and one database connection: the thread checks the records of its files in turn and
 //! sends their binary COPY tuples through a bounded channel to the connection, which
-//! copies each file into a staging table created in the same transaction. Parsing and COPY overlap,
-//! and memory stays bounded whatever the files' size.
+//! copies each file into a staging table created in the same transaction (so that the
+//! COPY skips the WAL). Parsing and COPY overlap, and memory stays bounded whatever the
+//! files' size.
 //!
 //! Children are checked against their parents' ids, so product.csv is read before
 //! styles.csv, features.csv and related.csv, and styles.csv before photos.csv and
@@ -161,7 +162,10 @@ impl Shared {
     pub async fn reached(&self, milestone: Milestone) -> Result<()> {
         let mut bits = self.milestones.subscribe();
         let wanted = milestone.bit() | ABORTED_BIT;
-        let bits = *bits.wait_for(|bits| bits & wanted != 0).await.map_err(|_| aborted())?;
+        let bits = *bits
+            .wait_for(|bits| bits & wanted != 0)
+            .await
+            .map_err(|_| aborted())?;
         if bits & ABORTED_BIT != 0 {
             return Err(aborted());
         }
@@ -230,7 +234,7 @@ fn parse_jobs(jobs: Vec<Job>, shared: &Shared, progress: &ProgressBar) -> Result
             shared,
             progress,
         };
-        let counts = match kind {
+        let (counts, part) = match kind {
             FileKind::Product => {
                 let mut products = IdSet::default();
                 let counts = file.run(Ids::Product {
@@ -264,8 +268,8 @@ fn parse_jobs(jobs: Vec<Job>, shared: &Shared, progress: &ProgressBar) -> Result
                 })?
             }
         };
-        output.counts.push(counts.0);
-        output.parts.push((kind, counts.1));
+        output.counts.push(counts);
+        output.parts.push((kind, part));
     }
     Ok(output)
 }
@@ -321,7 +325,12 @@ impl FileParse<'_> {
                     *sum = sum.wrapping_add(hash);
                     if !repairs.is_empty() {
                         counts.repaired += 1;
-                        report.write(reader.line(), Outcome::Repaired, &repairs.join("; "), reader.raw())?;
+                        report.write(
+                            reader.line(),
+                            Outcome::Repaired,
+                            &repairs.join("; "),
+                            reader.raw(),
+                        )?;
                     }
                 }
                 Err(reason) => {
@@ -333,7 +342,8 @@ impl FileParse<'_> {
                 if shared.is_aborted() {
                     return Err(aborted());
                 }
-                rows.blocking_send(out.split().freeze()).map_err(|_| aborted())?;
+                rows.blocking_send(out.split().freeze())
+                    .map_err(|_| aborted())?;
                 let read = reader.bytes_read();
                 progress.inc(read - reported_bytes);
                 reported_bytes = read;

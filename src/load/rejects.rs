@@ -106,7 +106,12 @@ mod tests {
         let report = dir.join("rejects.csv");
         let mut photos = Part::create(&report, "photos.csv").unwrap();
         photos
-            .write(49, Outcome::Repaired, "closing quote missing", b"48,12,\"a\",\"b")
+            .write(
+                49,
+                Outcome::Repaired,
+                "closing quote missing",
+                b"48,12,\"a\",\"b",
+            )
             .unwrap();
         let mut product = Part::create(&report, "product.csv").unwrap();
         product

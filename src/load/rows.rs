@@ -64,9 +64,7 @@ impl FileKind {
     pub fn columns(self) -> &'static str {
         match self {
             FileKind::Product => "id, name, slogan, description, category, default_price",
-            FileKind::Styles => {
-                "id, product_id, name, sale_price, original_price, default_style"
-            }
+            FileKind::Styles => "id, product_id, name, sale_price, original_price, default_style",
             FileKind::Features => "id, product_id, feature, value",
             FileKind::Photos => "id, style_id, url, thumbnail_url",
             FileKind::Skus => "id, style_id, size, quantity",
@@ -77,7 +75,14 @@ impl FileKind {
     /// The header's column names in compact form.
     fn header(self) -> &'static [&'static str] {
         match self {
-            FileKind::Product => &["id", "name", "slogan", "description", "category", "default_price"],
+            FileKind::Product => &[
+                "id",
+                "name",
+                "slogan",
+                "description",
+                "category",
+                "default_price",
+            ],
             FileKind::Styles => &[
                 "id",
                 "productId",
@@ -110,12 +115,19 @@ impl FileKind {
         if names.len() != expected.len() {
             return Err(unknown());
         }
-        let spaced = names[1..].iter().filter(|name| name.starts_with(' ')).count();
+        let spaced = names[1..]
+            .iter()
+            .filter(|name| name.starts_with(' '))
+            .count();
         if spaced != 0 && spaced != names.len() - 1 {
             return Err(unknown());
         }
         let fold = |name: &str| name.trim().replace('_', "").to_ascii_lowercase();
-        if names.iter().zip(expected).any(|(name, want)| fold(name) != fold(want)) {
+        if names
+            .iter()
+            .zip(expected)
+            .any(|(name, want)| fold(name) != fold(want))
+        {
             return Err(unknown());
         }
         Ok(spaced != 0)
@@ -127,11 +139,20 @@ pub enum Ids<'a> {
     /// product.csv: the product ids loaded so far.
     Product { products: &'a mut IdSet },
     /// styles.csv: every loaded product, and each loaded style's product.
-    Styles { products: &'a IdSet, styles: &'a mut IdMap<u32> },
+    Styles {
+        products: &'a IdSet,
+        styles: &'a mut IdMap<u32>,
+    },
     /// features.csv and related.csv: every loaded product, and the file's own ids.
-    ProductChild { products: &'a IdSet, seen: &'a mut IdSet },
+    ProductChild {
+        products: &'a IdSet,
+        seen: &'a mut IdSet,
+    },
     /// photos.csv and skus.csv: each loaded style's product, and the file's own ids.
-    StyleChild { styles: &'a IdMap<u32>, seen: &'a mut IdSet },
+    StyleChild {
+        styles: &'a IdMap<u32>,
+        seen: &'a mut IdSet,
+    },
 }
 
 /// Checks the current record of `record` as a row of `kind`. On success its binary COPY
@@ -156,7 +177,10 @@ pub fn check<R: BufRead>(
     }
     let expected = kind.header().len();
     if record.field_count() != expected {
-        return Err(format!("expected {expected} fields, found {}", record.field_count()));
+        return Err(format!(
+            "expected {expected} fields, found {}",
+            record.field_count()
+        ));
     }
     if record.missing_close() {
         repairs.push("closing quote missing".into());
@@ -166,8 +190,12 @@ pub fn check<R: BufRead>(
     let owner = match (kind, ids) {
         (FileKind::Product, Ids::Product { products }) => row.product(products, out),
         (FileKind::Styles, Ids::Styles { products, styles }) => row.style(products, styles, out),
-        (FileKind::Features, Ids::ProductChild { products, seen }) => row.feature(products, seen, out),
-        (FileKind::Related, Ids::ProductChild { products, seen }) => row.related(products, seen, out),
+        (FileKind::Features, Ids::ProductChild { products, seen }) => {
+            row.feature(products, seen, out)
+        }
+        (FileKind::Related, Ids::ProductChild { products, seen }) => {
+            row.related(products, seen, out)
+        }
         (FileKind::Photos, Ids::StyleChild { styles, seen }) => row.photo(styles, seen, out),
         (FileKind::Skus, Ids::StyleChild { styles, seen }) => row.sku(styles, seen, out),
         (kind, _) => unreachable!("{} checked against the wrong id sets", kind.file_name()),
@@ -295,10 +323,14 @@ impl<'a, R: BufRead> Row<'a, R> {
             return Err(format!("duplicate id {id}"));
         }
         if !products.contains(product) {
-            return Err(format!("current_product_id {product} names no loaded product"));
+            return Err(format!(
+                "current_product_id {product} names no loaded product"
+            ));
         }
         if !products.contains(related) {
-            return Err(format!("related_product_id {related} names no loaded product"));
+            return Err(format!(
+                "related_product_id {related} names no loaded product"
+            ));
         }
         seen.insert(id);
         binary::tuple(out, 3);
@@ -334,7 +366,12 @@ impl<'a, R: BufRead> Row<'a, R> {
         Ok(product)
     }
 
-    fn sku(mut self, styles: &IdMap<u32>, seen: &mut IdSet, out: &mut BytesMut) -> Result<u32, String> {
+    fn sku(
+        mut self,
+        styles: &IdMap<u32>,
+        seen: &mut IdSet,
+        out: &mut BytesMut,
+    ) -> Result<u32, String> {
         let id = self.id(0, "id")?;
         let style = self.id(1, "style_id")?;
         let size = self.text(2, "size")?;
@@ -386,7 +423,8 @@ impl<'a, R: BufRead> Row<'a, R> {
         let value = self.record.field(index);
         if !info.quoted && value == b"null" {
             if info.padded {
-                self.repairs.push(format!("{column}: spaces around the value removed"));
+                self.repairs
+                    .push(format!("{column}: spaces around the value removed"));
             }
             return Ok(Number::Null);
         }
@@ -413,9 +451,14 @@ impl<'a, R: BufRead> Row<'a, R> {
             [] => Err(format!("{column}: no number in {shown:?}")),
             [(negative, digits)] => {
                 let magnitude = parse_digits(digits, column)?;
-                self.repairs
-                    .push(format!("{column}: junk around the number removed from {shown:?}"));
-                Ok(Number::Value(if *negative { -magnitude } else { magnitude }))
+                self.repairs.push(format!(
+                    "{column}: junk around the number removed from {shown:?}"
+                ));
+                Ok(Number::Value(if *negative {
+                    -magnitude
+                } else {
+                    magnitude
+                }))
             }
             _ => Err(format!("{column}: more than one number in {shown:?}")),
         }
@@ -433,7 +476,8 @@ impl<'a, R: BufRead> Row<'a, R> {
         let info = record.info(index);
         let value = record.field(index);
         if info.padded {
-            self.repairs.push(format!("{column}: spaces around the value removed"));
+            self.repairs
+                .push(format!("{column}: spaces around the value removed"));
         }
         if !info.quoted && value == b"null" {
             return Ok(None);
@@ -453,7 +497,8 @@ impl<'a, R: BufRead> Row<'a, R> {
             return Err(format!("{column}: null is not allowed"));
         }
         if info.padded {
-            self.repairs.push(format!("{column}: spaces around the value removed"));
+            self.repairs
+                .push(format!("{column}: spaces around the value removed"));
         }
         let mut url = Cow::Borrowed(value);
         if memchr(b'"', value).is_some() {
@@ -473,7 +518,9 @@ fn parse_digits(digits: &[u8], column: &str) -> Result<i64, String> {
     if significant > 18 {
         return Err(format!("{column}: number out of range"));
     }
-    Ok(digits.iter().fold(0, |acc, b| acc * 10 + i64::from(b - b'0')))
+    Ok(digits
+        .iter()
+        .fold(0, |acc, b| acc * 10 + i64::from(b - b'0')))
 }
 
 fn in_range(value: i64, low: i64, high: i64, column: &str) -> Result<i64, String> {
@@ -489,11 +536,17 @@ mod tests {
     use super::*;
 
     /// Checks the one record of `line` as a row of `kind`; the row comes back as text.
-    fn check_line(kind: FileKind, ids: &mut Ids<'_>, line: &str) -> (Result<String, String>, Vec<String>) {
+    fn check_line(
+        kind: FileKind,
+        ids: &mut Ids<'_>,
+        line: &str,
+    ) -> (Result<String, String>, Vec<String>) {
         let header = kind.header().join(",");
         let text = format!("{header}\n{line}");
         let mut reader = RecordReader::new(text.as_bytes());
-        let spaced = kind.parse_header(reader.header().unwrap().unwrap()).unwrap();
+        let spaced = kind
+            .parse_header(reader.header().unwrap().unwrap())
+            .unwrap();
         reader.set_spaced(spaced);
         assert!(reader.next_record().unwrap());
         let mut out = BytesMut::new();
@@ -505,7 +558,8 @@ mod tests {
             FileKind::Skus => "iiti",
             FileKind::Related => "iii",
         };
-        let outcome = check(kind, &reader, ids, &mut out, &mut repairs).map(|_| binary::decode(&out, types));
+        let outcome =
+            check(kind, &reader, ids, &mut out, &mut repairs).map(|_| binary::decode(&out, types));
         if outcome.is_err() {
             assert!(out.is_empty());
         }
@@ -514,14 +568,32 @@ mod tests {
 
     #[test]
     fn headers_of_both_variants_and_unknown_ones() {
-        assert_eq!(FileKind::Styles.parse_header(b"id,productId,name,sale_price,original_price,default_style"), Ok(false));
-        assert_eq!(FileKind::Styles.parse_header(b"id, product_id, name, sale_price, original_price, default_style"), Ok(true));
-        assert_eq!(FileKind::Photos.parse_header(b"id,style_id,url,thumbnail_url"), Ok(false));
+        assert_eq!(
+            FileKind::Styles
+                .parse_header(b"id,productId,name,sale_price,original_price,default_style"),
+            Ok(false)
+        );
+        assert_eq!(
+            FileKind::Styles
+                .parse_header(b"id, product_id, name, sale_price, original_price, default_style"),
+            Ok(true)
+        );
+        assert_eq!(
+            FileKind::Photos.parse_header(b"id,style_id,url,thumbnail_url"),
+            Ok(false)
+        );
         assert!(FileKind::Photos.parse_header(b"id,style_id,url").is_err());
-        assert!(FileKind::Photos.parse_header(b"id, style_id,url,thumbnail_url").is_err());
+        assert!(
+            FileKind::Photos
+                .parse_header(b"id, style_id,url,thumbnail_url")
+                .is_err()
+        );
         assert!(FileKind::Skus.parse_header(b"\x00\x01binary").is_err());
         let error = FileKind::Related.parse_header(b"a,b,c").unwrap_err();
-        assert!(error.contains("related.csv") && error.contains("id,current_product_id"), "{error}");
+        assert!(
+            error.contains("related.csv") && error.contains("id,current_product_id"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -529,10 +601,15 @@ mod tests {
         let mut products = IdSet::default();
         let (row, repairs) = check_line(
             FileKind::Product,
-            &mut Ids::Product { products: &mut products },
+            &mut Ids::Product {
+                products: &mut products,
+            },
             "1,\"Camo  Onesie\",\"You've\",\"a\\b\tc\",\"Jackets\",140",
         );
-        assert_eq!(row.unwrap(), "1\tCamo  Onesie\tYou've\ta\\b\tc\tJackets\t140");
+        assert_eq!(
+            row.unwrap(),
+            "1\tCamo  Onesie\tYou've\ta\\b\tc\tJackets\t140"
+        );
         assert!(repairs.is_empty());
         assert!(products.contains(1));
     }
@@ -540,18 +617,41 @@ mod tests {
     #[test]
     fn junk_numbers_repaired_or_rejected() {
         let mut products = IdSet::default();
-        let mut ids = Ids::Product { products: &mut products };
-        let (row, repairs) = check_line(FileKind::Product, &mut ids, "1,\"a\",\"b\",\"c\",\"d\",default_price:140");
+        let mut ids = Ids::Product {
+            products: &mut products,
+        };
+        let (row, repairs) = check_line(
+            FileKind::Product,
+            &mut ids,
+            "1,\"a\",\"b\",\"c\",\"d\",default_price:140",
+        );
         assert_eq!(row.unwrap(), "1\ta\tb\tc\td\t140");
-        assert_eq!(repairs, ["default_price: junk around the number removed from \"default_price:140\""]);
-        let (row, _) = check_line(FileKind::Product, &mut ids, "2,\"a\",\"b\",\"c\",\"d\", 140 ");
+        assert_eq!(
+            repairs,
+            ["default_price: junk around the number removed from \"default_price:140\""]
+        );
+        let (row, _) = check_line(
+            FileKind::Product,
+            &mut ids,
+            "2,\"a\",\"b\",\"c\",\"d\", 140 ",
+        );
         assert_eq!(row.unwrap(), "2\ta\tb\tc\td\t140");
-        let (row, _) = check_line(FileKind::Product, &mut ids, "3,\"a\",\"b\",\"c\",\"d\",14x0");
-        assert_eq!(row.unwrap_err(), "default_price: more than one number in \"14x0\"");
+        let (row, _) = check_line(
+            FileKind::Product,
+            &mut ids,
+            "3,\"a\",\"b\",\"c\",\"d\",14x0",
+        );
+        assert_eq!(
+            row.unwrap_err(),
+            "default_price: more than one number in \"14x0\""
+        );
         let (row, _) = check_line(FileKind::Product, &mut ids, "4,\"a\",\"b\",\"c\",\"d\",abc");
         assert_eq!(row.unwrap_err(), "default_price: no number in \"abc\"");
         let (row, _) = check_line(FileKind::Product, &mut ids, "5,\"a\",\"b\",\"c\",\"d\",-3");
-        assert_eq!(row.unwrap_err(), "default_price: -3 is outside 0..=9999999999");
+        assert_eq!(
+            row.unwrap_err(),
+            "default_price: -3 is outside 0..=9999999999"
+        );
         let (row, _) = check_line(FileKind::Product, &mut ids, "0,\"a\",\"b\",\"c\",\"d\",3");
         assert_eq!(row.unwrap_err(), "id: 0 is outside 1..=2147483647");
         let (row, _) = check_line(FileKind::Product, &mut ids, "1,\"a\",\"b\",\"c\",\"d\",3");
@@ -563,7 +663,10 @@ mod tests {
         let mut products = IdSet::default();
         products.insert(1);
         let mut styles = IdMap::default();
-        let mut ids = Ids::Styles { products: &products, styles: &mut styles };
+        let mut ids = Ids::Styles {
+            products: &products,
+            styles: &mut styles,
+        };
         let (row, _) = check_line(FileKind::Styles, &mut ids, "1, 1, \"Forest\", null, 140, 1");
         assert_eq!(row.unwrap(), "1\t1\tForest\t\\N\t140\ttrue");
         let (row, _) = check_line(FileKind::Styles, &mut ids, "2,1,null,null,140,0");
@@ -575,7 +678,10 @@ mod tests {
         let (row, _) = check_line(FileKind::Styles, &mut ids, "5,1,\"x\",10,20,2");
         assert_eq!(row.unwrap_err(), "default_style: 2 is neither 0 nor 1");
         let mut seen = IdSet::default();
-        let mut ids = Ids::ProductChild { products: &products, seen: &mut seen };
+        let mut ids = Ids::ProductChild {
+            products: &products,
+            seen: &mut seen,
+        };
         let (row, _) = check_line(FileKind::Features, &mut ids, "1,1,\"UV Protection\",null");
         assert_eq!(row.unwrap(), "1\t1\tUV Protection\t\\N");
         let (row, _) = check_line(FileKind::Features, &mut ids, "2,1,\"Sole\",\"null\"");
@@ -587,10 +693,23 @@ mod tests {
         let mut styles = IdMap::default();
         *styles.get_mut(7) = 3;
         let mut seen = IdSet::default();
-        let mut ids = Ids::StyleChild { styles: &styles, seen: &mut seen };
-        let (row, repairs) = check_line(FileKind::Photos, &mut ids, "1,7,\"http://a\"b\",\"http://c\nd\"");
+        let mut ids = Ids::StyleChild {
+            styles: &styles,
+            seen: &mut seen,
+        };
+        let (row, repairs) = check_line(
+            FileKind::Photos,
+            &mut ids,
+            "1,7,\"http://a\"b\",\"http://c\nd\"",
+        );
         assert_eq!(row.unwrap(), "1\t7\thttp://ab\thttp://cd");
-        assert_eq!(repairs, ["url: stray quote removed", "thumbnail_url: line break removed"]);
+        assert_eq!(
+            repairs,
+            [
+                "url: stray quote removed",
+                "thumbnail_url: line break removed"
+            ]
+        );
         let (row, repairs) = check_line(FileKind::Photos, &mut ids, "2,7,\"http://a\",\"http://b");
         assert_eq!(row.unwrap(), "2\t7\thttp://a\thttp://b");
         assert_eq!(repairs, ["closing quote missing"]);
@@ -605,13 +724,31 @@ mod tests {
         let mut products = IdSet::default();
         products.insert(1);
         let mut seen = IdSet::default();
-        let mut ids = Ids::ProductChild { products: &products, seen: &mut seen };
-        assert_eq!(check_line(FileKind::Related, &mut ids, "1,1,0").0.unwrap_err(), "related_product_id is 0");
+        let mut ids = Ids::ProductChild {
+            products: &products,
+            seen: &mut seen,
+        };
         assert_eq!(
-            check_line(FileKind::Related, &mut ids, "2,1,5").0.unwrap_err(),
+            check_line(FileKind::Related, &mut ids, "1,1,0")
+                .0
+                .unwrap_err(),
+            "related_product_id is 0"
+        );
+        assert_eq!(
+            check_line(FileKind::Related, &mut ids, "2,1,5")
+                .0
+                .unwrap_err(),
             "related_product_id 5 names no loaded product"
         );
-        assert_eq!(check_line(FileKind::Related, &mut ids, "3,1,1").0.unwrap(), "3\t1\t1");
-        assert_eq!(check_line(FileKind::Related, &mut ids, "3,1,1").0.unwrap_err(), "duplicate id 3");
+        assert_eq!(
+            check_line(FileKind::Related, &mut ids, "3,1,1").0.unwrap(),
+            "3\t1\t1"
+        );
+        assert_eq!(
+            check_line(FileKind::Related, &mut ids, "3,1,1")
+                .0
+                .unwrap_err(),
+            "duplicate id 3"
+        );
     }
 }

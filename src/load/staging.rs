@@ -45,7 +45,8 @@ pub async fn unlock(client: &Client) -> Result<()> {
 
 /// Drops what an earlier load may have left and creates the staging schema afresh.
 pub async fn reset(client: &Client) -> Result<()> {
-    const RESET_SQL: &str = "DROP SCHEMA IF EXISTS atelier_load CASCADE; CREATE SCHEMA atelier_load;";
+    const RESET_SQL: &str =
+        "DROP SCHEMA IF EXISTS atelier_load CASCADE; CREATE SCHEMA atelier_load;";
     client.batch_execute(RESET_SQL).await?;
     Ok(())
 }
@@ -155,18 +156,25 @@ pub async fn definitions(client: &mut Client) -> Result<Definitions> {
              WHERE c.conindid = i.indexrelid AND c.conrelid = i.indrelid) \
          ORDER BY 1";
     let transaction = client.transaction().await?;
-    transaction.batch_execute("SET LOCAL search_path = ''").await?;
+    transaction
+        .batch_execute("SET LOCAL search_path = ''")
+        .await?;
     let mut pending = Vec::new();
     for kind in FileKind::ALL {
         let table = kind.table();
         let live = format!("public.{table}");
         for row in transaction.query(CONSTRAINTS_SQL, &[&live]).await? {
-            let (name, kind, definition): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+            let (name, kind, definition): (String, String, String) =
+                (row.get(0), row.get(1), row.get(2));
             let references: Option<String> = row.get(3);
             let definition = retarget(&definition, "REFERENCES public.", "REFERENCES");
             pending.push(Definition {
                 table,
-                step: if kind == "f" { Step::ForeignKey } else { Step::Key },
+                step: if kind == "f" {
+                    Step::ForeignKey
+                } else {
+                    Step::Key
+                },
                 references: references.map(|r| r.strip_prefix("public.").unwrap_or(&r).to_string()),
                 statement: format!(
                     "ALTER TABLE {SCHEMA}.{table} ADD CONSTRAINT {} {definition}",
@@ -237,7 +245,8 @@ pub async fn build_products(
 ) -> Result<ProductChanges> {
     const FINGERPRINT_TABLE_SQL: &str = "CREATE TABLE atelier_load.product_fingerprint \
          (id integer NOT NULL, fingerprint bigint NOT NULL)";
-    const FINGERPRINT_COPY_SQL: &str = "COPY atelier_load.product_fingerprint (id, fingerprint) FROM STDIN";
+    const FINGERPRINT_COPY_SQL: &str =
+        "COPY atelier_load.product_fingerprint (id, fingerprint) FROM STDIN";
     const BUILD_SQL: &str = "\
         CREATE TABLE atelier_load.product \
             (LIKE public.product INCLUDING DEFAULTS INCLUDING CONSTRAINTS); \
@@ -302,14 +311,17 @@ pub async fn run_all(client: &Client, statements: &[String]) -> Result<()> {
 /// re-applies `schema.sql` (a no-op for the tables, but it grants whatever it grants on
 /// them) and records the load in `catalog_run`. Then drops the staging schema.
 pub async fn swap(client: &mut Client, summary: &serde_json::Value) -> Result<()> {
-    const DROP_LIVE_SQL: &str =
-        "DROP TABLE public.related, public.sku, public.photo, public.feature, public.style, public.product";
-    const RECORD_SQL: &str = "INSERT INTO public.catalog_run (kind, summary) VALUES ('load', $1::text::jsonb)";
+    const DROP_LIVE_SQL: &str = "DROP TABLE public.related, public.sku, public.photo, public.feature, public.style, public.product";
+    const RECORD_SQL: &str =
+        "INSERT INTO public.catalog_run (kind, summary) VALUES ('load', $1::text::jsonb)";
     let transaction = client.transaction().await?;
     transaction.batch_execute(DROP_LIVE_SQL).await?;
     for kind in FileKind::ALL {
         transaction
-            .batch_execute(&format!("ALTER TABLE {SCHEMA}.{} SET SCHEMA public", kind.table()))
+            .batch_execute(&format!(
+                "ALTER TABLE {SCHEMA}.{} SET SCHEMA public",
+                kind.table()
+            ))
             .await?;
     }
     transaction.batch_execute(crate::db::SCHEMA_SQL).await?;
@@ -343,7 +355,11 @@ mod tests {
             "CREATE INDEX style_product_id_idx ON atelier_load.style USING btree (product_id)"
         );
         assert_eq!(
-            retarget("CREATE INDEX x ON public.styles USING btree (a)", " ON public.", " ON"),
+            retarget(
+                "CREATE INDEX x ON public.styles USING btree (a)",
+                " ON public.",
+                " ON"
+            ),
             "CREATE INDEX x ON public.styles USING btree (a)"
         );
     }
@@ -365,7 +381,8 @@ mod tests {
                 definition("style", Step::Key, None, "style key"),
             ],
         };
-        let early = definitions.take(|table, _, references| table == "sku" && references != Some("product"));
+        let early = definitions
+            .take(|table, _, references| table == "sku" && references != Some("product"));
         assert_eq!(early, ["sku key", "sku index", "sku fk"]);
         assert_eq!(definitions.take(|_, _, _| true), ["style key", "style fk"]);
         assert!(definitions.take(|_, _, _| true).is_empty());

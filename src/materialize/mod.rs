@@ -17,6 +17,10 @@ use crate::{Error, Result};
 /// Payload: `{"all":true}` or `{"products":[1,2,3]}`.
 pub const NOTIFY_CHANNEL: &str = "atelier_documents";
 
+/// Whether a materialize has ever completed in this database: one bool column.
+pub const MATERIALIZED_SQL: &str =
+    "SELECT EXISTS (SELECT 1 FROM catalog_run WHERE kind = 'materialize')";
+
 /// The `campus` of every product when none is configured.
 pub const DEFAULT_CAMPUS: &str = "hr-rfp";
 
@@ -108,7 +112,10 @@ pub async fn materialize(
     let (report, payload) = match &scope {
         Scope::All => {
             let documents = rebuild_all(&transaction, campus).await?;
-            let report = MaterializeReport { documents, removed: 0 };
+            let report = MaterializeReport {
+                documents,
+                removed: 0,
+            };
             (report, r#"{"all":true}"#.to_string())
         }
         Scope::Products(ids) => {

@@ -7,7 +7,9 @@ use atelier::db;
 async fn schema_applies_twice_and_creates_every_table() {
     let test_db = TestDb::new().await;
     let client = test_db.client().await;
-    db::apply_schema(&client).await.expect("second application is a no-op");
+    db::apply_schema(&client)
+        .await
+        .expect("second application is a no-op");
     let tables: Vec<String> = client
         .query(
             "SELECT table_name::text FROM information_schema.tables \
@@ -21,7 +23,16 @@ async fn schema_applies_twice_and_creates_every_table() {
         .collect();
     assert_eq!(
         tables,
-        ["catalog_run", "document", "feature", "photo", "product", "related", "sku", "style"]
+        [
+            "catalog_run",
+            "document",
+            "feature",
+            "photo",
+            "product",
+            "related",
+            "sku",
+            "style"
+        ]
     );
 }
 
@@ -29,5 +40,10 @@ async fn schema_applies_twice_and_creates_every_table() {
 fn cluster_listens_on_loopback_and_reports_running() {
     let cluster = cluster();
     assert!(cluster.is_running());
-    assert!(cluster.url("x").unwrap().starts_with("postgres://postgres@127.0.0.1:"));
+    assert!(
+        cluster
+            .url("x")
+            .unwrap()
+            .starts_with("postgres://postgres@127.0.0.1:")
+    );
 }

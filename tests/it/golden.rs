@@ -41,7 +41,10 @@ async fn assert_genuine_answers(db: &TestDb) {
         .iter()
         .map(|style| style["style_id"].as_i64().unwrap())
         .collect();
-    assert!(style_ids.is_sorted(), "styles out of id order: {style_ids:?}");
+    assert!(
+        style_ids.is_sorted(),
+        "styles out of id order: {style_ids:?}"
+    );
 
     let product = document(db, "product", 2).await;
     assert_eq!(product["name"], "Bright Future Sunglasses");
@@ -55,8 +58,15 @@ async fn assert_genuine_answers(db: &TestDb) {
                {"feature": "Frames", "value": "LightCompose"}])
     );
     let timestamp = product["created_at"].as_str().unwrap();
-    assert_eq!(timestamp.len(), "2021-08-13T14:38:44.509Z".len(), "{timestamp}");
-    assert!(timestamp.ends_with('Z') && timestamp.as_bytes()[19] == b'.', "{timestamp}");
+    assert_eq!(
+        timestamp.len(),
+        "2021-08-13T14:38:44.509Z".len(),
+        "{timestamp}"
+    );
+    assert!(
+        timestamp.ends_with('Z') && timestamp.as_bytes()[19] == b'.',
+        "{timestamp}"
+    );
 
     let sunglasses = document(db, "styles", 2).await;
     let results = sunglasses["results"].as_array().unwrap();
@@ -100,14 +110,20 @@ async fn spaced_sample_gives_the_legacy_answers_with_every_photo() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(photos, 287, "every line of beck-2021's photos.csv is a photo");
+    assert_eq!(
+        photos, 287,
+        "every line of beck-2021's photos.csv is a photo"
+    );
     // Photo 48 is one of the lines without a closing quote: its thumbnail ends cleanly.
     let thumbnail: String = client
         .query_one("SELECT thumbnail_url FROM photo WHERE id = 48", &[])
         .await
         .unwrap()
         .get(0);
-    assert!(thumbnail.starts_with("https://") && thumbnail.ends_with("q=80"), "{thumbnail}");
+    assert!(
+        thumbnail.starts_with("https://") && thumbnail.ends_with("q=80"),
+        "{thumbnail}"
+    );
     let documents: i64 = client
         .query_one("SELECT count(*) FROM document", &[])
         .await

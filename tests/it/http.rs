@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use atelier::db::embedded::{Cluster, Durability};
 use atelier::materialize::{self, Scope};
 use serde_json::json;
-use tokio::io::BufReader;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::serving::{Server, eventually, read_reply, request, seed_catalog, send, stored};
@@ -97,6 +97,8 @@ async fn pages_hold_positions_in_id_order_and_end_empty() {
         "/products?page=5&count=10",
         "/products?page=200000&count=1000",
         "/products?page=2147483647&count=1000",
+        "/products?page=2147483648",
+        "/products?page=99999999999999999999999&count=1000",
     ] {
         let reply = server.get(path).await;
         assert_eq!((reply.status, reply.text().as_str()), (200, "[]"), "{path}");
@@ -160,11 +162,11 @@ async fn malformed_ids_and_parameters_are_400_naming_the_value() {
     // An empty id segment.
     assert_eq!(server.get("/products//styles").await.status, 400);
     for (query, name, range) in [
-        ("page=0", "page", "1 to 2147483647"),
-        ("page=-2", "page", "1 to 2147483647"),
-        ("page=abc", "page", "1 to 2147483647"),
-        ("page=", "page", "1 to 2147483647"),
-        ("page=1.5", "page", "1 to 2147483647"),
+        ("page=0", "page", "1 up"),
+        ("page=-2", "page", "1 up"),
+        ("page=abc", "page", "1 up"),
+        ("page=", "page", "1 up"),
+        ("page=1.5", "page", "1 up"),
         ("count=0", "count", "1 to 1000"),
         ("count=1001", "count", "1 to 1000"),
         ("count=x&page=1", "count", "1 to 1000"),
@@ -603,8 +605,11 @@ async fn shutdown_gives_up_on_requests_after_the_drain_timeout() {
     lock.batch_execute("LOCK TABLE document IN ACCESS EXCLUSIVE MODE")
         .await
         .unwrap();
-    let addr = server.addr;
-    let stuck = tokio::spawn(async move { request(addr, "GET", "/products/2", &[]).await });
+    let mut stuck = TcpStream::connect(server.addr).await.unwrap();
+    stuck
+        .write_all(b"GET /products/2 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
     server.begin_shutdown();
@@ -614,8 +619,12 @@ async fn shutdown_gives_up_on_requests_after_the_drain_timeout() {
         took >= Duration::from_millis(450) && took < Duration::from_secs(3),
         "{took:?}"
     );
-    assert!(!stuck.is_finished());
-    stuck.abort();
+    // The stuck request was cut off: its connection closed without an answer.
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(2), stuck.read_to_end(&mut answer))
+        .await
+        .expect("the stuck connection is closed at the drain limit");
+    assert!(read.is_err() || answer.is_empty(), "got {answer:?}");
     lock.rollback().await.unwrap();
 }
 

@@ -118,13 +118,22 @@ async fn load_dir(db: &TestDb, dir: &Path) -> (LoadReport, Vec<Reject>) {
 fn brief(rejects: &[Reject]) -> Vec<(&str, u64, &str, &str)> {
     rejects
         .iter()
-        .map(|r| (r.file.as_str(), r.line, r.outcome.as_str(), r.reason.as_str()))
+        .map(|r| {
+            (
+                r.file.as_str(),
+                r.line,
+                r.outcome.as_str(),
+                r.reason.as_str(),
+            )
+        })
         .collect()
 }
 
 /// (read, loaded, repaired, rejected) of `file`.
 fn counts(report: &LoadReport, file: &str) -> (u64, u64, u64, u64) {
-    let c = report.file(file).unwrap_or_else(|| panic!("no counts for {file}"));
+    let c = report
+        .file(file)
+        .unwrap_or_else(|| panic!("no counts for {file}"));
     (c.read, c.loaded, c.repaired, c.rejected)
 }
 
@@ -189,18 +198,40 @@ async fn golden_load_of_the_compact_sample() {
         (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
     assert_eq!(
         product,
-        ("Camo Onesie".into(), "Blend in to your crowd".into(), "140.00".into(), true, true)
+        (
+            "Camo Onesie".into(),
+            "Blend in to your crowd".into(),
+            "140.00".into(),
+            true,
+            true
+        )
     );
     let description = strings(&client, "SELECT description FROM product WHERE id = 3").await;
-    assert!(description[0].as_deref().unwrap().contains("morning person or not.  Whether"));
+    assert!(
+        description[0]
+            .as_deref()
+            .unwrap()
+            .contains("morning person or not.  Whether")
+    );
     let slogan = strings(&client, "SELECT slogan FROM product WHERE id = 2").await;
     assert_eq!(slogan, [Some("You've got to wear shades".to_string())]);
-    let uv = strings(&client, "SELECT value FROM feature WHERE product_id = 2 AND feature = 'UV Protection'").await;
+    let uv = strings(
+        &client,
+        "SELECT value FROM feature WHERE product_id = 2 AND feature = 'UV Protection'",
+    )
+    .await;
     assert_eq!(uv, [None]);
-    let sizes = strings(&client, "SELECT size FROM sku WHERE style_id = 1 ORDER BY id").await;
+    let sizes = strings(
+        &client,
+        "SELECT size FROM sku WHERE style_id = 1 ORDER BY id",
+    )
+    .await;
     let sizes: Vec<_> = sizes.into_iter().flatten().collect();
     assert_eq!(sizes, ["XS", "S", "M", "L", "XL", "XL"]);
-    assert_eq!(ids(&client, "sku WHERE style_id = 1").await, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(
+        ids(&client, "sku WHERE style_id = 1").await,
+        [1, 2, 3, 4, 5, 6]
+    );
     let style = client
         .query_one(
             "SELECT sale_price::text, original_price::text, default_style FROM style WHERE id = 3",
@@ -215,11 +246,17 @@ async fn golden_load_of_the_compact_sample() {
 #[tokio::test]
 async fn golden_load_of_the_spaced_sample_repairs_every_photo() {
     let beck = sample("beck-2021");
-    let files: Vec<PathBuf> = ["product.csv", "styles.csv", "features.csv", "photos.csv", "skus.csv"]
-        .iter()
-        .map(|file| beck.join(file))
-        .chain([sample("sara-2023").join("related.csv")])
-        .collect();
+    let files: Vec<PathBuf> = [
+        "product.csv",
+        "styles.csv",
+        "features.csv",
+        "photos.csv",
+        "skus.csv",
+    ]
+    .iter()
+    .map(|file| beck.join(file))
+    .chain([sample("sara-2023").join("related.csv")])
+    .collect();
     let dir = copied(&files);
     let db = TestDb::new().await;
     let (report, rejects) = load_dir(&db, dir.path()).await;
@@ -239,18 +276,38 @@ async fn golden_load_of_the_spaced_sample_repairs_every_photo() {
     assert_eq!(ids(&client, "photo").await.len(), 287);
     let thumbnail = strings(&client, "SELECT thumbnail_url FROM photo WHERE id = 48").await;
     let thumbnail = thumbnail[0].clone().unwrap();
-    assert!(thumbnail.starts_with("https://images.unsplash.com/") && thumbnail.ends_with("&w=300&q=80"));
-    let names = strings(&client, "SELECT name FROM product WHERE id IN (1, 2) ORDER BY id").await;
+    assert!(
+        thumbnail.starts_with("https://images.unsplash.com/") && thumbnail.ends_with("&w=300&q=80")
+    );
+    let names = strings(
+        &client,
+        "SELECT name FROM product WHERE id IN (1, 2) ORDER BY id",
+    )
+    .await;
     assert_eq!(
         names,
-        [Some("Camo Onesie".to_string()), Some("Bright Future Sunglasses".to_string())]
+        [
+            Some("Camo Onesie".to_string()),
+            Some("Bright Future Sunglasses".to_string())
+        ]
     );
-    let uv = strings(&client, "SELECT value FROM feature WHERE product_id = 2 AND feature = 'UV Protection'").await;
+    let uv = strings(
+        &client,
+        "SELECT value FROM feature WHERE product_id = 2 AND feature = 'UV Protection'",
+    )
+    .await;
     assert_eq!(uv, [None]);
-    let sizes = strings(&client, "SELECT size FROM sku WHERE style_id = 1 ORDER BY id").await;
+    let sizes = strings(
+        &client,
+        "SELECT size FROM sku WHERE style_id = 1 ORDER BY id",
+    )
+    .await;
     let sizes: Vec<_> = sizes.into_iter().flatten().collect();
     assert_eq!(sizes, ["XS", "S", "M", "L", "XL", "XL"]);
-    assert_eq!(ids(&client, "sku WHERE style_id = 1").await, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(
+        ids(&client, "sku WHERE style_id = 1").await,
+        [1, 2, 3, 4, 5, 6]
+    );
 
     // The rows both samples hold are the same rows.
     let sara = TestDb::new().await;
@@ -267,7 +324,11 @@ async fn golden_load_of_the_spaced_sample_repairs_every_photo() {
             "SELECT (to_jsonb(t) - 'created_at' - 'updated_at' - 'fingerprint')::text \
              FROM {table} t WHERE {filter} ORDER BY id"
         );
-        assert_eq!(strings(&client, &sql).await, strings(&sara, &sql).await, "{table}");
+        assert_eq!(
+            strings(&client, &sql).await,
+            strings(&sara, &sql).await,
+            "{table}"
+        );
     }
 }
 
@@ -287,13 +348,25 @@ async fn quoting_dirt_is_repaired_and_reported_by_line() {
         brief(&rejects),
         [
             ("photos.csv", 2, "repaired", "url: stray quote removed"),
-            ("photos.csv", 3, "repaired", "thumbnail_url: line break removed"),
+            (
+                "photos.csv",
+                3,
+                "repaired",
+                "thumbnail_url: line break removed"
+            ),
             ("photos.csv", 5, "repaired", "closing quote missing"),
         ]
     );
-    assert_eq!(rejects[1].raw, "2,2,\"https://img/2?w=668\",\"https://img/\n2?w=300\"");
+    assert_eq!(
+        rejects[1].raw,
+        "2,2,\"https://img/2?w=668\",\"https://img/\n2?w=300\""
+    );
     let client = db.client().await;
-    let urls = strings(&client, "SELECT url || ' ' || thumbnail_url FROM photo ORDER BY id").await;
+    let urls = strings(
+        &client,
+        "SELECT url || ' ' || thumbnail_url FROM photo ORDER BY id",
+    )
+    .await;
     let urls: Vec<_> = urls.into_iter().flatten().collect();
     assert_eq!(
         urls,
@@ -308,7 +381,11 @@ async fn duplicate_ids_keep_the_first_row() {
     let photos = format!("{PHOTOS}\n4,1,\"https://img/again\",\"https://img/again\"");
     let skus = format!("{SKUS}\n1,2,\"XL\",1");
     let product = format!("{PRODUCT}\n2,\"Other\",\"s\",\"d\",\"c\",1");
-    let dir = catalog(&[("photos.csv", &photos), ("skus.csv", &skus), ("product.csv", &product)]);
+    let dir = catalog(&[
+        ("photos.csv", &photos),
+        ("skus.csv", &skus),
+        ("product.csv", &product),
+    ]);
     let db = TestDb::new().await;
     let (report, rejects) = load_dir(&db, dir.path()).await;
     assert_eq!(counts(&report, "photos.csv"), (5, 4, 0, 1));
@@ -353,23 +430,91 @@ async fn orphans_are_rejected_at_every_level_and_cascade() {
     assert_eq!(
         brief(&rejects),
         [
-            ("product.csv", 3, "rejected", "default_price: more than one number in \"6.9\""),
-            ("styles.csv", 4, "rejected", "product_id 2 names no loaded product"),
-            ("styles.csv", 6, "rejected", "product_id 9 names no loaded product"),
-            ("features.csv", 3, "rejected", "product_id 2 names no loaded product"),
-            ("features.csv", 5, "rejected", "product_id 9 names no loaded product"),
-            ("photos.csv", 4, "rejected", "style_id 3 names no loaded style"),
-            ("photos.csv", 6, "rejected", "style_id 9 names no loaded style"),
-            ("skus.csv", 5, "rejected", "style_id 3 names no loaded style"),
-            ("skus.csv", 7, "rejected", "style_id 5 names no loaded style"),
-            ("related.csv", 2, "rejected", "related_product_id 2 names no loaded product"),
-            ("related.csv", 3, "rejected", "current_product_id 2 names no loaded product"),
+            (
+                "product.csv",
+                3,
+                "rejected",
+                "default_price: more than one number in \"6.9\""
+            ),
+            (
+                "styles.csv",
+                4,
+                "rejected",
+                "product_id 2 names no loaded product"
+            ),
+            (
+                "styles.csv",
+                6,
+                "rejected",
+                "product_id 9 names no loaded product"
+            ),
+            (
+                "features.csv",
+                3,
+                "rejected",
+                "product_id 2 names no loaded product"
+            ),
+            (
+                "features.csv",
+                5,
+                "rejected",
+                "product_id 9 names no loaded product"
+            ),
+            (
+                "photos.csv",
+                4,
+                "rejected",
+                "style_id 3 names no loaded style"
+            ),
+            (
+                "photos.csv",
+                6,
+                "rejected",
+                "style_id 9 names no loaded style"
+            ),
+            (
+                "skus.csv",
+                5,
+                "rejected",
+                "style_id 3 names no loaded style"
+            ),
+            (
+                "skus.csv",
+                7,
+                "rejected",
+                "style_id 5 names no loaded style"
+            ),
+            (
+                "related.csv",
+                2,
+                "rejected",
+                "related_product_id 2 names no loaded product"
+            ),
+            (
+                "related.csv",
+                3,
+                "rejected",
+                "current_product_id 2 names no loaded product"
+            ),
             ("related.csv", 5, "rejected", "related_product_id is 0"),
-            ("related.csv", 7, "rejected", "current_product_id 9 names no loaded product"),
-            ("related.csv", 8, "rejected", "related_product_id 9 names no loaded product"),
+            (
+                "related.csv",
+                7,
+                "rejected",
+                "current_product_id 9 names no loaded product"
+            ),
+            (
+                "related.csv",
+                8,
+                "rejected",
+                "related_product_id 9 names no loaded product"
+            ),
         ]
     );
-    assert_eq!(rejects[0].raw, "2,\"Bright Future Sunglasses\",\"You've got to wear shades\",\"Roads.\",\"Accessories\",6.9");
+    assert_eq!(
+        rejects[0].raw,
+        "2,\"Bright Future Sunglasses\",\"You've got to wear shades\",\"Roads.\",\"Accessories\",6.9"
+    );
     assert_eq!(counts(&report, "related.csv"), (8, 3, 0, 5));
     let client = db.client().await;
     assert_eq!(ids(&client, "product").await, [1, 3]);
@@ -409,28 +554,90 @@ async fn junk_numbers_wrong_field_counts_and_bare_nulls() {
                 "repaired",
                 "default_price: junk around the number removed from \"default_price:140\""
             ),
-            ("product.csv", 3, "repaired", "default_price: junk around the number removed from \"69\""),
-            ("product.csv", 4, "rejected", "default_price: more than one number in \"4 0\""),
+            (
+                "product.csv",
+                3,
+                "repaired",
+                "default_price: junk around the number removed from \"69\""
+            ),
+            (
+                "product.csv",
+                4,
+                "rejected",
+                "default_price: more than one number in \"4 0\""
+            ),
             ("product.csv", 5, "rejected", "name: null is not allowed"),
             ("product.csv", 6, "rejected", "expected 6 fields, found 5"),
-            ("styles.csv", 5, "rejected", "product_id 3 names no loaded product"),
-            ("styles.csv", 6, "rejected", "original_price: null is not allowed"),
+            (
+                "styles.csv",
+                5,
+                "rejected",
+                "product_id 3 names no loaded product"
+            ),
+            (
+                "styles.csv",
+                6,
+                "rejected",
+                "original_price: null is not allowed"
+            ),
             ("styles.csv", 7, "rejected", "expected 6 fields, found 7"),
-            ("features.csv", 4, "rejected", "product_id 3 names no loaded product"),
-            ("features.csv", 5, "rejected", "feature: null is not allowed"),
-            ("photos.csv", 5, "rejected", "style_id 4 names no loaded style"),
-            ("skus.csv", 6, "rejected", "style_id 4 names no loaded style"),
+            (
+                "features.csv",
+                4,
+                "rejected",
+                "product_id 3 names no loaded product"
+            ),
+            (
+                "features.csv",
+                5,
+                "rejected",
+                "feature: null is not allowed"
+            ),
+            (
+                "photos.csv",
+                5,
+                "rejected",
+                "style_id 4 names no loaded style"
+            ),
+            (
+                "skus.csv",
+                6,
+                "rejected",
+                "style_id 4 names no loaded style"
+            ),
             ("skus.csv", 7, "rejected", "size: null is not allowed"),
-            ("skus.csv", 8, "rejected", "quantity: -2 is outside 0..=2147483647"),
-            ("skus.csv", 9, "repaired", "quantity: junk around the number removed from \"quantity: 5\""),
-            ("related.csv", 4, "rejected", "current_product_id 3 names no loaded product"),
+            (
+                "skus.csv",
+                8,
+                "rejected",
+                "quantity: -2 is outside 0..=2147483647"
+            ),
+            (
+                "skus.csv",
+                9,
+                "repaired",
+                "quantity: junk around the number removed from \"quantity: 5\""
+            ),
+            (
+                "related.csv",
+                4,
+                "rejected",
+                "current_product_id 3 names no loaded product"
+            ),
         ]
     );
     assert_eq!(counts(&report, "product.csv"), (5, 2, 2, 3));
     assert_eq!(counts(&report, "skus.csv"), (8, 5, 1, 3));
     let client = db.client().await;
-    let prices = strings(&client, "SELECT default_price::text FROM product ORDER BY id").await;
-    assert_eq!(prices, [Some("140.00".to_string()), Some("69.00".to_string())]);
+    let prices = strings(
+        &client,
+        "SELECT default_price::text FROM product ORDER BY id",
+    )
+    .await;
+    assert_eq!(
+        prices,
+        [Some("140.00".to_string()), Some("69.00".to_string())]
+    );
     let quantity = strings(&client, "SELECT quantity::text FROM sku WHERE id = 8").await;
     assert_eq!(quantity, [Some("5".to_string())]);
 }
@@ -470,8 +677,16 @@ async fn spaced_files_load_like_compact_ones() {
     .into_iter()
     .map(|(file, text)| (file, spaced(text)))
     .collect();
-    assert!(spaced_files[1].1.starts_with("id, product_id, name, sale_price"));
-    assert!(spaced_files[1].1.contains("\n1, 1, \"Forest Green & Black\", null, 140, 1\n"));
+    assert!(
+        spaced_files[1]
+            .1
+            .starts_with("id, product_id, name, sale_price")
+    );
+    assert!(
+        spaced_files[1]
+            .1
+            .contains("\n1, 1, \"Forest Green & Black\", null, 140, 1\n")
+    );
     let replaced: Vec<(&str, &str)> = spaced_files.iter().map(|(f, t)| (*f, t.as_str())).collect();
     let spaced_dir = catalog(&replaced);
     let compact_dir = catalog(&[]);
@@ -486,9 +701,15 @@ async fn spaced_files_load_like_compact_ones() {
     };
     let spaced_client = spaced_db.client().await;
     let compact_client = compact_db.client().await;
-    assert_eq!(strip(dump(&spaced_client).await), strip(dump(&compact_client).await));
+    assert_eq!(
+        strip(dump(&spaced_client).await),
+        strip(dump(&compact_client).await)
+    );
     let sql = "SELECT name || '|' || description FROM product ORDER BY id";
-    assert_eq!(strings(&spaced_client, sql).await, strings(&compact_client, sql).await);
+    assert_eq!(
+        strings(&spaced_client, sql).await,
+        strings(&compact_client, sql).await
+    );
 }
 
 #[tokio::test]
@@ -501,8 +722,16 @@ async fn bad_files_stop_the_load_and_leave_the_catalog_as_it_was() {
     let runs_before = strings(&client, runs).await;
 
     let cases: Vec<(&str, Option<&[u8]>, &str)> = vec![
-        ("styles.csv", Some(b"id,product,name\n1,1,\"x\""), "not a catalog styles.csv"),
-        ("photos.csv", Some(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00"), "not a catalog photos.csv"),
+        (
+            "styles.csv",
+            Some(b"id,product,name\n1,1,\"x\""),
+            "not a catalog styles.csv",
+        ),
+        (
+            "photos.csv",
+            Some(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00"),
+            "not a catalog photos.csv",
+        ),
         ("skus.csv", Some(b""), "the file is empty"),
         ("related.csv", None, "related.csv"),
     ];
@@ -519,7 +748,10 @@ async fn bad_files_stop_the_load_and_leave_the_catalog_as_it_was() {
             .await
             .expect_err("a bad file stops the load")
             .to_string();
-        assert!(error.contains(file) && error.contains(message), "{file}: {error}");
+        assert!(
+            error.contains(file) && error.contains(message),
+            "{file}: {error}"
+        );
         assert_eq!(dump(&client).await, before, "{file}");
         assert_eq!(strings(&client, runs).await, runs_before);
         assert!(!rejects.exists());
@@ -551,7 +783,10 @@ async fn a_load_failing_at_the_swap_leaves_the_catalog_and_documents_untouched()
     let staging = "SELECT count(*)::text FROM pg_namespace WHERE nspname = 'atelier_load'";
     assert_eq!(strings(&client, staging).await, [Some("0".to_string())]);
 
-    client.batch_execute("DROP VIEW product_names").await.unwrap();
+    client
+        .batch_execute("DROP VIEW product_names")
+        .await
+        .unwrap();
     let (report, _) = load_dir(&db, dir.path()).await;
     assert_eq!(report.products.removed, 7);
     assert_eq!(ids(&client, "product").await, [1, 2, 3]);
@@ -566,7 +801,9 @@ async fn reload_replaces_the_catalog_and_moves_updated_at_only_where_data_change
     let client = db.client().await;
     let times = "SELECT id, created_at::text, updated_at::text FROM product ORDER BY id";
     let stamps = |rows: Vec<tokio_postgres::Row>| -> BTreeMap<i32, (String, String)> {
-        rows.iter().map(|r| (r.get(0), (r.get(1), r.get(2)))).collect()
+        rows.iter()
+            .map(|r| (r.get(0), (r.get(1), r.get(2))))
+            .collect()
     };
     let first = stamps(client.query(times, &[]).await.unwrap());
 
@@ -577,9 +814,15 @@ async fn reload_replaces_the_catalog_and_moves_updated_at_only_where_data_change
         PRODUCT.lines().take(3).collect::<Vec<_>>().join("\n")
     );
     let styles = STYLES.lines().take(4).collect::<Vec<_>>().join("\n");
-    let features = "id,product_id,feature,value\n2,2,\"UV Protection\",null\n1,1,\"Fabric\",\"Canvas\"";
+    let features =
+        "id,product_id,feature,value\n2,2,\"UV Protection\",null\n1,1,\"Fabric\",\"Canvas\"";
     let photos = PHOTOS.lines().take(4).collect::<Vec<_>>().join("\n");
-    let skus = SKUS.lines().take(5).collect::<Vec<_>>().join("\n").replace("\"XS\",8", "\"XS\",9");
+    let skus = SKUS
+        .lines()
+        .take(5)
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("\"XS\",8", "\"XS\",9");
     let related = RELATED.lines().take(3).collect::<Vec<_>>().join("\n");
     let dir = catalog(&[
         ("product.csv", &product),
@@ -593,7 +836,12 @@ async fn reload_replaces_the_catalog_and_moves_updated_at_only_where_data_change
     assert_eq!(rejects, []);
     let changes = report.products;
     assert_eq!(
-        (changes.created, changes.changed, changes.unchanged, changes.removed),
+        (
+            changes.created,
+            changes.changed,
+            changes.unchanged,
+            changes.removed
+        ),
         (1, 1, 1, 1)
     );
     let second = stamps(client.query(times, &[]).await.unwrap());
@@ -601,9 +849,15 @@ async fn reload_replaces_the_catalog_and_moves_updated_at_only_where_data_change
     assert_eq!(ids(&client, "style").await, [1, 2, 3]);
     assert_eq!(ids(&client, "sku").await, [1, 2, 3, 4]);
     assert_eq!(ids(&client, "related").await, [1, 2]);
-    assert_eq!(second[&1].0, first[&1].0, "created_at of a kept product stays");
+    assert_eq!(
+        second[&1].0, first[&1].0,
+        "created_at of a kept product stays"
+    );
     assert_ne!(second[&1].1, first[&1].1, "a sku change moves updated_at");
-    assert_eq!(second[&2], first[&2], "an unchanged product keeps both times");
+    assert_eq!(
+        second[&2], first[&2],
+        "an unchanged product keeps both times"
+    );
     assert_eq!(second[&4].0, second[&4].1);
     assert_eq!(second[&4].1, second[&1].1, "both are the load's time");
 
@@ -661,23 +915,27 @@ async fn loaded_tables_have_exactly_the_shape_schema_sql_gives_them() {
 
 #[tokio::test]
 async fn two_connections_load_the_same_catalog_as_one() {
-    let dirt = format!("{PHOTOS}\n5,1,\"https://img/5?w=668\",\"https://img/5?w=300\n6,9,\"x\",\"y\"");
+    let dirt =
+        format!("{PHOTOS}\n5,1,\"https://img/5?w=668\",\"https://img/5?w=300\n6,9,\"x\",\"y\"");
     let dir = catalog(&[("photos.csv", &dirt)]);
     let (one, two) = (TestDb::new().await, TestDb::new().await);
     let (single, single_rejects) = load_dir(&one, dir.path()).await;
     let mut client = two.client().await;
     let mut second = two.client().await;
     let rejects = dir.path().join("parallel.csv");
-    let parallel = load::load_catalog_parallel(&mut client, &mut second, dir.path(), &rejects, false)
-        .await
-        .unwrap();
+    let parallel =
+        load::load_catalog_parallel(&mut client, &mut second, dir.path(), &rejects, false)
+            .await
+            .unwrap();
     assert_eq!(parallel.files, single.files);
     assert_eq!(read_report(&rejects), single_rejects);
     assert_eq!(single_rejects.len(), 2);
     let strip_times = "SELECT id, fingerprint, name FROM product ORDER BY id";
     let (one, two) = (one.client().await, two.client().await);
     let rows = |rows: Vec<tokio_postgres::Row>| -> Vec<(i32, i64, String)> {
-        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
+        rows.iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
     };
     assert_eq!(
         rows(one.query(strip_times, &[]).await.unwrap()),
@@ -688,4 +946,62 @@ async fn two_connections_load_the_same_catalog_as_one() {
     tables.remove("product");
     other.remove("product");
     assert_eq!(tables, other);
+}
+
+#[tokio::test]
+async fn a_generated_dirty_catalog_loads_as_its_clean_twin() {
+    use atelier::config::{GenerateArgs, Variant};
+    let out = TempDir::new().unwrap();
+    let generate = |name: &str, clean: bool, variant: Variant| {
+        let args = GenerateArgs {
+            products: 3000,
+            seed: 7,
+            out: out.path().join(name),
+            clean,
+            variant,
+        };
+        atelier::generate::generate(&args, false).unwrap();
+        args.out
+    };
+    let dirty = generate("dirty", false, Variant::Spaced);
+    let clean = generate("clean", true, Variant::Compact);
+    let (dirty_db, clean_db) = (TestDb::new().await, TestDb::new().await);
+    let (dirty_report, rejects) = load_dir(&dirty_db, &dirty).await;
+    let (clean_report, clean_rejects) = load_dir(&clean_db, &clean).await;
+    assert_eq!(clean_rejects, []);
+    for reason in [
+        "closing quote missing",
+        "duplicate id",
+        "names no loaded",
+        "related_product_id is 0",
+        "expected",
+    ] {
+        assert!(
+            rejects.iter().any(|r| r.reason.contains(reason)),
+            "no {reason:?} in the dirty catalog"
+        );
+    }
+    for (dirty, clean) in dirty_report.files.iter().zip(&clean_report.files) {
+        assert_eq!(dirty.loaded, clean.loaded, "{}", dirty.file);
+        assert_eq!(dirty.read, dirty.loaded + dirty.rejected);
+    }
+    let total: u64 = dirty_report
+        .files
+        .iter()
+        .map(|c| c.repaired + c.rejected)
+        .sum();
+    assert_eq!(total, rejects.len() as u64);
+    // Every row, the fingerprints included, is what the clean catalog gives.
+    let (dirty, clean) = (dirty_db.client().await, clean_db.client().await);
+    for table in ["product", "style", "feature", "photo", "sku", "related"] {
+        let sql = format!(
+            "SELECT md5(string_agg((to_jsonb(t) - 'created_at' - 'updated_at')::text, ',' ORDER BY id)) \
+             FROM {table} t"
+        );
+        assert_eq!(
+            strings(&dirty, &sql).await,
+            strings(&clean, &sql).await,
+            "{table}"
+        );
+    }
 }

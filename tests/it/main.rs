@@ -5,6 +5,7 @@ mod serving;
 mod support;
 
 mod cluster;
+mod demo;
 mod generate;
 mod golden;
 mod http;

@@ -65,8 +65,16 @@ fn parse(text: &str) -> Value {
 #[tokio::test]
 async fn documents_follow_the_contract() {
     let (_db, mut client) = catalog_db().await;
-    let report = materialize::materialize(&mut client, Scope::All, "hr-rfp").await.unwrap();
-    assert_eq!(report, MaterializeReport { documents: 3, removed: 0 });
+    let report = materialize::materialize(&mut client, Scope::All, "hr-rfp")
+        .await
+        .unwrap();
+    assert_eq!(
+        report,
+        MaterializeReport {
+            documents: 3,
+            removed: 0
+        }
+    );
 
     let [list_entry, product, styles, related] = documents(&client, 1).await;
     let entry = json!({
@@ -111,7 +119,10 @@ async fn documents_follow_the_contract() {
                {"feature": "UV Protection", "value": null},
                {"feature": "Frames", "value": "LightCompose"}])
     );
-    assert_eq!(parse(&product)["description"], "Where you're going  you might not need roads.");
+    assert_eq!(
+        parse(&product)["description"],
+        "Where you're going  you might not need roads."
+    );
     assert_eq!(parse(&product)["updated_at"], "2022-01-02T03:04:05.006Z");
     assert_eq!(parse(&styles)["results"][0]["default?"], false);
     assert_eq!(parse(&related), json!([]));
@@ -122,7 +133,10 @@ async fn documents_follow_the_contract() {
     assert_eq!(parse(&related), json!([]));
 
     let positions: Vec<(i32, i32)> = client
-        .query("SELECT product_id, position FROM document ORDER BY product_id", &[])
+        .query(
+            "SELECT product_id, position FROM document ORDER BY product_id",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
@@ -134,7 +148,9 @@ async fn documents_follow_the_contract() {
 #[tokio::test]
 async fn campus_comes_from_configuration() {
     let (_db, mut client) = catalog_db().await;
-    materialize::materialize(&mut client, Scope::All, "hr-lax").await.unwrap();
+    materialize::materialize(&mut client, Scope::All, "hr-lax")
+        .await
+        .unwrap();
     let [entry, ..] = documents(&client, 2).await;
     assert_eq!(parse(&entry)["campus"], "hr-lax");
 }
@@ -142,7 +158,9 @@ async fn campus_comes_from_configuration() {
 #[tokio::test]
 async fn partial_rebuild_touches_only_the_listed_products_and_renumbers() {
     let (_db, mut client) = catalog_db().await;
-    materialize::materialize(&mut client, Scope::All, "hr-rfp").await.unwrap();
+    materialize::materialize(&mut client, Scope::All, "hr-rfp")
+        .await
+        .unwrap();
     client
         .batch_execute(
             "UPDATE product SET name = 'Renamed' WHERE id IN (1, 2);
@@ -157,7 +175,13 @@ async fn partial_rebuild_touches_only_the_listed_products_and_renumbers() {
     let report = materialize::materialize(&mut client, Scope::Products(vec![1, 2, 5]), "hr-rfp")
         .await
         .unwrap();
-    assert_eq!(report, MaterializeReport { documents: 2, removed: 1 });
+    assert_eq!(
+        report,
+        MaterializeReport {
+            documents: 2,
+            removed: 1
+        }
+    );
     let [_, product, _, related] = documents(&client, 1).await;
     assert_eq!(parse(&product)["name"], "Renamed");
     assert_eq!(parse(&related), json!([]));
@@ -203,7 +227,10 @@ async fn listen(url: &str) -> (Client, tokio::sync::mpsc::UnboundedReceiver<Stri
             }
         }
     });
-    client.batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}")).await.unwrap();
+    client
+        .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))
+        .await
+        .unwrap();
     (client, receiver)
 }
 
@@ -211,17 +238,28 @@ async fn listen(url: &str) -> (Client, tokio::sync::mpsc::UnboundedReceiver<Stri
 async fn completion_is_notified_with_what_changed() {
     let (db, mut client) = catalog_db().await;
     let (_listener, mut payloads) = listen(&db.url).await;
-    materialize::materialize(&mut client, Scope::All, "hr-rfp").await.unwrap();
+    materialize::materialize(&mut client, Scope::All, "hr-rfp")
+        .await
+        .unwrap();
     materialize::materialize(&mut client, Scope::Products(vec![3, 1]), "hr-rfp")
         .await
         .unwrap();
     let within = std::time::Duration::from_secs(10);
-    let first = tokio::time::timeout(within, payloads.recv()).await.unwrap().unwrap();
-    let second = tokio::time::timeout(within, payloads.recv()).await.unwrap().unwrap();
+    let first = tokio::time::timeout(within, payloads.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let second = tokio::time::timeout(within, payloads.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(parse(&first), json!({"all": true}));
     assert_eq!(parse(&second), json!({"products": [3, 1]}));
     let runs: i64 = client
-        .query_one("SELECT count(*) FROM catalog_run WHERE kind = 'materialize'", &[])
+        .query_one(
+            "SELECT count(*) FROM catalog_run WHERE kind = 'materialize'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -238,7 +276,9 @@ async fn readers_see_all_old_or_all_new_documents_during_a_rebuild() {
         )
         .await
         .unwrap();
-    materialize::materialize(&mut client, Scope::All, "campus-0").await.unwrap();
+    materialize::materialize(&mut client, Scope::All, "campus-0")
+        .await
+        .unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut readers = Vec::new();
@@ -255,7 +295,10 @@ async fn readers_see_all_old_or_all_new_documents_during_a_rebuild() {
         readers.push(tokio::spawn(async move {
             let mut seen = std::collections::BTreeSet::new();
             while !stop.load(Ordering::Relaxed) {
-                let row = reader.query_one(&statement, &[]).await.expect("read during swap");
+                let row = reader
+                    .query_one(&statement, &[])
+                    .await
+                    .expect("read during swap");
                 let (count, campuses, campus): (i64, i64, String) =
                     (row.get(0), row.get(1), row.get(2));
                 assert_eq!(count, 2994, "a reader saw a partial document table");

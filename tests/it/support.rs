@@ -76,7 +76,9 @@ impl TestDb {
 
     /// A new connection to this database.
     pub async fn client(&self) -> Client {
-        db::connect(&self.url).await.expect("connect to test database")
+        db::connect(&self.url)
+            .await
+            .expect("connect to test database")
     }
 }
 
@@ -91,7 +93,13 @@ pub fn sample(name: &str) -> PathBuf {
 /// none), copied into a temporary directory.
 pub fn beck_with_related() -> tempfile::TempDir {
     let dir = tempfile::TempDir::new().unwrap();
-    for file in ["product.csv", "styles.csv", "features.csv", "photos.csv", "skus.csv"] {
+    for file in [
+        "product.csv",
+        "styles.csv",
+        "features.csv",
+        "photos.csv",
+        "skus.csv",
+    ] {
         std::fs::copy(sample("beck-2021").join(file), dir.path().join(file)).unwrap();
     }
     std::fs::copy(

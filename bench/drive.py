@@ -1,0 +1,790 @@
+#!/usr/bin/env python3
+"""Runs the benchmark scenarios of `atelier serve` with same-run baselines.
+
+Each scenario alternates the service with its baselines round by round (service, bare
+hyper, nginx, pgbench; again), then writes bench/results/<date>-<scenario>.{json,md,svg}
+with medians and paired ratios. Called by bench/run, which installs the tools and builds.
+"""
+
+import argparse
+import bisect
+import datetime
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+WORK = os.path.join(BENCH, "work")
+RESULTS = os.path.join(BENCH, "results")
+FULL_PRODUCTS = 1_000_011
+SERVER_CPU = "0"
+DRIVER_CPU = "1"
+PORTS = {"service": 3100, "bare": 3101, "nginx": 3102}
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+MIB = 1024 * 1024
+# What a 1 GiB machine leaves the server once the kernel, sshd and a small PostgreSQL
+# (shared_buffers 128 MiB plus backends) have taken theirs.
+T2_MICRO_SERVER_BYTES = 640 * MIB
+SCENARIOS = ["hot", "uniform", "list", "storefront", "cold", "t2micro"]
+LIST_COUNT = 5
+ZIPF_S = 1.01
+
+
+def log(message):
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def run(command, **kwargs):
+    log("$ " + " ".join(command))
+    return subprocess.run(command, check=True, **kwargs)
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return [float(x) for x in f.read().split()[:3]]
+
+
+# ---------------------------------------------------------------- the catalog
+
+
+def prepare_catalog(args):
+    """The database URL of a loaded, materialized catalog, preparing one if needed."""
+    if args.database_url:
+        return args.database_url
+    data_dir = args.data_dir or os.path.join(WORK, f"pg-{args.products}")
+    ready = os.path.join(WORK, f"ready-{args.products}")
+    own = args.data_dir is None
+    if own and not os.path.exists(ready):
+        catalog = os.path.join(WORK, f"catalog-{args.products}")
+        if not os.path.exists(os.path.join(catalog, "related.csv")):
+            run([args.atelier, "generate", "--products", str(args.products), "--out", catalog])
+        run([args.atelier, "load", catalog, "--data-dir", data_dir])
+        run([args.atelier, "materialize", "--data-dir", data_dir])
+        with open(ready, "w") as f:
+            f.write(datetime.datetime.now(datetime.UTC).isoformat() + "\n")
+    status = subprocess.run(
+        [args.atelier, "db", "status", "--data-dir", data_dir],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
+    if not status.startswith("running: "):
+        # Any command starts the embedded cluster; a materialize of one product is the
+        # cheapest that leaves the catalog as it was, and only runs on our own cluster.
+        if not own:
+            sys.exit(f"the cluster in {data_dir} is not running ({status}); start it first")
+        run([args.atelier, "materialize", "--products", "1", "--data-dir", data_dir])
+        status = subprocess.run(
+            [args.atelier, "db", "status", "--data-dir", data_dir],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()
+    return status.removeprefix("running: ")
+
+
+def psql(url, sql):
+    return subprocess.run(
+        ["psql", url, "-X", "-At", "-F", "\x1f", "-v", "ON_ERROR_STOP=1", "-f", "-"],
+        input=sql, check=True, capture_output=True, text=True,
+    ).stdout
+
+
+# ---------------------------------------------------------------- request mixes
+
+
+class Mix:
+    """The requests of a scenario: URL paths (with repeats, in random order), the
+    documents behind them, and pgbench scripts running the service's cache-miss queries."""
+
+    def __init__(self, name, paths, pgbench_scripts):
+        self.name = name
+        self.paths = paths
+        self.pgbench_scripts = pgbench_scripts
+        self.documents = {}
+
+    def mean_size(self):
+        sizes = [len(self.documents[p]) for p in self.paths if p in self.documents]
+        return round(statistics.fmean(sizes)) if sizes else 1000
+
+
+PRODUCT_QUERIES = {
+    "product": "SELECT product FROM document WHERE product_id = :id;",
+    "styles": "SELECT styles FROM document WHERE product_id = :id;",
+    "related": "SELECT related FROM document WHERE product_id = :id;",
+}
+
+
+def product_scripts(id_expression):
+    return {
+        name: f"\\set id {id_expression}\n{query}\n" for name, query in PRODUCT_QUERIES.items()
+    }
+
+
+def zipf_sampler(n, s, rng):
+    """Draws ranks 1..n with P(k) ∝ 1/k^s, by bisection on the cumulative weights."""
+    cumulative, total = [], 0.0
+    for k in range(1, n + 1):
+        total += 1.0 / k**s
+        cumulative.append(total)
+    return lambda: bisect.bisect_left(cumulative, rng.random() * total) + 1
+
+
+def build_mix(scenario, products, sample, rng):
+    suffixes = ["", "/styles", "/related"]
+    if scenario == "hot":
+        first = products - products // 10 + 1
+        ids = [rng.randint(first, products) for _ in range(sample)]
+        paths = [f"/products/{i}{s}" for i in ids for s in suffixes]
+        rng.shuffle(paths)
+        return Mix(scenario, paths, product_scripts(f"random({first}, {products})"))
+    if scenario == "uniform":
+        ids = [rng.randint(1, products) for _ in range(sample)]
+        paths = [f"/products/{i}{s}" for i in ids for s in suffixes]
+        rng.shuffle(paths)
+        return Mix(scenario, paths, product_scripts(f"random(1, {products})"))
+    if scenario == "list":
+        last_page = max(1, products // LIST_COUNT)
+        pages = [rng.randint(1, last_page) for _ in range(sample)]
+        paths = [f"/products?page={p}&count={LIST_COUNT}" for p in pages]
+        script = (
+            f"\\set page random(1, {last_page})\n"
+            f"SELECT list_entry FROM document WHERE position BETWEEN "
+            f"(:page - 1) * {LIST_COUNT} + 1 AND :page * {LIST_COUNT} ORDER BY position;\n"
+        )
+        return Mix(scenario, paths, {"page": script})
+    if scenario in ("storefront", "cold", "t2micro"):
+        # A storefront page asks for a product, its styles and its related list; the
+        # popularity of products follows Zipf, over ranks scattered across the ids.
+        draw = zipf_sampler(products, ZIPF_S, rng)
+        scatter = {}
+        paths = []
+        for _ in range(sample):
+            rank = draw()
+            product = scatter.setdefault(rank, rng.randint(1, products))
+            paths.extend(f"/products/{product}{s}" for s in suffixes)
+        scripts = {
+            name: (
+                f"\\set rank random_zipfian(1, {products}, {ZIPF_S})\n"
+                f"\\set id permute(:rank - 1, {products}) + 1\n{query}\n"
+            )
+            for name, query in PRODUCT_QUERIES.items()
+        }
+        return Mix(scenario, paths, scripts)
+    raise ValueError(scenario)
+
+
+def export_documents(mix, url):
+    """Reads the documents behind the mix's paths, as the service would send them."""
+    ids = sorted({int(m.group(1)) for p in mix.paths if (m := re.match(r"/products/(\d+)", p))})
+    if ids:
+        rows = psql(
+            url,
+            "SELECT product_id, product::text, styles::text, related::text FROM document "
+            f"WHERE product_id = ANY('{{{','.join(map(str, ids))}}}'::int[]);",
+        )
+        for line in rows.splitlines():
+            product_id, product, styles, related = line.split("\x1f")
+            mix.documents[f"/products/{product_id}"] = product.encode()
+            mix.documents[f"/products/{product_id}/styles"] = styles.encode()
+            mix.documents[f"/products/{product_id}/related"] = related.encode()
+    pages = sorted({int(m.group(1)) for p in mix.paths if (m := re.match(r"/products\?page=(\d+)", p))})
+    if pages:
+        rows = psql(
+            url,
+            f"SELECT p.page, '[' || string_agg(d.list_entry::text, ',' ORDER BY d.position) || ']' "
+            f"FROM unnest('{{{','.join(map(str, pages))}}}'::int[]) AS p(page) "
+            f"JOIN document d ON d.position BETWEEN (p.page - 1) * {LIST_COUNT} + 1 "
+            f"AND p.page * {LIST_COUNT} GROUP BY p.page;",
+        )
+        for line in rows.splitlines():
+            page, body = line.split("\x1f")
+            mix.documents[f"/products?page={page}&count={LIST_COUNT}"] = body.encode()
+
+
+def write_files(mix, directory):
+    """The URL list for the drivers, and the documents as an nginx document root."""
+    os.makedirs(directory, exist_ok=True)
+    docroot = os.path.join(directory, "docroot")
+    shutil.rmtree(docroot, ignore_errors=True)
+    for path, body in mix.documents.items():
+        if path.startswith("/products?"):
+            page = re.search(r"page=(\d+)", path).group(1)
+            target = os.path.join(docroot, "list", f"{page}-{LIST_COUNT}.json")
+        else:
+            target = os.path.join(docroot, path.lstrip("/"), "body.json")
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "wb") as f:
+            f.write(body)
+    with open(os.path.join(directory, "paths.txt"), "w") as f:
+        f.write("\n".join(mix.paths) + "\n")
+    for name, script in mix.pgbench_scripts.items():
+        with open(os.path.join(directory, f"pgbench-{name}.sql"), "w") as f:
+            f.write(script)
+    return docroot
+
+
+# ---------------------------------------------------------------- servers
+
+
+class Server:
+    """A server process under test, pinned to the server CPU."""
+
+    def __init__(self, name, command, port, directory, memory_limit=None, env=None):
+        self.name, self.command, self.port = name, command, port
+        self.directory, self.memory_limit, self.env = directory, memory_limit, env
+        self.process = None
+        self.cgroup = None
+
+    def start(self):
+        log_path = os.path.join(self.directory, f"{self.name}.log")
+        self.log = open(log_path, "ab")
+        env = dict(os.environ, **(self.env or {}))
+        self.process = subprocess.Popen(
+            ["taskset", "-c", SERVER_CPU] + self.command,
+            stdout=self.log, stderr=self.log, env=env, start_new_session=True,
+        )
+        self.started = time.monotonic()
+        if self.memory_limit:
+            self.cgroup = limit_memory(self.process.pid, self.memory_limit, self.name)
+        self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout=120):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                sys.exit(f"{self.name} exited with {self.process.returncode}; see its log")
+            try:
+                with urllib.request.urlopen(self.ready_url(), timeout=2) as response:
+                    if response.status == 200:
+                        self.ready_after = time.monotonic() - self.started
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        sys.exit(f"{self.name} was not ready within {timeout} s")
+
+    def ready_url(self):
+        path = "/readyz" if self.name == "service" else "/"
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def pids(self):
+        """The server's processes: itself and its children (nginx's workers)."""
+        pids = [self.process.pid]
+        try:
+            with open(f"/proc/{self.process.pid}/task/{self.process.pid}/children") as f:
+                pids += [int(p) for p in f.read().split()]
+        except OSError:
+            pass
+        return pids
+
+    def cpu_seconds(self):
+        total = 0
+        for pid in self.pids():
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / CLK_TCK
+
+    def reset_peak_rss(self):
+        for pid in self.pids():
+            try:
+                with open(f"/proc/{pid}/clear_refs", "w") as f:
+                    f.write("5")
+            except OSError:
+                pass
+
+    def peak_rss(self):
+        total = 0
+        for pid in self.pids():
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1]) * 1024
+        return total
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        if self.cgroup:
+            try:
+                os.rmdir(self.cgroup)
+            except OSError:
+                pass
+        self.log.close()
+
+
+def limit_memory(pid, limit, name):
+    """Puts `pid` in a memory cgroup (v1) of `limit` bytes; None when not possible."""
+    parent = None
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, controllers, path = line.strip().split(":", 2)
+            if "memory" in controllers.split(","):
+                parent = "/sys/fs/cgroup/memory" + path
+    if not parent or not os.access(parent, os.W_OK):
+        log("memory cgroup not writable; no memory limit")
+        return None
+    cgroup = os.path.join(parent, f"atelier-bench-{name}")
+    os.makedirs(cgroup, exist_ok=True)
+    for file, value in [("memory.limit_in_bytes", limit), ("cgroup.procs", pid)]:
+        with open(os.path.join(cgroup, file), "w") as f:
+            f.write(str(value))
+    return cgroup
+
+
+def cgroup_failcnt(cgroup):
+    if not cgroup:
+        return None
+    with open(os.path.join(cgroup, "memory.failcnt")) as f:
+        return int(f.read())
+
+
+def nginx_server(docroot, directory):
+    conf = os.path.join(directory, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"""
+worker_processes 1;
+daemon off;
+master_process on;
+user root;
+pid {directory}/nginx.pid;
+error_log {directory}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_requests 100000000;
+    keepalive_timeout 60s;
+    open_file_cache max=200000 inactive=60s;
+    default_type application/json;
+    server {{
+        listen 127.0.0.1:{PORTS["nginx"]} backlog=4096;
+        root {docroot};
+        location = / {{ return 200 "ok"; }}
+        location = /products {{ try_files /list/$arg_page-$arg_count.json =404; }}
+        location /products/ {{ try_files $uri/body.json =404; }}
+    }}
+}}
+""")
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    return Server("nginx", [nginx, "-c", conf, "-p", directory], PORTS["nginx"], directory)
+
+
+def metrics(port):
+    """The service's cache hit and miss counters."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    values = {}
+    for name in ("atelier_cache_hits_total", "atelier_cache_misses_total"):
+        match = re.search(rf"^{name}\s+(\d+)", text, re.M)
+        values[name] = int(match.group(1)) if match else 0
+    return values["atelier_cache_hits_total"], values["atelier_cache_misses_total"]
+
+
+# ---------------------------------------------------------------- drivers
+
+
+def oha(port, paths_file, seconds, connections, directory):
+    """One oha run over random lines of the URL list."""
+    urls = os.path.join(directory, f"urls-{port}.txt")
+    if not os.path.exists(urls):
+        with open(paths_file) as src, open(urls, "w") as dst:
+            for line in src:
+                dst.write(f"http://127.0.0.1:{port}{line}")
+    out = subprocess.run(
+        ["taskset", "-c", DRIVER_CPU, "oha", "--no-tui", "--output-format", "json",
+         "-z", f"{seconds}s", "--wait-ongoing-requests-after-deadline",
+         "-c", str(connections), "--urls-from-file", urls],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    report = json.loads(out)
+    summary = report["summary"]
+    percentiles = report.get("latencyPercentiles", {})
+    statuses = {str(k): v for k, v in report.get("statusCodeDistribution", {}).items()}
+    errors = sum(report.get("errorDistribution", {}).values())
+    ok = sum(v for k, v in statuses.items() if k.startswith("2"))
+    return {
+        "rps": summary["requestsPerSec"],
+        "p50_ms": percentiles.get("p50", 0) * 1000,
+        "p90_ms": percentiles.get("p90", 0) * 1000,
+        "p99_ms": percentiles.get("p99", 0) * 1000,
+        "max_ms": summary["slowest"] * 1000,
+        "requests": sum(statuses.values()),
+        "non_2xx": sum(statuses.values()) - ok,
+        "errors": errors,
+        "statuses": statuses,
+        "error_kinds": report.get("errorDistribution", {}),
+    }
+
+
+WRK_SCRIPT = """
+local paths = {}
+for line in io.lines("%s") do paths[#paths + 1] = line end
+math.randomseed(os.time())
+request = function()
+    return wrk.format("GET", paths[math.random(#paths)])
+end
+done = function(summary, latency, requests)
+    io.write(string.format("JSON {\\"requests\\": %%d, \\"p50\\": %%d, \\"p90\\": %%d, \\"p99\\": %%d, \\"max\\": %%d, \\"non2xx\\": %%d, \\"errors\\": %%d, \\"duration_us\\": %%d}\\n",
+        summary.requests, latency:percentile(50), latency:percentile(90),
+        latency:percentile(99), latency.max, summary.errors.status,
+        summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+        summary.duration))
+end
+"""
+
+
+def wrk(port, paths_file, seconds, connections, directory):
+    """One wrk run over random lines of the URL list (for rates oha cannot drive)."""
+    script = os.path.join(directory, "wrk.lua")
+    with open(script, "w") as f:
+        f.write(WRK_SCRIPT % paths_file)
+    out = subprocess.run(
+        ["taskset", "-c", DRIVER_CPU, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
+         "-s", script, f"http://127.0.0.1:{port}"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    line = next(l for l in out.splitlines() if l.startswith("JSON "))
+    r = json.loads(line[5:])
+    return {
+        "rps": r["requests"] / (r["duration_us"] / 1e6),
+        "p50_ms": r["p50"] / 1000, "p90_ms": r["p90"] / 1000, "p99_ms": r["p99"] / 1000,
+        "max_ms": r["max"] / 1000, "requests": r["requests"], "non_2xx": r["non2xx"],
+        "errors": r["errors"],
+    }
+
+
+def pgbench(url, directory, scripts, seconds, clients):
+    """The database ceiling: the service's cache-miss queries through pgbench."""
+    command = ["taskset", "-c", DRIVER_CPU, "pgbench", "-n", "-M", "prepared",
+               "-c", str(clients), "-j", "1", "-T", str(seconds)]
+    for name in scripts:
+        command += ["-f", os.path.join(directory, f"pgbench-{name}.sql") + "@1"]
+    out = subprocess.run(command + [url], check=True, capture_output=True, text=True).stdout
+    tps = float(re.search(r"tps = ([\d.]+) \(without initial connection time\)", out).group(1))
+    latency = float(re.search(r"latency average = ([\d.]+) ms", out).group(1))
+    failed = re.search(r"number of failed transactions: (\d+)", out)
+    return {"rps": tps, "mean_ms": latency, "errors": int(failed.group(1)) if failed else 0}
+
+
+# ---------------------------------------------------------------- one scenario
+
+
+def measure(server, drive, is_service):
+    """Runs `drive` against `server`, with the server's CPU, peak RSS and cache counters."""
+    server.reset_peak_rss()
+    before_cpu = server.cpu_seconds()
+    before_cache = metrics(server.port) if is_service else None
+    before_load = loadavg()
+    failcnt = cgroup_failcnt(server.cgroup)
+    result = drive()
+    result["server_cpu_us_per_request"] = (
+        (server.cpu_seconds() - before_cpu) * 1e6 / max(result["requests"], 1)
+    )
+    result["server_peak_rss_mib"] = server.peak_rss() / MIB
+    result["loadavg_before"] = before_load
+    result["loadavg_after"] = loadavg()
+    if is_service:
+        hits, misses = metrics(server.port)
+        hits, misses = hits - before_cache[0], misses - before_cache[1]
+        result["cache_hit_rate"] = hits / max(hits + misses, 1)
+    if server.cgroup:
+        result["memory_limit_hits"] = cgroup_failcnt(server.cgroup) - failcnt
+    return result
+
+
+def service_command(args, url, cache_bytes):
+    return [args.atelier, "serve", "--listen", f"127.0.0.1:{PORTS['service']}",
+            "--database-url", url, "--cache-bytes", str(cache_bytes),
+            "--pool-size", str(args.pool_size)]
+
+
+def run_scenario(args, scenario, url):
+    directory = os.path.join(WORK, "scenarios", scenario)
+    shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(directory)
+    rng = random.Random(args.seed)
+    mix = build_mix(scenario, args.products, args.sample, rng)
+    export_documents(mix, url)
+    missing = [p for p in set(mix.paths) if p not in mix.documents]
+    if missing:
+        sys.exit(f"{len(missing)} paths have no document, e.g. {missing[:3]}")
+    docroot = write_files(mix, directory)
+    paths_file = os.path.join(directory, "paths.txt")
+    body_size = mix.mean_size()
+    log(f"{scenario}: {len(mix.paths)} requests over {len(mix.documents)} documents, "
+        f"mean body {body_size} B")
+
+    cache_bytes = args.cache_bytes
+    if scenario == "uniform":
+        # Small enough that almost every lookup goes to the database.
+        cache_bytes = args.small_cache_bytes
+    memory_limit = T2_MICRO_SERVER_BYTES if scenario == "t2micro" else None
+    cold = scenario == "cold"
+    seconds = 30 if cold else args.duration
+
+    def service():
+        return Server("service", service_command(args, url, cache_bytes), PORTS["service"],
+                      directory, memory_limit, env={"ATELIER_LOG": "warn"})
+
+    def bare():
+        return Server("bare", [args.bare_hyper, f"127.0.0.1:{PORTS['bare']}", str(body_size)],
+                      PORTS["bare"], directory, memory_limit)
+
+    drivers = ["oha"] + (["wrk"] if scenario in args.wrk_scenarios else [])
+    targets = ["service", "bare", "nginx", "pgbench"]
+    if cold or scenario == "t2micro":
+        targets = ["service", "bare"]
+    runs = {f"{t}/{d}": [] for t in targets for d in drivers if t != "pgbench"}
+    if "pgbench" in targets:
+        runs["pgbench"] = []
+    extra = {"service_ready_after_s": []}
+
+    servers = {}
+    if not cold:
+        servers["service"] = service().start()
+        servers["bare"] = bare().start()
+        if "nginx" in targets:
+            servers["nginx"] = nginx_server(docroot, directory).start()
+        # Warm-up: fills the cache and the pool, and brings the baselines to speed.
+        for name, server in servers.items():
+            oha(server.port, paths_file, args.warmup, args.connections, directory)
+    try:
+        for round_number in range(1, args.rounds + 1):
+            log(f"{scenario}: round {round_number}/{args.rounds}")
+            for target in targets:
+                if target == "pgbench":
+                    result = pgbench(url, directory, mix.pgbench_scripts, seconds, args.pool_size)
+                    result["loadavg_after"] = loadavg()
+                    runs["pgbench"].append(result)
+                    log(f"  pgbench: {result['rps']:.0f} tps")
+                    continue
+                for driver in drivers:
+                    if cold:
+                        server = (service if target == "service" else bare)().start()
+                        if target == "service":
+                            extra["service_ready_after_s"].append(server.ready_after)
+                    else:
+                        server = servers[target]
+                    drive = oha if driver == "oha" else wrk
+                    try:
+                        result = measure(
+                            server,
+                            lambda: drive(server.port, paths_file, seconds, args.connections,
+                                          directory),
+                            target == "service",
+                        )
+                    finally:
+                        if cold:
+                            server.stop()
+                    runs[f"{target}/{driver}"].append(result)
+                    log(f"  {target}/{driver}: {result['rps']:.0f} rps, p99 "
+                        f"{result['p99_ms']:.2f} ms, {result['server_cpu_us_per_request']:.1f} "
+                        f"CPU-µs/req, errors {result['errors']}+{result['non_2xx']}")
+    finally:
+        for server in servers.values():
+            server.stop()
+    return summarize(args, scenario, mix, body_size, cache_bytes, memory_limit, seconds,
+                     runs, extra)
+
+
+# ---------------------------------------------------------------- results
+
+
+def median_of(results, key):
+    values = [r[key] for r in results if key in r]
+    return statistics.median(values) if values else None
+
+
+def paired_ratio(runs, a, b, key):
+    """Median over rounds of a[key]/b[key], round by round."""
+    if a not in runs or b not in runs:
+        return None
+    ratios = [x[key] / y[key] for x, y in zip(runs[a], runs[b]) if y.get(key)]
+    return statistics.median(ratios) if ratios else None
+
+
+def summarize(args, scenario, mix, body_size, cache_bytes, memory_limit, seconds, runs, extra):
+    keys = ["rps", "p50_ms", "p90_ms", "p99_ms", "max_ms", "server_cpu_us_per_request",
+            "server_peak_rss_mib", "cache_hit_rate", "errors", "non_2xx", "mean_ms"]
+    medians = {
+        target: {k: median_of(results, k) for k in keys if median_of(results, k) is not None}
+        for target, results in runs.items()
+    }
+    ratios = {}
+    for driver in ("oha", "wrk"):
+        service = f"service/{driver}"
+        for baseline in ("bare", "nginx"):
+            other = f"{baseline}/{driver}"
+            if service in runs and other in runs:
+                ratios[f"rps {service} / {other}"] = paired_ratio(runs, service, other, "rps")
+                ratios[f"cpu_per_request {service} / {other}"] = paired_ratio(
+                    runs, service, other, "server_cpu_us_per_request")
+        if service in runs and "pgbench" in runs:
+            ratios[f"rps {service} / pgbench"] = paired_ratio(runs, service, "pgbench", "rps")
+    service = medians.get("service/oha", {})
+    total_errors = sum(r["errors"] + r.get("non_2xx", 0)
+                       for t, rs in runs.items() if t.startswith("service") for r in rs)
+    goals = {}
+    if scenario == "hot":
+        best = "service/wrk" if "service/wrk" in runs else "service/oha"
+        base = "bare/wrk" if "bare/wrk" in runs else "bare/oha"
+        rps_ratio = paired_ratio(runs, best, base, "rps")
+        cpu_ratio = paired_ratio(runs, best, base, "server_cpu_us_per_request")
+        goals["rps >= 0.90 x bare hyper"] = {"value": rps_ratio, "met": rps_ratio >= 0.90,
+                                             "measured_with": f"{best} vs {base}"}
+        goals["cpu/request <= 1.2 x bare hyper"] = {"value": cpu_ratio, "met": cpu_ratio <= 1.2,
+                                                   "measured_with": f"{best} vs {base}"}
+        if args.connections == 64:
+            p99 = service.get("p99_ms")
+            goals["p99 <= 3 ms at 64 connections"] = {"value": p99, "met": p99 <= 3.0}
+    if scenario == "uniform":
+        ratio = ratios.get("rps service/oha / pgbench")
+        goals["rps >= 0.8 x pgbench"] = {"value": ratio, "met": ratio is not None and ratio >= 0.8}
+    goals["zero errors"] = {"value": total_errors, "met": total_errors == 0}
+    rss = service.get("server_peak_rss_mib")
+    if rss is not None:
+        budget = cache_bytes / MIB + 64
+        goals["rss <= cache budget + 64 MiB"] = {"value": rss, "limit": budget, "met": rss <= budget}
+    return {
+        "scenario": scenario,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "products": args.products,
+        "settings": {
+            "rounds": args.rounds, "seconds_per_run": seconds, "connections": args.connections,
+            "warmup_s": args.warmup, "cache_bytes": cache_bytes, "pool_size": args.pool_size,
+            "server_cpu": SERVER_CPU, "driver_cpu": DRIVER_CPU,
+            "memory_limit_bytes": memory_limit, "distinct_documents": len(mix.documents),
+            "url_list_lines": len(mix.paths), "mean_body_bytes": body_size,
+            "cpus": os.cpu_count(), "kernel": os.uname().release,
+        },
+        "medians": medians,
+        "ratios": ratios,
+        "goals": goals,
+        "extra": extra,
+        "runs": runs,
+    }
+
+
+def fmt(value, digits=2):
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}"
+
+
+def write_results(result, stamp):
+    os.makedirs(RESULTS, exist_ok=True)
+    base = os.path.join(RESULTS, f"{stamp}-{result['scenario']}")
+    with open(base + ".json", "w") as f:
+        json.dump(result, f, indent=1)
+    subprocess.run([sys.executable, os.path.join(BENCH, "chart.py"), base + ".json",
+                    base + ".svg"], check=True)
+    s = result["settings"]
+    lines = [
+        f"# {result['scenario']} — {result['date']}",
+        "",
+        f"{result['products']:,} products; {s['rounds']} rounds of {s['seconds_per_run']} s per "
+        f"target, alternated; {s['connections']} connections; server on CPU {s['server_cpu']}, "
+        f"load driver on CPU {s['driver_cpu']}; cache {s['cache_bytes'] / MIB:.0f} MiB; pool "
+        f"{s['pool_size']}; {s['distinct_documents']:,} distinct documents, mean body "
+        f"{s['mean_body_bytes']:,} B"
+        + (f"; server memory limit {s['memory_limit_bytes'] / MIB:.0f} MiB (memory cgroup)"
+           if s["memory_limit_bytes"] else "")
+        + ".",
+        "",
+        "Medians over rounds:",
+        "",
+        "| target | RPS | p50 ms | p90 ms | p99 ms | max ms | server CPU-µs/req | peak RSS MiB | cache hit rate | errors | non-2xx |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for target, m in result["medians"].items():
+        if target == "pgbench":
+            lines.append(f"| pgbench ({s['pool_size']} clients) | {fmt(m.get('rps'), 0)} | "
+                         f"mean {fmt(m.get('mean_ms'))} | | | | | | | {fmt(m.get('errors'), 0)} | |")
+            continue
+        lines.append(
+            f"| {target} | {fmt(m.get('rps'), 0)} | {fmt(m.get('p50_ms'))} | {fmt(m.get('p90_ms'))} "
+            f"| {fmt(m.get('p99_ms'))} | {fmt(m.get('max_ms'))} | "
+            f"{fmt(m.get('server_cpu_us_per_request'), 1)} | {fmt(m.get('server_peak_rss_mib'), 1)} "
+            f"| {fmt(m.get('cache_hit_rate'), 3)} | {fmt(m.get('errors'), 0)} | {fmt(m.get('non_2xx'), 0)} |"
+        )
+    lines += ["", "Paired ratios (median over rounds of the per-round ratio):", ""]
+    lines += [f"- {name}: {fmt(value, 3)}" for name, value in result["ratios"].items()]
+    lines += ["", "Goals:", ""]
+    for name, goal in result["goals"].items():
+        mark = "met" if goal["met"] else "MISSED"
+        detail = f" ({goal['measured_with']})" if "measured_with" in goal else ""
+        limit = f" (limit {fmt(goal['limit'], 1)})" if "limit" in goal else ""
+        lines.append(f"- {name}: {fmt(goal['value'], 3)}{limit} — {mark}{detail}")
+    if result["extra"].get("service_ready_after_s"):
+        ready = ", ".join(f"{x:.2f}" for x in result["extra"]["service_ready_after_s"])
+        lines += ["", f"Service ready (/readyz 200) after start, per round: {ready} s."]
+    loads = [r["loadavg_after"][0] for rs in result["runs"].values() for r in rs]
+    lines += [
+        "",
+        f"Machine load (1-min load average after each run): min {min(loads):.2f}, median "
+        f"{statistics.median(loads):.2f}, max {max(loads):.2f} on {s['cpus']} CPUs.",
+        "",
+        f"![throughput and latency]({os.path.basename(base)}.svg)",
+        "",
+    ]
+    with open(base + ".md", "w") as f:
+        f.write("\n".join(lines))
+    log(f"wrote {base}.md, .json, .svg")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("scenarios", nargs="*", default=["all"],
+                        help=f"any of {', '.join(SCENARIOS)}, or all")
+    parser.add_argument("--products", type=int, default=FULL_PRODUCTS,
+                        help="catalog scale (default the full 1,000,011)")
+    parser.add_argument("--data-dir", help="an existing, materialized embedded cluster to use "
+                        "(read only) instead of preparing one under bench/work/")
+    parser.add_argument("--database-url", help="an existing, materialized database to use")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per run")
+    parser.add_argument("--warmup", type=int, default=5, help="seconds of warm-up per server")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--sample", type=int, default=10_000,
+                        help="product ids (or pages) drawn into each scenario's URL list")
+    parser.add_argument("--cache-bytes", type=int, default=256 * MIB)
+    parser.add_argument("--small-cache-bytes", type=int, default=1 * MIB,
+                        help="the service's cache in the uniform (database path) scenario")
+    parser.add_argument("--pool-size", type=int, default=16)
+    parser.add_argument("--wrk-scenarios", default="hot,storefront",
+                        help="scenarios also driven by wrk (oha saturates its core near 70k/s)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--atelier", default="atelier")
+    parser.add_argument("--bare-hyper", default="bare-hyper")
+    args = parser.parse_args()
+    args.wrk_scenarios = set(args.wrk_scenarios.split(",")) if args.wrk_scenarios else set()
+    scenarios = SCENARIOS if "all" in args.scenarios else args.scenarios
+    for scenario in scenarios:
+        if scenario not in SCENARIOS:
+            parser.error(f"unknown scenario {scenario}")
+    os.makedirs(WORK, exist_ok=True)
+    url = prepare_catalog(args)
+    log(f"catalog: {re.sub(r'//[^@]*@', '//', url)} ({args.products:,} products)")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H%MZ")
+    for scenario in scenarios:
+        write_results(run_scenario(args, scenario, url), stamp)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+//! Tests of the embedded default's first run: an empty cluster gets the demo catalog, a
+//! loaded but unmaterialized one is materialized, never replaced.
+
+use std::path::Path;
+
+use atelier::config::DatabaseArgs;
+use atelier::db::{self, embedded::Cluster};
+
+use crate::support::sample;
+
+/// An embedded cluster of the test's own, stopped and removed when dropped.
+struct OwnCluster {
+    dir: tempfile::TempDir,
+}
+
+impl OwnCluster {
+    fn new() -> Self {
+        OwnCluster {
+            dir: tempfile::TempDir::new().unwrap(),
+        }
+    }
+
+    fn args(&self) -> DatabaseArgs {
+        DatabaseArgs {
+            database_url: None,
+            data_dir: self.dir.path().to_path_buf(),
+        }
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        if let Ok(cluster) = Cluster::new(self.dir.path()) {
+            let _ = cluster.stop();
+        }
+    }
+}
+
+async fn names(url: &str) -> (i64, String) {
+    let client = db::connect(url).await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT count(*), min(product->>'name') FILTER (WHERE product_id = 1) FROM document",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test]
+async fn a_loaded_catalog_is_materialized_not_replaced_by_the_demo() {
+    let own = OwnCluster::new();
+    let url = db::resolve_url(&own.args()).await.unwrap();
+    let mut client = db::connect(&url).await.unwrap();
+    db::apply_schema(&client).await.unwrap();
+    let rejects = own.dir.path().join("rejects.csv");
+    atelier::load::load_catalog(&mut client, &sample("sara-2023"), &rejects, false)
+        .await
+        .unwrap();
+
+    let served = atelier::demo::database_url(&own.args()).await.unwrap();
+    assert_eq!(served, url);
+    assert_eq!(names(&url).await, (10, "Camo Onesie".to_string()));
+    assert!(!Path::new(&own.dir.path().join("demo-catalog")).exists());
+}
+
+#[tokio::test]
+async fn an_empty_cluster_gets_the_demo_catalog_once() {
+    let own = OwnCluster::new();
+    let url = atelier::demo::database_url(&own.args()).await.unwrap();
+    assert_eq!(names(&url).await, (10_000, "Camo Onesie".to_string()));
+    // A second start finds the catalog and changes nothing.
+    let client = db::connect(&url).await.unwrap();
+    let runs = "SELECT count(*) FROM catalog_run";
+    let before: i64 = client.query_one(runs, &[]).await.unwrap().get(0);
+    atelier::demo::database_url(&own.args()).await.unwrap();
+    let after: i64 = client.query_one(runs, &[]).await.unwrap().get(0);
+    assert_eq!(before, after);
+}
