@@ -94,6 +94,10 @@ pub struct MaterializeArgs {
     /// The `campus` value written into every product document.
     #[arg(long, env = "ATELIER_CAMPUS", default_value = crate::materialize::DEFAULT_CAMPUS)]
     pub campus: String,
+    /// Database connections building a full rebuild's parts at once (default: the
+    /// number of CPU cores).
+    #[arg(long, env = "ATELIER_MATERIALIZE_JOBS", default_value_t = crate::materialize::Settings::default().jobs)]
+    pub jobs: usize,
     #[command(flatten)]
     pub db: DatabaseArgs,
 }

@@ -32,11 +32,11 @@ pub async fn database_url(args: &DatabaseArgs) -> Result<String> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&DEMO_LOCK_KEY])
         .await?;
-    provide_catalog(&mut client, args).await?;
+    provide_catalog(&mut client, &url, args).await?;
     Ok(url)
 }
 
-async fn provide_catalog(client: &mut Client, args: &DatabaseArgs) -> Result<()> {
+async fn provide_catalog(client: &mut Client, url: &str, args: &DatabaseArgs) -> Result<()> {
     let materialized: bool = client
         .query_one(materialize::MATERIALIZED_SQL, &[])
         .await?
@@ -68,7 +68,8 @@ async fn provide_catalog(client: &mut Client, args: &DatabaseArgs) -> Result<()>
         tracing::info!("the embedded database holds a loaded catalog that was never materialized");
     }
     tracing::info!("materializing the catalog's documents");
-    let report = materialize::materialize(client, Scope::All, materialize::DEFAULT_CAMPUS).await?;
+    let report =
+        materialize::materialize(url, Scope::All, &materialize::Settings::default()).await?;
     tracing::info!(documents = report.documents, "catalog ready");
     Ok(())
 }

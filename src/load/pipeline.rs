@@ -111,17 +111,28 @@ pub enum Milestone {
     Copied(FileKind),
     /// The staging product table is built.
     ProductsBuilt,
-    /// The keys of the tables built while photos.csv is copied are in place.
-    EarlyKeysBuilt,
+    /// Every primary and unique key of a file's staging table is built.
+    Keyed(FileKind),
 }
 
 impl Milestone {
     fn bit(self) -> u16 {
         match self {
             Milestone::Copied(kind) => 1 << (kind as u16),
-            Milestone::ProductsBuilt => 1 << 8,
-            Milestone::EarlyKeysBuilt => 1 << 9,
+            Milestone::ProductsBuilt => 1 << 6,
+            Milestone::Keyed(kind) => 1 << (7 + kind as u16),
         }
+    }
+}
+
+/// The milestones reached at some moment.
+#[derive(Debug, Clone, Copy)]
+pub struct Reached(u16);
+
+impl Reached {
+    /// Whether `milestone` was reached.
+    pub fn has(self, milestone: Milestone) -> bool {
+        self.0 & milestone.bit() != 0
     }
 }
 
@@ -158,18 +169,20 @@ impl Shared {
         self.milestones.send_modify(|bits| *bits |= milestone.bit());
     }
 
-    /// Waits until `milestone` is reached; an error if the load is stopped first.
-    pub async fn reached(&self, milestone: Milestone) -> Result<()> {
+    /// Waits until `ready` finds what it needs in the milestones reached; an error if
+    /// the load is stopped first.
+    pub async fn wait_until<T>(&self, mut ready: impl FnMut(Reached) -> Option<T>) -> Result<T> {
         let mut bits = self.milestones.subscribe();
-        let wanted = milestone.bit() | ABORTED_BIT;
-        let bits = *bits
-            .wait_for(|bits| bits & wanted != 0)
-            .await
-            .map_err(|_| aborted())?;
-        if bits & ABORTED_BIT != 0 {
-            return Err(aborted());
+        loop {
+            let reached = *bits.borrow_and_update();
+            if reached & ABORTED_BIT != 0 {
+                return Err(aborted());
+            }
+            if let Some(found) = ready(Reached(reached)) {
+                return Ok(found);
+            }
+            bits.changed().await.map_err(|_| aborted())?;
         }
-        Ok(())
     }
 
     fn is_aborted(&self) -> bool {

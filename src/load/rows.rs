@@ -60,6 +60,12 @@ impl FileKind {
         }
     }
 
+    /// The file whose catalog table is `name` (`public.style` → styles.csv).
+    pub fn of_live_table(name: &str) -> Option<FileKind> {
+        let table = name.strip_prefix("public.")?;
+        FileKind::ALL.into_iter().find(|kind| kind.table() == table)
+    }
+
     /// The table columns a row fills, in the order of [`check`]'s tuples.
     pub fn columns(self) -> &'static str {
         match self {

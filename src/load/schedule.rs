@@ -1,14 +1,14 @@
-//! The order of a load's steps over one or two connections. One connection does
-//! everything in turn. With two, files are read and copied in two lanes at once
-//! ([`pipeline::plan`]); the second lane, done with its smaller files first, builds the
-//! keys of the tables that need neither photos.csv nor the product fingerprints while
-//! the first still copies photos.csv; then photo's keys (which need style's) are built
-//! on the first connection while the second builds product's and every key that
-//! references it.
+//! The order of a load's steps over one or two connections. With one, everything runs
+//! in turn. With two, the files are read and copied in two lanes at once
+//! ([`pipeline::plan`]), and the keys, indexes and foreign keys of the staging tables
+//! are a shared queue: each connection, once done copying (the first also builds the
+//! product table), takes the next statement whose tables are ready. So the second
+//! connection builds the keys of the smaller tables while the first still copies
+//! photos.csv.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,10 +18,10 @@ use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
 use super::ids::IdMap;
-use super::pipeline::{self, Job, LaneOutput, Milestone, Shared, Source};
+use super::pipeline::{self, Job, LaneOutput, Milestone, Reached, Shared, Source};
 use super::rejects::{self, Part};
 use super::rows::FileKind;
-use super::staging::{self, Definitions, ProductChanges, Step};
+use super::staging::{self, Definition, ProductChanges, Step};
 use super::{FileCounts, LoadReport};
 use crate::{Error, Result};
 
@@ -45,37 +45,88 @@ impl Context<'_> {
     }
 }
 
-/// The key and index statements of each part of the schedule.
-struct KeyPlan {
-    /// Run by the second lane while the first copies photos.csv.
-    early: Vec<String>,
-    /// Run by the first lane once the product table is built.
-    first: Vec<String>,
-    /// Run by the second lane once the product table is built.
-    second: Vec<String>,
+/// The key, index and foreign-key statements not yet started, shared by the
+/// connections that run them.
+struct KeyQueue {
+    state: Mutex<QueueState>,
 }
 
-impl KeyPlan {
-    fn new(mut definitions: Definitions, lanes: usize) -> KeyPlan {
-        if lanes < 2 {
-            return KeyPlan {
-                early: Vec::new(),
-                first: definitions.take(|_, _, _| true),
-                second: Vec::new(),
-            };
+struct QueueState {
+    pending: Vec<Definition>,
+    /// Per table, the key statements not yet finished.
+    keys_left: HashMap<FileKind, usize>,
+}
+
+impl KeyQueue {
+    /// A queue of `definitions`; tables without keys count as keyed at once.
+    fn new(definitions: Vec<Definition>, shared: &Shared) -> KeyQueue {
+        let mut keys_left: HashMap<FileKind, usize> = HashMap::new();
+        for definition in definitions.iter().filter(|d| d.step == Step::Key) {
+            *keys_left.entry(definition.table).or_default() += 1;
         }
-        let early = definitions.take(|table, step, references| {
-            ["feature", "related", "style", "sku"].contains(&table)
-                && (step != Step::ForeignKey || (table == "sku" && references == Some("style")))
-        });
-        let first = definitions
-            .take(|table, _, references| table == "photo" && references != Some("product"));
-        KeyPlan {
-            early,
-            first,
-            second: definitions.take(|_, _, _| true),
+        for kind in FileKind::ALL {
+            if !keys_left.contains_key(&kind) {
+                shared.reach(Milestone::Keyed(kind));
+            }
+        }
+        let state = QueueState {
+            pending: definitions,
+            keys_left,
+        };
+        KeyQueue {
+            state: Mutex::new(state),
         }
     }
+
+    /// Runs statements on `client` until none is left to start.
+    async fn work(&self, client: &Client, shared: &Shared) -> Result<()> {
+        loop {
+            let next = shared
+                .wait_until(|reached| self.take_ready(reached))
+                .await?;
+            let Some(definition) = next else {
+                return Ok(());
+            };
+            staging::run(client, &definition.statement).await?;
+            if definition.step == Step::Key {
+                let mut state = self.state.lock().expect("key queue lock");
+                let left = state.keys_left.entry(definition.table).or_default();
+                *left -= 1;
+                if *left == 0 {
+                    shared.reach(Milestone::Keyed(definition.table));
+                }
+            }
+        }
+    }
+
+    /// `Some(Some(statement))` to run now, `Some(None)` when nothing is left to start,
+    /// `None` to wait for another milestone.
+    fn take_ready(&self, reached: Reached) -> Option<Option<Definition>> {
+        let mut state = self.state.lock().expect("key queue lock");
+        if state.pending.is_empty() {
+            return Some(None);
+        }
+        let index = ready(&state.pending, reached)?;
+        Some(Some(state.pending.remove(index)))
+    }
+}
+
+/// The first of the statements that can run given the milestones reached, keys first.
+fn ready(pending: &[Definition], reached: Reached) -> Option<usize> {
+    let built = |kind: FileKind| match kind {
+        FileKind::Product => reached.has(Milestone::ProductsBuilt),
+        kind => reached.has(Milestone::Copied(kind)),
+    };
+    pending
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| built(d.table))
+        .filter(|(_, d)| {
+            d.references
+                .is_none_or(|r| reached.has(Milestone::Keyed(r)))
+        })
+        .min_by_key(|(index, d)| (d.step, *index))
+        .map(|(index, _)| index)
 }
 
 /// Builds the new catalog in the staging schema and swaps it in (the caller holds the
@@ -94,9 +145,10 @@ pub async fn run(
         staging::tune(second).await?;
     }
     let lanes = if second.is_some() { 2 } else { 1 };
-    let keys = KeyPlan::new(staging::definitions(client).await?, lanes);
+    let shared = Arc::new(Shared::default());
+    let keys = KeyQueue::new(staging::definitions(client).await?, &shared);
     let context = Context {
-        shared: Arc::new(Shared::default()),
+        shared,
         bar: progress_bar(progress, sources.values().map(|s| s.size).sum()),
         rejects,
         started,
@@ -106,16 +158,16 @@ pub async fn run(
     let (first_tables, second_tables) = (tables.next().expect("one lane at least"), tables.next());
 
     let first = async {
-        let done = first_lane(client, first_tables, parsers, &keys.first, &context).await;
+        let done = first_lane(client, first_tables, parsers, &keys, &context).await;
         done.inspect_err(|_| context.shared.abort())
     };
     let second = async {
         let done = match (second, second_tables) {
-            (Some(second), Some(tables)) => second_lane(second, tables, &keys, &context).await,
-            _ => {
-                context.shared.reach(Milestone::EarlyKeysBuilt);
-                Ok(())
+            (Some(second), Some(tables)) => {
+                pipeline::copy_lane(second, tables, &context.shared).await?;
+                keys.work(second, &context.shared).await
             }
+            _ => Ok(()),
         };
         done.inspect_err(|_| context.shared.abort())
     };
@@ -173,12 +225,12 @@ fn start_parsers(
 }
 
 /// Copies the first lane's files, waits for every parser, writes the rejects report,
-/// builds the product table, then runs its share of the keys.
+/// builds the product table, then takes its share of the keys.
 async fn first_lane(
     client: &mut Client,
     tables: Tables,
     parsers: Vec<Parser>,
-    keys: &[String],
+    keys: &KeyQueue,
     context: &Context<'_>,
 ) -> Result<(Vec<FileCounts>, ProductChanges)> {
     let shared = &context.shared;
@@ -200,27 +252,8 @@ async fn first_lane(
     let changes = staging::build_products(client, &products, &fingerprints).await?;
     shared.reach(Milestone::ProductsBuilt);
     context.log("products built");
-    shared.reached(Milestone::EarlyKeysBuilt).await?;
-    staging::run_all(client, keys).await?;
+    keys.work(client, shared).await?;
     Ok((files, changes))
-}
-
-/// Copies the second lane's files, builds the early keys, then, once the product table
-/// is built, the rest.
-async fn second_lane(
-    client: &mut Client,
-    tables: Tables,
-    keys: &KeyPlan,
-    context: &Context<'_>,
-) -> Result<()> {
-    let shared = &context.shared;
-    pipeline::copy_lane(client, tables, shared).await?;
-    shared.reached(Milestone::Copied(FileKind::Styles)).await?;
-    staging::run_all(client, &keys.early).await?;
-    shared.reach(Milestone::EarlyKeysBuilt);
-    context.log("early keys built");
-    shared.reached(Milestone::ProductsBuilt).await?;
-    staging::run_all(client, &keys.second).await
 }
 
 /// Waits for every parser thread; their outputs, or all their errors.
@@ -291,4 +324,48 @@ fn progress_bar(shown: bool, total: u64) -> ProgressBar {
     )
     .expect("a valid progress template");
     ProgressBar::new(total).with_style(style)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn statements_wait_for_their_table_and_the_keys_they_reference() {
+        use FileKind::*;
+        let definition = |table, step, references, statement: &str| Definition {
+            table,
+            step,
+            references,
+            statement: statement.into(),
+        };
+        let shared = Shared::default();
+        let queue = KeyQueue::new(
+            vec![
+                definition(Skus, Step::ForeignKey, Some(Styles), "sku foreign key"),
+                definition(Skus, Step::Index, None, "sku index"),
+                definition(Styles, Step::Key, None, "style key"),
+                definition(Product, Step::Key, None, "product key"),
+            ],
+            &shared,
+        );
+        let next = || async {
+            let reached = shared.wait_until(Some).await.unwrap();
+            queue
+                .take_ready(reached)
+                .map(|next| next.map(|d| d.statement))
+        };
+        assert_eq!(next().await, None);
+        shared.reach(Milestone::Copied(Skus));
+        assert_eq!(next().await, Some(Some("sku index".into())));
+        assert_eq!(next().await, None);
+        shared.reach(Milestone::Copied(Styles));
+        assert_eq!(next().await, Some(Some("style key".into())));
+        assert_eq!(next().await, None, "the foreign key waits for style's key");
+        shared.reach(Milestone::Keyed(Styles));
+        assert_eq!(next().await, Some(Some("sku foreign key".into())));
+        shared.reach(Milestone::ProductsBuilt);
+        assert_eq!(next().await, Some(Some("product key".into())));
+        assert_eq!(next().await, Some(None));
+    }
 }

@@ -99,7 +99,7 @@ pub fn copy_statements(kind: FileKind) -> (String, String) {
     )
 }
 
-/// What a definition adds to a staging table; statements run in this order.
+/// What a definition adds to a staging table; ready statements run in this order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Step {
     /// A primary key or unique constraint (and its index).
@@ -110,38 +110,18 @@ pub enum Step {
     ForeignKey,
 }
 
-/// One definition copied from a live table.
+/// One definition copied from a live table, as a statement for its staging table.
 #[derive(Debug)]
-struct Definition {
-    table: &'static str,
-    step: Step,
-    /// The table a foreign key references.
-    references: Option<String>,
-    statement: String,
-}
-
-/// The keys, foreign keys and indexes of the live tables, as statements for the staging
-/// tables, to be taken out in groups that may run on different connections.
-#[derive(Debug, Default)]
-pub struct Definitions {
-    pending: Vec<Definition>,
-}
-
-impl Definitions {
-    /// Takes out the statements `pick(table, step, referenced table)` chooses, keys first,
-    /// then indexes, then foreign keys.
-    pub fn take(&mut self, pick: impl Fn(&str, Step, Option<&str>) -> bool) -> Vec<String> {
-        let (mut taken, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
-            .into_iter()
-            .partition(|d| pick(d.table, d.step, d.references.as_deref()));
-        self.pending = kept;
-        taken.sort_by_key(|d| d.step);
-        taken.into_iter().map(|d| d.statement).collect()
-    }
+pub struct Definition {
+    pub table: FileKind,
+    pub step: Step,
+    /// The catalog table a foreign key references.
+    pub references: Option<FileKind>,
+    pub statement: String,
 }
 
 /// Reads the definitions from the live tables.
-pub async fn definitions(client: &mut Client) -> Result<Definitions> {
+pub async fn definitions(client: &mut Client) -> Result<Vec<Definition>> {
     // With an empty search_path the definitions name every table with its schema.
     const CONSTRAINTS_SQL: &str = "SELECT c.conname::text, c.contype::text, \
          pg_catalog.pg_get_constraintdef(c.oid), \
@@ -159,23 +139,23 @@ pub async fn definitions(client: &mut Client) -> Result<Definitions> {
     transaction
         .batch_execute("SET LOCAL search_path = ''")
         .await?;
-    let mut pending = Vec::new();
-    for kind in FileKind::ALL {
-        let table = kind.table();
+    let mut definitions = Vec::new();
+    for table_kind in FileKind::ALL {
+        let table = table_kind.table();
         let live = format!("public.{table}");
         for row in transaction.query(CONSTRAINTS_SQL, &[&live]).await? {
-            let (name, kind, definition): (String, String, String) =
+            let (name, contype, definition): (String, String, String) =
                 (row.get(0), row.get(1), row.get(2));
             let references: Option<String> = row.get(3);
             let definition = retarget(&definition, "REFERENCES public.", "REFERENCES");
-            pending.push(Definition {
-                table,
-                step: if kind == "f" {
+            definitions.push(Definition {
+                table: table_kind,
+                step: if contype == "f" {
                     Step::ForeignKey
                 } else {
                     Step::Key
                 },
-                references: references.map(|r| r.strip_prefix("public.").unwrap_or(&r).to_string()),
+                references: references.as_deref().and_then(FileKind::of_live_table),
                 statement: format!(
                     "ALTER TABLE {SCHEMA}.{table} ADD CONSTRAINT {} {definition}",
                     quote_ident(&name)
@@ -184,8 +164,8 @@ pub async fn definitions(client: &mut Client) -> Result<Definitions> {
         }
         for row in transaction.query(INDEXES_SQL, &[&live]).await? {
             let definition: String = row.get(0);
-            pending.push(Definition {
-                table,
+            definitions.push(Definition {
+                table: table_kind,
                 step: Step::Index,
                 references: None,
                 statement: retarget(&definition, " ON public.", " ON"),
@@ -193,7 +173,7 @@ pub async fn definitions(client: &mut Client) -> Result<Definitions> {
         }
     }
     transaction.commit().await?;
-    Ok(Definitions { pending })
+    Ok(definitions)
 }
 
 /// Points `prefix` + a catalog table at the staging schema's table of that name.
@@ -297,13 +277,11 @@ pub async fn build_products(
     })
 }
 
-/// Runs definition statements on the staging tables, in order.
-pub async fn run_all(client: &Client, statements: &[String]) -> Result<()> {
-    for statement in statements {
-        let started = std::time::Instant::now();
-        client.batch_execute(statement).await?;
-        tracing::debug!(%statement, seconds = started.elapsed().as_secs_f64(), "staging");
-    }
+/// Runs one definition statement on the staging tables.
+pub async fn run(client: &Client, statement: &str) -> Result<()> {
+    let started = std::time::Instant::now();
+    client.batch_execute(statement).await?;
+    tracing::debug!(%statement, seconds = started.elapsed().as_secs_f64(), "staging");
     Ok(())
 }
 
@@ -362,30 +340,6 @@ mod tests {
             ),
             "CREATE INDEX x ON public.styles USING btree (a)"
         );
-    }
-
-    #[test]
-    fn definitions_are_taken_in_groups_keys_first() {
-        let definition = |table, step, references: Option<&str>, statement: &str| Definition {
-            table,
-            step,
-            references: references.map(String::from),
-            statement: statement.into(),
-        };
-        let mut definitions = Definitions {
-            pending: vec![
-                definition("sku", Step::ForeignKey, Some("style"), "sku fk"),
-                definition("sku", Step::Index, None, "sku index"),
-                definition("sku", Step::Key, None, "sku key"),
-                definition("style", Step::ForeignKey, Some("product"), "style fk"),
-                definition("style", Step::Key, None, "style key"),
-            ],
-        };
-        let early = definitions
-            .take(|table, _, references| table == "sku" && references != Some("product"));
-        assert_eq!(early, ["sku key", "sku index", "sku fk"]);
-        assert_eq!(definitions.take(|_, _, _| true), ["style key", "style fk"]);
-        assert!(definitions.take(|_, _, _| true).is_empty());
     }
 
     #[test]

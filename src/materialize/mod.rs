@@ -8,8 +8,6 @@
 
 use std::time::Instant;
 
-use tokio_postgres::Client;
-
 use crate::config::MaterializeArgs;
 use crate::{Error, Result};
 
@@ -33,14 +31,16 @@ const MATERIALIZE_LOCK_KEY: i64 = 0x6d61_7465_7269_616c;
 /// How documents are built from rows; preceded by the sources and followed by a store.
 const BUILD_SQL: &str = include_str!("documents.sql");
 
-/// Every row of the catalog.
-const ALL_SOURCES: &str = "
-    product_src AS (SELECT * FROM product),
-    style_src AS (SELECT * FROM style),
-    feature_src AS (SELECT * FROM feature),
-    photo_src AS (SELECT * FROM photo),
-    sku_src AS (SELECT * FROM sku),
-    related_src AS (SELECT * FROM related),";
+/// The rows of the products with ids in $2 ..< $3, one part of a full rebuild.
+const PART_SOURCES: &str = "
+    product_src AS (SELECT * FROM product WHERE id >= $2::bigint AND id < $3::bigint),
+    style_src AS (SELECT * FROM style WHERE product_id >= $2::bigint AND product_id < $3::bigint),
+    feature_src AS (SELECT * FROM feature WHERE product_id >= $2::bigint AND product_id < $3::bigint),
+    photo_src AS (SELECT ph.* FROM photo ph JOIN style s ON s.id = ph.style_id
+                  WHERE s.product_id >= $2::bigint AND s.product_id < $3::bigint),
+    sku_src AS (SELECT sk.* FROM sku sk JOIN style s ON s.id = sk.style_id
+                WHERE s.product_id >= $2::bigint AND s.product_id < $3::bigint),
+    related_src AS (SELECT * FROM related WHERE product_id >= $2::bigint AND product_id < $3::bigint),";
 
 /// The rows of the products listed in $2.
 const SOME_SOURCES: &str = "
@@ -52,11 +52,16 @@ const SOME_SOURCES: &str = "
     sku_src AS (SELECT * FROM sku WHERE style_id IN (SELECT id FROM style_src)),
     related_src AS (SELECT * FROM related WHERE product_id IN (SELECT id FROM wanted)),";
 
-/// Fills `document_next` with every product's documents, positions by id order.
-const FILL_NEXT_SQL: &str = "
+/// Fills `document_next` with one part's documents; $4 is the number of products before
+/// the part, so positions continue from the previous part.
+const FILL_PART_SQL: &str = "
     INSERT INTO document_next (product_id, position, list_entry, product, styles, related)
-    SELECT product_id, row_number() OVER (ORDER BY product_id), list_entry, product, styles, related
+    SELECT product_id, ($4::bigint + row_number() OVER (ORDER BY product_id))::integer,
+           list_entry, product, styles, related
     FROM built";
+
+/// The first product id of the part that starts after $1 products.
+const PART_START_SQL: &str = "SELECT id FROM product ORDER BY id OFFSET $1::bigint LIMIT 1";
 
 /// Writes the listed products' documents in place; new products get a temporary,
 /// unique negative position until the renumbering below.
@@ -98,33 +103,56 @@ pub struct MaterializeReport {
     pub removed: u64,
 }
 
-/// Rebuilds the documents in `scope` with `campus` in every product, switches to them
+/// How documents are built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The `campus` value written into every product document.
+    pub campus: String,
+    /// Connections that build parts of a full rebuild at once.
+    pub jobs: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            campus: DEFAULT_CAMPUS.to_string(),
+            jobs: std::thread::available_parallelism().map_or(1, usize::from),
+        }
+    }
+}
+
+/// Rebuilds the documents in `scope` in the database at `url`, switches to them
 /// atomically and notifies servers.
 pub async fn materialize(
-    client: &mut Client,
+    url: &str,
     scope: Scope,
-    campus: &str,
+    settings: &Settings,
 ) -> Result<MaterializeReport> {
+    let mut client = crate::db::connect(url).await?;
     let transaction = client.transaction().await?;
     transaction
         .execute("SELECT pg_advisory_xact_lock($1)", &[&MATERIALIZE_LOCK_KEY])
         .await?;
-    let (report, payload) = match &scope {
+    let (report, payload, scope_text) = match &scope {
         Scope::All => {
-            let documents = rebuild_all(&transaction, campus).await?;
+            let documents = rebuild_all(url, &transaction, settings).await?;
             let report = MaterializeReport {
                 documents,
                 removed: 0,
             };
-            (report, r#"{"all":true}"#.to_string())
+            (report, r#"{"all":true}"#.to_string(), "all".to_string())
         }
         Scope::Products(ids) => {
-            let report = rebuild_some(&transaction, ids, campus).await?;
-            (report, products_payload(ids))
+            let report = rebuild_some(&transaction, ids, &settings.campus).await?;
+            (
+                report,
+                products_payload(ids),
+                format!("{} products", ids.len()),
+            )
         }
     };
     let summary = serde_json::json!({
-        "scope": match &scope { Scope::All => "all".to_string(), Scope::Products(ids) => format!("{} products", ids.len()) },
+        "scope": scope_text,
         "documents": report.documents,
         "removed": report.removed,
     });
@@ -141,18 +169,69 @@ pub async fn materialize(
     Ok(report)
 }
 
-/// Builds `document_next` and swaps it in for `document`; returns the documents written.
-async fn rebuild_all(transaction: &tokio_postgres::Transaction<'_>, campus: &str) -> Result<u64> {
-    // LIKE … INCLUDING ALL copies the keys and indexes, so schema.sql stays the one
-    // definition of the table.
+/// Builds `document_next` in parts on `settings.jobs` connections and swaps it in for
+/// `document` inside `transaction`; returns the documents written. A failure leaves
+/// `document` as it was (and `document_next` for the next run to drop).
+async fn rebuild_all(
+    url: &str,
+    transaction: &tokio_postgres::Transaction<'_>,
+    settings: &Settings,
+) -> Result<u64> {
+    // Loads wait until the swap: every part sees the same catalog.
     transaction
+        .batch_execute("LOCK TABLE product, style, feature, photo, sku, related IN SHARE MODE")
+        .await?;
+    let products: i64 = transaction
+        .query_one("SELECT count(*) FROM product", &[])
+        .await?
+        .get(0);
+    let jobs = settings.jobs.max(1) as i64;
+    // Part k starts after k*products/jobs products; its bounds are the ids found there.
+    let mut starts: Vec<(i64, i64)> = Vec::new();
+    for k in 0..jobs {
+        let before = k * products / jobs;
+        if let Some(row) = transaction.query_opt(PART_START_SQL, &[&before]).await? {
+            let id: i32 = row.get(0);
+            starts.push((before, i64::from(id)));
+        }
+    }
+    starts.dedup_by_key(|(_, id)| *id);
+    let bounds: Vec<(i64, i64, i64)> = starts
+        .iter()
+        .enumerate()
+        .map(|(k, &(before, first))| {
+            let end = starts
+                .get(k + 1)
+                .map_or(i64::from(i32::MAX) + 1, |&(_, id)| id);
+            (before, first, end)
+        })
+        .collect();
+
+    // The new table must be visible to the part connections, so it is committed apart;
+    // LIKE … INCLUDING ALL keeps schema.sql the one definition of its keys and indexes.
+    let setup = crate::db::connect(url).await?;
+    setup
         .batch_execute(
             "DROP TABLE IF EXISTS document_next;
              CREATE TABLE document_next (LIKE document INCLUDING ALL);",
         )
         .await?;
-    let fill = format!("WITH {ALL_SOURCES}\n{BUILD_SQL}\n{FILL_NEXT_SQL}");
-    let documents = transaction.execute(&fill, &[&campus]).await?;
+    let fill = format!("WITH {PART_SOURCES}\n{BUILD_SQL}\n{FILL_PART_SQL}");
+    let parts = bounds.iter().map(|&(before, first, end)| {
+        let fill = &fill;
+        async move {
+            let client = crate::db::connect(url).await?;
+            let written = client
+                .execute(fill.as_str(), &[&settings.campus, &first, &end, &before])
+                .await?;
+            Ok::<u64, Error>(written)
+        }
+    });
+    let documents = futures_util::future::try_join_all(parts)
+        .await?
+        .iter()
+        .sum();
+
     // Readers wait on this lock only for the instant of the swap, then see the new table.
     transaction
         .batch_execute(
@@ -164,6 +243,8 @@ async fn rebuild_all(transaction: &tokio_postgres::Transaction<'_>, campus: &str
              ALTER INDEX document_next_position_key RENAME TO document_position_key;",
         )
         .await?;
+    // Privileges are not copied by LIKE: schema.sql grants them again.
+    transaction.batch_execute(crate::db::SCHEMA_SQL).await?;
     Ok(documents)
 }
 
@@ -206,13 +287,18 @@ fn products_payload(ids: &[i32]) -> String {
 
 /// `atelier materialize`.
 pub async fn run(args: &MaterializeArgs) -> Result<()> {
-    let mut client = crate::db::connect_with_schema(&args.db).await?;
+    let url = crate::db::resolve_url(&args.db).await?;
+    crate::db::apply_schema(&crate::db::connect(&url).await?).await?;
     let scope = match &args.products {
         Some(ids) => Scope::Products(ids.clone()),
         None => Scope::All,
     };
     let started = Instant::now();
-    let report = materialize(&mut client, scope, &args.campus).await?;
+    let settings = Settings {
+        campus: args.campus.clone(),
+        jobs: args.jobs,
+    };
+    let report = materialize(&url, scope, &settings).await?;
     eprintln!(
         "materialized {} documents ({} removed) in {:.1?}",
         report.documents,

@@ -17,7 +17,7 @@ const PRODUCTS: i32 = 40;
 
 async fn catalog() -> TestDb {
     let db = TestDb::new().await;
-    seed_catalog(&mut db.client().await, PRODUCTS).await;
+    seed_catalog(&db.url, PRODUCTS).await;
     db
 }
 
@@ -408,7 +408,7 @@ async fn unknown_ids_are_remembered_briefly() {
 #[tokio::test]
 async fn rematerialize_invalidates_every_running_instance() {
     let db = catalog().await;
-    let mut client = db.client().await;
+    let client = db.client().await;
     let first = Server::start_listening(&db.url, &[]).await;
     let second = Server::start_listening(&db.url, &[]).await;
     for server in [&first, &second] {
@@ -430,9 +430,9 @@ async fn rematerialize_invalidates_every_running_instance() {
         .unwrap();
     assert_eq!(first.get("/products/3").await.json()["name"], "Product 3");
     materialize::materialize(
-        &mut client,
+        &db.url,
         Scope::Products(vec![2]),
-        materialize::DEFAULT_CAMPUS,
+        &materialize::Settings::default(),
     )
     .await
     .unwrap();
@@ -450,7 +450,7 @@ async fn rematerialize_invalidates_every_running_instance() {
     }
     assert!(first.metric("atelier_cache_misses_total").await > misses_before);
     // A full materialize drops everything.
-    materialize::materialize(&mut client, Scope::All, materialize::DEFAULT_CAMPUS)
+    materialize::materialize(&db.url, Scope::All, &materialize::Settings::default())
         .await
         .unwrap();
     for server in [&first, &second] {
@@ -511,7 +511,7 @@ async fn readyz_needs_a_materialized_catalog() {
         not_ready.json(),
         json!({ "message": "no materialized catalog yet" })
     );
-    seed_catalog(&mut db.client().await, 3).await;
+    seed_catalog(&db.url, 3).await;
     let ready = server.get("/readyz").await;
     assert_eq!(
         (ready.status, ready.json()),
@@ -647,9 +647,9 @@ async fn database_outage_serves_the_cache_answers_503_and_recovers() {
     cluster.ensure_running(Durability::Throwaway).unwrap();
     let own = OwnCluster { cluster, _dir: dir };
     let url = own.cluster.url("postgres").unwrap();
-    let mut client = atelier::db::connect(&url).await.unwrap();
+    let client = atelier::db::connect(&url).await.unwrap();
     atelier::db::apply_schema(&client).await.unwrap();
-    seed_catalog(&mut client, PRODUCTS).await;
+    seed_catalog(&url, PRODUCTS).await;
     drop(client);
     let bounded = ["--pool-timeout-ms", "300", "--query-timeout-ms", "1000"];
     let server = Server::start_listening(&url, &bounded).await;
@@ -711,15 +711,15 @@ async fn database_outage_serves_the_cache_answers_503_and_recovers() {
             .await;
     }
     // Invalidation works again on the new LISTEN connection.
-    let mut client = atelier::db::connect(&url).await.unwrap();
+    let client = atelier::db::connect(&url).await.unwrap();
     client
         .batch_execute("UPDATE product SET name = 'Back' WHERE id = 2")
         .await
         .unwrap();
     materialize::materialize(
-        &mut client,
+        &url,
         Scope::Products(vec![2]),
-        materialize::DEFAULT_CAMPUS,
+        &materialize::Settings::default(),
     )
     .await
     .unwrap();
@@ -746,7 +746,7 @@ async fn genuine_samples_are_served_as_the_legacy_api_answered() {
     )
     .await
     .expect("load the genuine samples");
-    materialize::materialize(&mut client, Scope::All, materialize::DEFAULT_CAMPUS)
+    materialize::materialize(&db.url, Scope::All, &materialize::Settings::default())
         .await
         .unwrap();
     let server = Server::start(&db.url, &[]).await;

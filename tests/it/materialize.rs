@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use atelier::materialize::{self, MaterializeReport, NOTIFY_CHANNEL, Scope};
+use atelier::materialize::{self, MaterializeReport, NOTIFY_CHANNEL, Scope, Settings};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio_postgres::{AsyncMessage, Client, NoTls};
@@ -58,14 +58,21 @@ async fn documents(client: &Client, id: i32) -> [String; 4] {
     [row.get(0), row.get(1), row.get(2), row.get(3)]
 }
 
+fn settings(campus: String) -> Settings {
+    Settings {
+        campus,
+        ..Settings::default()
+    }
+}
+
 fn parse(text: &str) -> Value {
     serde_json::from_str(text).unwrap()
 }
 
 #[tokio::test]
 async fn documents_follow_the_contract() {
-    let (_db, mut client) = catalog_db().await;
-    let report = materialize::materialize(&mut client, Scope::All, "hr-rfp")
+    let (db, client) = catalog_db().await;
+    let report = materialize::materialize(&db.url, Scope::All, &settings("hr-rfp".into()))
         .await
         .unwrap();
     assert_eq!(
@@ -147,8 +154,8 @@ async fn documents_follow_the_contract() {
 
 #[tokio::test]
 async fn campus_comes_from_configuration() {
-    let (_db, mut client) = catalog_db().await;
-    materialize::materialize(&mut client, Scope::All, "hr-lax")
+    let (db, client) = catalog_db().await;
+    materialize::materialize(&db.url, Scope::All, &settings("hr-lax".into()))
         .await
         .unwrap();
     let [entry, ..] = documents(&client, 2).await;
@@ -157,8 +164,8 @@ async fn campus_comes_from_configuration() {
 
 #[tokio::test]
 async fn partial_rebuild_touches_only_the_listed_products_and_renumbers() {
-    let (_db, mut client) = catalog_db().await;
-    materialize::materialize(&mut client, Scope::All, "hr-rfp")
+    let (db, client) = catalog_db().await;
+    materialize::materialize(&db.url, Scope::All, &settings("hr-rfp".into()))
         .await
         .unwrap();
     client
@@ -172,9 +179,13 @@ async fn partial_rebuild_touches_only_the_listed_products_and_renumbers() {
         )
         .await
         .unwrap();
-    let report = materialize::materialize(&mut client, Scope::Products(vec![1, 2, 5]), "hr-rfp")
-        .await
-        .unwrap();
+    let report = materialize::materialize(
+        &db.url,
+        Scope::Products(vec![1, 2, 5]),
+        &settings("hr-rfp".into()),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         report,
         MaterializeReport {
@@ -208,10 +219,14 @@ async fn partial_rebuild_touches_only_the_listed_products_and_renumbers() {
 
 #[tokio::test]
 async fn non_positive_ids_are_refused() {
-    let (_db, mut client) = catalog_db().await;
-    let error = materialize::materialize(&mut client, Scope::Products(vec![1, 0]), "hr-rfp")
-        .await
-        .unwrap_err();
+    let (db, _client) = catalog_db().await;
+    let error = materialize::materialize(
+        &db.url,
+        Scope::Products(vec![1, 0]),
+        &settings("hr-rfp".into()),
+    )
+    .await
+    .unwrap_err();
     assert!(error.to_string().contains("positive"), "{error}");
 }
 
@@ -236,14 +251,18 @@ async fn listen(url: &str) -> (Client, tokio::sync::mpsc::UnboundedReceiver<Stri
 
 #[tokio::test]
 async fn completion_is_notified_with_what_changed() {
-    let (db, mut client) = catalog_db().await;
+    let (db, client) = catalog_db().await;
     let (_listener, mut payloads) = listen(&db.url).await;
-    materialize::materialize(&mut client, Scope::All, "hr-rfp")
+    materialize::materialize(&db.url, Scope::All, &settings("hr-rfp".into()))
         .await
         .unwrap();
-    materialize::materialize(&mut client, Scope::Products(vec![3, 1]), "hr-rfp")
-        .await
-        .unwrap();
+    materialize::materialize(
+        &db.url,
+        Scope::Products(vec![3, 1]),
+        &settings("hr-rfp".into()),
+    )
+    .await
+    .unwrap();
     let within = std::time::Duration::from_secs(10);
     let first = tokio::time::timeout(within, payloads.recv())
         .await
@@ -268,7 +287,7 @@ async fn completion_is_notified_with_what_changed() {
 
 #[tokio::test]
 async fn readers_see_all_old_or_all_new_documents_during_a_rebuild() {
-    let (db, mut client) = catalog_db().await;
+    let (db, client) = catalog_db().await;
     client
         .batch_execute(
             "INSERT INTO product (id, name, slogan, description, category, default_price)
@@ -276,7 +295,7 @@ async fn readers_see_all_old_or_all_new_documents_during_a_rebuild() {
         )
         .await
         .unwrap();
-    materialize::materialize(&mut client, Scope::All, "campus-0")
+    materialize::materialize(&db.url, Scope::All, &settings("campus-0".into()))
         .await
         .unwrap();
 
@@ -309,7 +328,7 @@ async fn readers_see_all_old_or_all_new_documents_during_a_rebuild() {
         }));
     }
     for round in 1..=5 {
-        materialize::materialize(&mut client, Scope::All, &format!("campus-{round}"))
+        materialize::materialize(&db.url, Scope::All, &settings(format!("campus-{round}")))
             .await
             .unwrap();
     }
@@ -319,4 +338,43 @@ async fn readers_see_all_old_or_all_new_documents_during_a_rebuild() {
         seen.extend(reader.await.unwrap());
     }
     assert!(seen.len() >= 2, "readers only ever saw {seen:?}");
+}
+
+#[tokio::test]
+async fn parts_built_on_several_connections_give_one_position_per_product_in_id_order() {
+    let (db, client) = catalog_db().await;
+    client
+        .batch_execute(
+            "INSERT INTO product (id, name, slogan, description, category, default_price)
+             SELECT g, 'P' || g, 's', 'd', 'Pants', g FROM generate_series(10, 500) g
+             WHERE g % 7 <> 0;",
+        )
+        .await
+        .unwrap();
+    let products: i64 = client
+        .query_one("SELECT count(*) FROM product", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let settings = Settings {
+        jobs: 4,
+        ..Settings::default()
+    };
+    let report = materialize::materialize(&db.url, Scope::All, &settings)
+        .await
+        .unwrap();
+    assert_eq!(report.documents, products as u64);
+    let misplaced: i64 = client
+        .query_one(
+            "SELECT count(*) FROM (SELECT position, row_number() OVER (ORDER BY product_id) AS rank
+                                   FROM document) d
+             WHERE position <> rank",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(misplaced, 0);
+    let [_, _, styles, _] = documents(&client, 1).await;
+    assert_eq!(parse(&styles)["results"].as_array().unwrap().len(), 2);
 }

@@ -164,7 +164,7 @@ impl Coverage<'_> {
 async fn real_answers_match_the_document_and_cover_it() {
     let spec = Spec::load();
     let db = TestDb::new().await;
-    seed_catalog(&mut db.client().await, 40).await;
+    seed_catalog(&db.url, 40).await;
     let server = Server::start(&db.url, &[]).await;
     // A server whose database never answers, for the 503s.
     let down = Server::start(

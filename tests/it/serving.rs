@@ -216,7 +216,10 @@ pub async fn read_reply(stream: &mut BufReader<TcpStream>, head_request: bool) -
 
 /// A synthetic catalog: ids 1..=`products` without the multiples of 7, so
 /// positions and ids differ. Each has a style or none, a feature and a related row.
-pub async fn seed_catalog(client: &mut Client, products: i32) {
+pub async fn seed_catalog(url: &str, products: i32) {
+    let client = atelier::db::connect(url)
+        .await
+        .expect("connect to seed the catalog");
     const SEED_SQL: &str = "
         INSERT INTO product (id, name, slogan, description, category, default_price)
         SELECT id, 'Product ' || id, 'Slogan ' || id, 'Description  of ' || id || '''s kind',
@@ -238,7 +241,7 @@ pub async fn seed_catalog(client: &mut Client, products: i32) {
         .batch_execute(&sql)
         .await
         .expect("seed the catalog tables");
-    materialize::materialize(client, Scope::All, materialize::DEFAULT_CAMPUS)
+    materialize::materialize(url, Scope::All, &materialize::Settings::default())
         .await
         .expect("materialize the catalog");
 }

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use atelier::db::{self, embedded::Cluster, embedded::Durability};
-use atelier::materialize::{DEFAULT_CAMPUS, Scope};
+use atelier::materialize::{Scope, Settings};
 use tokio_postgres::Client;
 
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
@@ -68,7 +68,7 @@ impl TestDb {
         atelier::load::load_catalog(&mut client, dir, rejects.path(), false)
             .await
             .expect("load the catalog");
-        atelier::materialize::materialize(&mut client, Scope::All, DEFAULT_CAMPUS)
+        atelier::materialize::materialize(&test_db.url, Scope::All, &Settings::default())
             .await
             .expect("materialize the catalog");
         test_db
