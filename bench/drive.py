@@ -534,7 +534,7 @@ def run_scenario(args, scenario, url):
         cache_bytes = args.small_cache_bytes
     memory_limit = T2_MICRO_SERVER_BYTES if scenario == "t2micro" else None
     cold = scenario == "cold"
-    seconds = 30 if cold else args.duration
+    seconds = args.cold_seconds if cold else args.duration
 
     def service():
         return Server("service", service_command(args, url, cache_bytes), PORTS["service"],
@@ -759,6 +759,8 @@ def main():
     parser.add_argument("--database-url", help="an existing, materialized database to use")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=10, help="seconds per run")
+    parser.add_argument("--cold-seconds", type=int, default=30,
+                        help="seconds measured after each restart in the cold scenario")
     parser.add_argument("--warmup", type=int, default=5, help="seconds of warm-up per server")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--sample", type=int, default=10_000,

@@ -1,52 +1,40 @@
-//! Id-indexed sets and maps whose memory follows the ids actually seen: storage comes
-//! in pages of 65,536 ids allocated on first use, so a dense range of millions of ids
-//! costs a few megabytes and one stray id near `i32::MAX` costs one page, not gigabytes.
+//! Id-indexed sets and maps whose memory follows the rows actually seen: a hash map
+//! from id to value (for sets, from id/64 to a word of 64 bits), so a dense range of
+//! millions of ids costs tens of megabytes and ids scattered over the whole `i32` range
+//! cost one entry per row, never a page per id.
 
-const PAGE_BITS: u32 = 16;
-const PAGE_LEN: usize = 1 << PAGE_BITS;
+use std::collections::HashMap;
 
 /// A map from id to a `Copy` value, `T::default()` where nothing was stored.
 #[derive(Debug, Clone)]
 pub struct IdMap<T> {
-    pages: Vec<Option<Box<[T]>>>,
+    values: HashMap<u32, T>,
 }
 
 impl<T: Copy + Default> Default for IdMap<T> {
     fn default() -> Self {
-        IdMap { pages: Vec::new() }
+        IdMap {
+            values: HashMap::new(),
+        }
     }
 }
 
 impl<T: Copy + Default> IdMap<T> {
     /// The value stored for `id`, or the default.
     pub fn get(&self, id: u32) -> T {
-        let (page, slot) = split(id);
-        match self.pages.get(page) {
-            Some(Some(values)) => values[slot],
-            _ => T::default(),
-        }
+        self.values.get(&id).copied().unwrap_or_default()
     }
 
-    /// The value for `id`, creating its page if needed.
+    /// The value for `id`, stored as the default first if absent.
     pub fn get_mut(&mut self, id: u32) -> &mut T {
-        let (page, slot) = split(id);
-        if self.pages.len() <= page {
-            self.pages.resize_with(page + 1, || None);
-        }
-        let values = self.pages[page].get_or_insert_with(|| vec![T::default(); PAGE_LEN].into());
-        &mut values[slot]
+        self.values.entry(id).or_default()
     }
 
-    /// Every id whose page exists, with its value (defaults included), in id order.
+    /// Every stored id with its value, in id order.
     pub fn iter(&self) -> impl Iterator<Item = (u32, T)> + '_ {
-        self.pages.iter().enumerate().flat_map(|(page, values)| {
-            values.iter().flat_map(move |values| {
-                values
-                    .iter()
-                    .enumerate()
-                    .map(move |(slot, value)| (((page as u32) << PAGE_BITS) | slot as u32, *value))
-            })
-        })
+        let mut entries: Vec<(u32, T)> = self.values.iter().map(|(&id, &v)| (id, v)).collect();
+        entries.sort_unstable_by_key(|&(id, _)| id);
+        entries.into_iter()
     }
 }
 
@@ -85,10 +73,6 @@ impl IdSet {
     }
 }
 
-fn split(id: u32) -> (usize, usize) {
-    ((id >> PAGE_BITS) as usize, (id as usize) & (PAGE_LEN - 1))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,8 +90,8 @@ mod tests {
             set.iter().collect::<Vec<_>>(),
             [1, 5, 64, 65_536, i32::MAX as u32]
         );
-        // One stray large id allocates one page of words, not the whole range.
-        assert_eq!(set.words.pages.iter().flatten().count(), 2);
+        // A stray large id costs one word, not the range below it.
+        assert_eq!(set.words.values.len(), 4);
     }
 
     #[test]

@@ -28,6 +28,7 @@ use crate::{Error, Result};
 use pipeline::Source;
 use rows::FileKind;
 
+/// How the loaded products compare with the catalog they replaced.
 pub use staging::ProductChanges;
 
 /// Counts for one file of a load.
@@ -176,7 +177,7 @@ pub async fn run(args: &LoadArgs) -> Result<()> {
 
 async fn load(
     client: &mut Client,
-    second: Option<&mut Client>,
+    mut second: Option<&mut Client>,
     dir: &Path,
     rejects: &Path,
     progress: bool,
@@ -189,7 +190,15 @@ async fn load(
         .map(|&kind| Ok((kind, Source::open(dir, kind)?)))
         .collect::<Result<HashMap<_, _>>>()?;
     staging::lock(client).await?;
-    let outcome = schedule::run(client, second, sources, rejects, progress, started).await;
+    let outcome = schedule::run(
+        client,
+        second.as_deref_mut(),
+        sources,
+        rejects,
+        progress,
+        started,
+    )
+    .await;
     if outcome.is_err() {
         let _ = staging::drop_schema(client).await;
         let parts: Vec<_> = FileKind::ALL
@@ -199,6 +208,10 @@ async fn load(
         rejects::remove_parts(&parts);
     }
     let unlocked = staging::unlock(client).await;
+    if let Some(second) = second {
+        // The second connection may have failed with the load; its settings go with it.
+        let _ = staging::untune(second).await;
+    }
     let report = outcome?;
     unlocked?;
     Ok(report)

@@ -41,8 +41,11 @@ const READ_BUFFER: usize = 1 << 20;
 
 /// A catalog file opened and its header checked.
 pub struct Source {
+    /// Which of the six files it is.
     pub kind: FileKind,
+    /// Where it is.
     pub path: PathBuf,
+    /// Its size in bytes, for the progress bar.
     pub size: u64,
     reader: RecordReader<BufReader<File>>,
 }
@@ -88,7 +91,9 @@ pub fn plan(lanes: usize) -> Vec<Vec<FileKind>> {
 /// What one lane's parser learnt.
 #[derive(Default)]
 pub struct LaneOutput {
+    /// The counts of each file the lane read.
     pub counts: Vec<FileCounts>,
+    /// The rejects report part of each file the lane read.
     pub parts: Vec<(FileKind, PathBuf)>,
     /// Per product id, the wrapping sum of the hashes of its rows read by this lane.
     pub fingerprints: IdMap<u64>,
@@ -222,8 +227,11 @@ fn aborted() -> Error {
 
 /// One file for a lane's parser: where to read, where to send rows, where to report.
 pub struct Job {
+    /// The file, its header read.
     pub source: Source,
+    /// Where its rows go: the connection copying them.
     pub rows: mpsc::Sender<Bytes>,
+    /// Where its rejects and repairs are reported.
     pub report: Part,
 }
 

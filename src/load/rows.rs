@@ -434,8 +434,12 @@ impl<'a, R: BufRead> Row<'a, R> {
             }
             return Ok(Number::Null);
         }
-        let clean = !info.quoted && !info.padded && !value.is_empty();
-        if clean && value.iter().all(u8::is_ascii_digit) {
+        let digits = !info.quoted && !value.is_empty() && value.iter().all(u8::is_ascii_digit);
+        if digits {
+            if info.padded {
+                self.repairs
+                    .push(format!("{column}: spaces around the number removed"));
+            }
             return parse_digits(value, column).map(Number::Value);
         }
         let mut integers = Vec::new();
@@ -636,12 +640,23 @@ mod tests {
             repairs,
             ["default_price: junk around the number removed from \"default_price:140\""]
         );
-        let (row, _) = check_line(
+        let (row, repairs) = check_line(
             FileKind::Product,
             &mut ids,
             "2,\"a\",\"b\",\"c\",\"d\", 140 ",
         );
         assert_eq!(row.unwrap(), "2\ta\tb\tc\td\t140");
+        assert_eq!(repairs, ["default_price: spaces around the number removed"]);
+        let (row, repairs) = check_line(
+            FileKind::Product,
+            &mut ids,
+            "6,\"a\",\"b\",\"c\",\"d\",\"140\"",
+        );
+        assert_eq!(row.unwrap(), "6\ta\tb\tc\td\t140");
+        assert_eq!(
+            repairs,
+            ["default_price: junk around the number removed from \"140\""]
+        );
         let (row, _) = check_line(
             FileKind::Product,
             &mut ids,

@@ -162,13 +162,10 @@ pub async fn run(
         done.inspect_err(|_| context.shared.abort())
     };
     let second = async {
-        let done = match (second, second_tables) {
-            (Some(second), Some(tables)) => {
-                pipeline::copy_lane(second, tables, &context.shared).await?;
-                keys.work(second, &context.shared).await
-            }
-            _ => Ok(()),
+        let (Some(second), Some(tables)) = (second, second_tables) else {
+            return Ok(());
         };
+        let done = second_lane(second, tables, &keys, &context.shared).await;
         done.inspect_err(|_| context.shared.abort())
     };
     let (files, products) = match tokio::join!(first, second) {
@@ -178,6 +175,22 @@ pub async fn run(
             return Err(first_cause(errors.collect()).expect("a lane failed"));
         }
     };
+    // An empty product table would empty the whole catalog: a header-only file, or one
+    // whose every row was rejected, is not a catalog.
+    if let Some(product) = files
+        .iter()
+        .find(|c| c.file == FileKind::Product.file_name())
+        && product.loaded == 0
+    {
+        return Err(Error::InvalidInput(format!(
+            "{}: no product could be loaded ({} records read, {} rejected; see {}); \
+             the catalog is left as it was",
+            product.file,
+            product.read,
+            product.rejected,
+            rejects.display()
+        )));
+    }
     context.log("keys and indexes built");
     staging::analyze(client).await?;
 
@@ -254,6 +267,17 @@ async fn first_lane(
     context.log("products built");
     keys.work(client, shared).await?;
     Ok((files, changes))
+}
+
+/// Copies the second lane's files, then takes its share of the keys.
+async fn second_lane(
+    client: &mut Client,
+    tables: Tables,
+    keys: &KeyQueue,
+    shared: &Shared,
+) -> Result<()> {
+    pipeline::copy_lane(client, tables, shared).await?;
+    keys.work(client, shared).await
 }
 
 /// Waits for every parser thread; their outputs, or all their errors.

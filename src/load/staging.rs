@@ -37,10 +37,7 @@ pub async fn unlock(client: &Client) -> Result<()> {
     client
         .execute("SELECT pg_advisory_unlock($1)", &[&LOAD_LOCK_KEY])
         .await?;
-    client
-        .batch_execute("RESET work_mem; RESET maintenance_work_mem")
-        .await?;
-    Ok(())
+    untune(client).await
 }
 
 /// Drops what an earlier load may have left and creates the staging schema afresh.
@@ -55,6 +52,14 @@ pub async fn reset(client: &Client) -> Result<()> {
 pub async fn tune(client: &Client) -> Result<()> {
     client
         .batch_execute("SET work_mem = '512MB'; SET maintenance_work_mem = '1GB'")
+        .await?;
+    Ok(())
+}
+
+/// Puts back the settings of [`tune`].
+pub async fn untune(client: &Client) -> Result<()> {
+    client
+        .batch_execute("RESET work_mem; RESET maintenance_work_mem")
         .await?;
     Ok(())
 }
@@ -113,10 +118,13 @@ pub enum Step {
 /// One definition copied from a live table, as a statement for its staging table.
 #[derive(Debug)]
 pub struct Definition {
+    /// The table it applies to, by its file.
     pub table: FileKind,
+    /// What it adds.
     pub step: Step,
     /// The catalog table a foreign key references.
     pub references: Option<FileKind>,
+    /// The SQL statement, naming the staging tables.
     pub statement: String,
 }
 
@@ -293,6 +301,10 @@ pub async fn swap(client: &mut Client, summary: &serde_json::Value) -> Result<()
     const RECORD_SQL: &str =
         "INSERT INTO public.catalog_run (kind, summary) VALUES ('load', $1::text::jsonb)";
     let transaction = client.transaction().await?;
+    // schema.sql's "already exists, skipping" notices say nothing here.
+    transaction
+        .batch_execute("SET LOCAL client_min_messages = warning")
+        .await?;
     transaction.batch_execute(DROP_LIVE_SQL).await?;
     for kind in FileKind::ALL {
         transaction

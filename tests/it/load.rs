@@ -558,7 +558,7 @@ async fn junk_numbers_wrong_field_counts_and_bare_nulls() {
                 "product.csv",
                 3,
                 "repaired",
-                "default_price: junk around the number removed from \"69\""
+                "default_price: spaces around the number removed"
             ),
             (
                 "product.csv",
@@ -758,6 +758,33 @@ async fn bad_files_stop_the_load_and_leave_the_catalog_as_it_was() {
     }
     let staging = "SELECT count(*)::text FROM pg_namespace WHERE nspname = 'atelier_load'";
     assert_eq!(strings(&client, staging).await, [Some("0".to_string())]);
+}
+
+#[tokio::test]
+async fn a_product_file_with_no_loadable_row_stops_the_load() {
+    let db = TestDb::new().await;
+    load_dir(&db, &sample("sara-2023")).await;
+    let client = db.client().await;
+    let before = dump(&client).await;
+    let header_only = "id,name,slogan,description,category,default_price";
+    let all_rejected = "id,name,slogan,description,category,default_price\n\
+                        x,\"A\",\"b\",\"c\",\"d\",1\n\
+                        2,\"A\",\"b\",\"c\",\"d\"";
+    for (content, read) in [(header_only, 0), (all_rejected, 2)] {
+        let dir = catalog(&[("product.csv", content)]);
+        let mut client = db.client().await;
+        let rejects = dir.path().join("rejects.csv");
+        let error = load::load_catalog(&mut client, dir.path(), &rejects, false)
+            .await
+            .expect_err("a catalog without products is refused")
+            .to_string();
+        assert!(
+            error.contains("product.csv: no product could be loaded")
+                && error.contains(&format!("{read} records read")),
+            "{error}"
+        );
+        assert_eq!(dump(&client).await, before);
+    }
 }
 
 #[tokio::test]

@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Profiles the service and bare hyper on the hot path with perf: each server pinned to
+CPU 0 under oha load of the hot scenario's URL list, `perf record -g` on its pid, then the
+top symbols of each (self time) into bench/work/profile-<target>.txt.
+
+Usage: profile.py --atelier PATH --bare-hyper PATH --database-url URL [--seconds S]
+Run bench/run hot first: it leaves the hot scenario's URL list in bench/work/.
+"""
+
+import argparse
+import os
+import subprocess
+import threading
+
+import drive
+
+
+def profile(server, paths_file, directory, seconds, connections):
+    data = os.path.join(drive.WORK, f"profile-{server.name}.data")
+    load = threading.Thread(
+        target=drive.oha,
+        args=(server.port, paths_file, seconds + 4, connections, directory),
+    )
+    load.start()
+    subprocess.run(["sleep", "2"], check=True)
+    subprocess.run(
+        ["perf", "record", "-q", "-g", "-F", "999", "-o", data, "-p", str(server.process.pid),
+         "--", "sleep", str(seconds)],
+        check=True, capture_output=True,
+    )
+    load.join()
+    report = subprocess.run(
+        ["perf", "report", "-i", data, "--no-children", "--sort", "dso,symbol", "--stdio",
+         "--percent-limit", "0.7", "-g", "none"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    out = os.path.join(drive.WORK, f"profile-{server.name}.txt")
+    with open(out, "w") as f:
+        f.write(report)
+    drive.log(f"wrote {out}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--atelier", required=True)
+    parser.add_argument("--bare-hyper", required=True)
+    parser.add_argument("--database-url", required=True)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--body-bytes", type=int, default=2154)
+    args = parser.parse_args()
+    directory = os.path.join(drive.WORK, "scenarios", "hot")
+    paths_file = os.path.join(directory, "paths.txt")
+    args.pool_size = 16
+    service = drive.Server(
+        "service", drive.service_command(args, args.database_url, 256 * drive.MIB),
+        drive.PORTS["service"], directory, env={"ATELIER_LOG": "warn"},
+    ).start()
+    try:
+        drive.oha(service.port, paths_file, 5, args.connections, directory)
+        profile(service, paths_file, directory, args.seconds, args.connections)
+    finally:
+        service.stop()
+    bare = drive.Server(
+        "bare", [args.bare_hyper, f"127.0.0.1:{drive.PORTS['bare']}", str(args.body_bytes)],
+        drive.PORTS["bare"], directory,
+    ).start()
+    try:
+        profile(bare, paths_file, directory, args.seconds, args.connections)
+    finally:
+        bare.stop()
+
+
+if __name__ == "__main__":
+    main()
