@@ -1,11 +1,11 @@
 -- Atelier products: the normalized catalog and the stored response documents.
--- Every statement is idempotent: `atelier` applies this file before each command,
--- and `psql -f schema.sql` works too.
+-- Every statement is idempotent: `atelier load` and `materialize` (and `serve` on the
+-- embedded database) apply this file first, and `psql -f schema.sql` works too.
 
 -- The catalog, one table per CSV file. `atelier load` replaces all six tables at once
--- (it builds new ones and swaps them in inside one transaction), so rows are only ever
--- written by COPY into fresh tables. Prices are whole dollars in the files; numeric(12,2)
--- keeps them exact and prints them with two decimals.
+-- (it builds new ones in a staging schema and swaps them in inside one transaction), so
+-- the live tables are never written row by row. Prices are whole dollars in the files;
+-- numeric(12,2) keeps them exact and prints them with two decimals.
 CREATE TABLE IF NOT EXISTS product (
     id            integer       PRIMARY KEY CHECK (id > 0),
     name          text          NOT NULL,

@@ -355,6 +355,7 @@ def nginx_server(docroot, directory):
     with open(conf, "w") as f:
         f.write(f"""
 worker_processes 1;
+worker_rlimit_nofile 16384;
 daemon off;
 master_process on;
 user root;
@@ -368,7 +369,7 @@ http {{
     tcp_nodelay on;
     keepalive_requests 100000000;
     keepalive_timeout 60s;
-    open_file_cache max=200000 inactive=60s;
+    open_file_cache max=8000 inactive=60s;
     default_type application/json;
     server {{
         listen 127.0.0.1:{PORTS["nginx"]} backlog=4096;
@@ -748,7 +749,13 @@ def write_results(result, stamp):
     log(f"wrote {base}.md, .json, .svg")
 
 
+def stop_on_sigterm(signum, frame):
+    """Turns SIGTERM into an exception so the servers started are stopped on the way out."""
+    raise KeyboardInterrupt
+
+
 def main():
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("scenarios", nargs="*", default=["all"],
                         help=f"any of {', '.join(SCENARIOS)}, or all")

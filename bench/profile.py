@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Profiles the service and bare hyper on the hot path with perf: each server pinned to
-CPU 0 under oha load of the hot scenario's URL list, `perf record -g` on its pid, then the
-top symbols of each (self time) into bench/work/profile-<target>.txt.
+"""Profiles the service (and bare hyper) with perf: each server pinned to CPU 0 under oha
+load of a scenario's URL list, `perf record -g` on its pid, then the top symbols (self
+time) into bench/work/profile-<scenario>-<target>.txt.
 
-Usage: profile.py --atelier PATH --bare-hyper PATH --database-url URL [--seconds S]
-Run bench/run hot first: it leaves the hot scenario's URL list in bench/work/.
+Usage: profile.py --atelier PATH --bare-hyper PATH --database-url URL [--scenario hot|uniform]
+Run bench/run with that scenario first: it leaves the scenario's URL list in bench/work/.
 """
 
 import argparse
@@ -15,8 +15,8 @@ import threading
 import drive
 
 
-def profile(server, paths_file, directory, seconds, connections):
-    data = os.path.join(drive.WORK, f"profile-{server.name}.data")
+def profile(server, scenario, paths_file, directory, seconds, connections):
+    data = os.path.join(drive.WORK, f"profile-{scenario}-{server.name}.data")
     load = threading.Thread(
         target=drive.oha,
         args=(server.port, paths_file, seconds + 4, connections, directory),
@@ -34,7 +34,7 @@ def profile(server, paths_file, directory, seconds, connections):
          "--percent-limit", "0.7", "-g", "none"],
         check=True, capture_output=True, text=True,
     ).stdout
-    out = os.path.join(drive.WORK, f"profile-{server.name}.txt")
+    out = os.path.join(drive.WORK, f"profile-{scenario}-{server.name}.txt")
     with open(out, "w") as f:
         f.write(report)
     drive.log(f"wrote {out}")
@@ -45,28 +45,32 @@ def main():
     parser.add_argument("--atelier", required=True)
     parser.add_argument("--bare-hyper", required=True)
     parser.add_argument("--database-url", required=True)
+    parser.add_argument("--scenario", choices=["hot", "uniform"], default="hot")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--body-bytes", type=int, default=2154)
     args = parser.parse_args()
-    directory = os.path.join(drive.WORK, "scenarios", "hot")
+    directory = os.path.join(drive.WORK, "scenarios", args.scenario)
     paths_file = os.path.join(directory, "paths.txt")
     args.pool_size = 16
+    cache_bytes = (256 if args.scenario == "hot" else 1) * drive.MIB
     service = drive.Server(
-        "service", drive.service_command(args, args.database_url, 256 * drive.MIB),
+        "service", drive.service_command(args, args.database_url, cache_bytes),
         drive.PORTS["service"], directory, env={"ATELIER_LOG": "warn"},
     ).start()
     try:
         drive.oha(service.port, paths_file, 5, args.connections, directory)
-        profile(service, paths_file, directory, args.seconds, args.connections)
+        profile(service, args.scenario, paths_file, directory, args.seconds, args.connections)
     finally:
         service.stop()
+    if args.scenario != "hot":
+        return
     bare = drive.Server(
         "bare", [args.bare_hyper, f"127.0.0.1:{drive.PORTS['bare']}", str(args.body_bytes)],
         drive.PORTS["bare"], directory,
     ).start()
     try:
-        profile(bare, paths_file, directory, args.seconds, args.connections)
+        profile(bare, args.scenario, paths_file, directory, args.seconds, args.connections)
     finally:
         bare.stop()
 

@@ -323,15 +323,25 @@ fn is_root() -> bool {
 /// The uid and gid of an OS user, from the password database.
 fn user_ids(name: &str) -> Option<(u32, u32)> {
     let name = std::ffi::CString::new(name).ok()?;
-    // SAFETY: getpwnam returns null or a pointer to a static record that we read at once;
-    // this runs before any threads that could call getpwnam concurrently matter.
-    let entry = unsafe { libc::getpwnam(name.as_ptr()) };
-    if entry.is_null() {
+    let mut buffer: Vec<libc::c_char> = vec![0; 16 * 1024];
+    // SAFETY: zeroed is a valid bit pattern for this plain C struct.
+    let mut record: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is to live, writable memory of the stated size; the
+    // reentrant getpwnam_r writes only there, so concurrent callers are fine.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            name.as_ptr(),
+            &mut record,
+            buffer.as_mut_ptr(),
+            buffer.len(),
+            &mut found,
+        )
+    };
+    if rc != 0 || found.is_null() {
         return None;
     }
-    // SAFETY: non-null, points to a valid passwd record.
-    let entry = unsafe { &*entry };
-    Some((entry.pw_uid, entry.pw_gid))
+    Some((record.pw_uid, record.pw_gid))
 }
 
 fn free_loopback_port() -> Result<u16> {

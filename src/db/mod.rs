@@ -76,14 +76,6 @@ pub async fn apply_schema(client: &Client) -> Result<()> {
     Ok(())
 }
 
-/// Connects to the selected database and makes sure the schema is in place.
-pub async fn connect_with_schema(args: &DatabaseArgs) -> Result<Client> {
-    let url = resolve_url(args).await?;
-    let client = connect(&url).await?;
-    apply_schema(&client).await?;
-    Ok(client)
-}
-
 /// `atelier db status`: prints whether the embedded cluster exists and runs.
 pub fn status(args: &DatabaseArgs) -> Result<()> {
     if let Some(url) = &args.database_url {

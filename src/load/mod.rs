@@ -158,8 +158,9 @@ pub async fn load_catalog_parallel(
 
 /// `atelier load`.
 pub async fn run(args: &LoadArgs) -> Result<()> {
-    let mut client = crate::db::connect_with_schema(&args.db).await?;
-    let mut second = crate::db::connect(&crate::db::resolve_url(&args.db).await?).await?;
+    let url = crate::db::resolve_url(&args.db).await?;
+    let mut client = crate::db::connect(&url).await?;
+    let mut second = crate::db::connect(&url).await?;
     let rejects = match &args.rejects {
         Some(path) => path.clone(),
         None => args.db.data_dir.join("rejects.csv"),
