@@ -84,6 +84,11 @@ impl DocumentCache {
     /// The document under `key`, read from the store if it is not cached. Concurrent
     /// misses on one key share a single read and its outcome; failures are not cached.
     pub async fn get(&self, key: Key) -> Result<Cached, std::sync::Arc<StoreError>> {
+        // A plain read first: hits, the common case, skip the entry API's bookkeeping.
+        if let Some(value) = self.cache.get(&key).await {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(value);
+        }
         let epoch = self.epoch.load(Ordering::SeqCst);
         let entry = self
             .cache
