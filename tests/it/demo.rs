@@ -1,40 +1,9 @@
 //! Tests of the embedded default's first run: an empty cluster gets the demo catalog, a
 //! loaded but unmaterialized one is materialized, never replaced.
 
-use std::path::Path;
+use atelier::db;
 
-use atelier::config::DatabaseArgs;
-use atelier::db::{self, embedded::Cluster};
-
-use crate::support::sample;
-
-/// An embedded cluster of the test's own, stopped and removed when dropped.
-struct OwnCluster {
-    dir: tempfile::TempDir,
-}
-
-impl OwnCluster {
-    fn new() -> Self {
-        OwnCluster {
-            dir: tempfile::TempDir::new().unwrap(),
-        }
-    }
-
-    fn args(&self) -> DatabaseArgs {
-        DatabaseArgs {
-            database_url: None,
-            data_dir: self.dir.path().to_path_buf(),
-        }
-    }
-}
-
-impl Drop for OwnCluster {
-    fn drop(&mut self) {
-        if let Ok(cluster) = Cluster::new(self.dir.path()) {
-            let _ = cluster.stop();
-        }
-    }
-}
+use crate::support::{OwnCluster, sample};
 
 async fn names(url: &str) -> (i64, String) {
     let client = db::connect(url).await.unwrap();
@@ -62,7 +31,7 @@ async fn a_loaded_catalog_is_materialized_not_replaced_by_the_demo() {
     let served = atelier::demo::database_url(&own.args()).await.unwrap();
     assert_eq!(served, url);
     assert_eq!(names(&url).await, (10, "Camo Onesie".to_string()));
-    assert!(!Path::new(&own.dir.path().join("demo-catalog")).exists());
+    assert!(!own.dir.path().join("demo-catalog").exists());
 }
 
 #[tokio::test]

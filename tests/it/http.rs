@@ -3,14 +3,14 @@
 
 use std::time::{Duration, Instant};
 
-use atelier::db::embedded::{Cluster, Durability};
+use atelier::db::embedded::Durability;
 use atelier::materialize::{self, Scope};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::serving::{Server, eventually, read_reply, request, seed_catalog, send, stored};
-use crate::support::TestDb;
+use crate::support::{OwnCluster, TestDb};
 
 /// Products in the synthetic catalog (ids 1..=40 without multiples of 7: 35 products).
 const PRODUCTS: i32 = 40;
@@ -628,24 +628,10 @@ async fn shutdown_gives_up_on_requests_after_the_drain_timeout() {
     lock.rollback().await.unwrap();
 }
 
-/// A cluster of the test's own, stopped (and its files removed) when dropped.
-struct OwnCluster {
-    cluster: Cluster,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for OwnCluster {
-    fn drop(&mut self) {
-        let _ = self.cluster.stop();
-    }
-}
-
 #[tokio::test]
 async fn database_outage_serves_the_cache_answers_503_and_recovers() {
-    let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::new(dir.path()).unwrap();
-    cluster.ensure_running(Durability::Throwaway).unwrap();
-    let own = OwnCluster { cluster, _dir: dir };
+    let own = OwnCluster::new();
+    own.cluster.ensure_running(Durability::Throwaway).unwrap();
     let url = own.cluster.url("postgres").unwrap();
     let client = atelier::db::connect(&url).await.unwrap();
     atelier::db::apply_schema(&client).await.unwrap();

@@ -109,3 +109,33 @@ pub fn beck_with_related() -> tempfile::TempDir {
     .unwrap();
     dir
 }
+
+/// An embedded cluster of one test's own, in a temporary directory, for tests that stop
+/// the database or start the embedded default; stopped and removed when dropped.
+pub struct OwnCluster {
+    pub dir: tempfile::TempDir,
+    pub cluster: Cluster,
+}
+
+impl OwnCluster {
+    /// A cluster directory, not yet created or started.
+    pub fn new() -> Self {
+        let dir = tempfile::TempDir::new().unwrap();
+        let cluster = Cluster::new(dir.path()).expect("PostgreSQL server binaries are required");
+        OwnCluster { dir, cluster }
+    }
+
+    /// Database arguments that select this directory's embedded cluster.
+    pub fn args(&self) -> atelier::config::DatabaseArgs {
+        atelier::config::DatabaseArgs {
+            database_url: None,
+            data_dir: self.dir.path().to_path_buf(),
+        }
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let _ = self.cluster.stop();
+    }
+}
