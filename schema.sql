@@ -84,3 +84,40 @@ CREATE TABLE IF NOT EXISTS catalog_run (
     finished_at timestamptz NOT NULL DEFAULT now(),
     summary     jsonb       NOT NULL
 );
+
+-- The role servers read as: it logs in, reads the documents and whether a materialize
+-- has completed (`catalog_run.kind`, for /readyz), and nothing else. Roles are
+-- cluster-wide while this file is applied per database, possibly by several databases
+-- at once, so creating the role tolerates losing that race. Grants are made only when
+-- missing, so re-applying writes no catalog row. The materialize swap creates a new
+-- `document` table, and re-applying this file grants on it again. A role applying this
+-- file without the right to create roles leaves the reader to the operator.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'atelier_reader') THEN
+        BEGIN
+            CREATE ROLE atelier_reader LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE
+                NOINHERIT NOREPLICATION NOBYPASSRLS;
+        EXCEPTION
+            WHEN duplicate_object OR unique_violation THEN NULL;
+            WHEN insufficient_privilege THEN
+                RAISE NOTICE 'role atelier_reader not created: % lacks CREATEROLE', current_user;
+                RETURN;
+        END;
+    END IF;
+    IF NOT has_database_privilege('atelier_reader', current_database(), 'CONNECT') THEN
+        EXECUTE format('GRANT CONNECT ON DATABASE %I TO atelier_reader', current_database());
+    END IF;
+    IF NOT has_table_privilege('atelier_reader', 'public.document', 'SELECT') THEN
+        GRANT SELECT ON public.document TO atelier_reader;
+    END IF;
+    IF NOT has_column_privilege('atelier_reader', 'public.catalog_run', 'kind', 'SELECT') THEN
+        GRANT SELECT (kind) ON public.catalog_run TO atelier_reader;
+    END IF;
+    -- PostgreSQL 15 and later deny every role CREATE in schema public; older versions
+    -- granted it to PUBLIC, which would let the reader create tables.
+    IF has_schema_privilege('atelier_reader', 'public', 'CREATE') THEN
+        REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+    END IF;
+END
+$$;

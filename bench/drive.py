@@ -18,6 +18,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -33,7 +34,7 @@ MIB = 1024 * 1024
 # What a 1 GiB machine leaves the server once the kernel, sshd and a small PostgreSQL
 # (shared_buffers 128 MiB plus backends) have taken theirs.
 T2_MICRO_SERVER_BYTES = 640 * MIB
-SCENARIOS = ["hot", "uniform", "list", "storefront", "cold", "t2micro"]
+SCENARIOS = ["hot", "uniform", "list", "storefront", "cold", "t2micro", "soak"]
 LIST_COUNT = 5
 ZIPF_S = 1.01
 
@@ -299,6 +300,16 @@ class Server:
             except OSError:
                 pass
 
+    def rss(self):
+        """The server's resident memory now, in bytes."""
+        total = 0
+        for pid in self.pids():
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+        return total
+
     def peak_rss(self):
         total = 0
         for pid in self.pids():
@@ -398,8 +409,9 @@ def metrics(port):
 # ---------------------------------------------------------------- drivers
 
 
-def oha(port, paths_file, seconds, connections, directory):
-    """One oha run over random lines of the URL list."""
+def oha(port, paths_file, seconds, connections, directory, rate=None):
+    """One oha run over random lines of the URL list, as fast as it goes or at `rate`
+    requests per second in all."""
     urls = os.path.join(directory, f"urls-{port}.txt")
     if not os.path.exists(urls):
         with open(paths_file) as src, open(urls, "w") as dst:
@@ -408,7 +420,8 @@ def oha(port, paths_file, seconds, connections, directory):
     out = subprocess.run(
         ["taskset", "-c", DRIVER_CPU, "oha", "--no-tui", "--output-format", "json",
          "-z", f"{seconds}s", "--wait-ongoing-requests-after-deadline",
-         "-c", str(connections), "--urls-from-file", urls],
+         "-c", str(connections), "--urls-from-file", urls]
+        + (["-q", str(rate)] if rate else []),
         check=True, capture_output=True, text=True,
     ).stdout
     report = json.loads(out)
@@ -568,7 +581,8 @@ def run_scenario(args, scenario, url):
             log(f"{scenario}: round {round_number}/{args.rounds}")
             for target in targets:
                 if target == "pgbench":
-                    result = pgbench(url, directory, mix.pgbench_scripts, seconds, args.pool_size)
+                    result = pgbench(url, directory, mix.pgbench_scripts, seconds,
+                                     args.pgbench_clients)
                     result["loadavg_after"] = loadavg()
                     runs["pgbench"].append(result)
                     log(f"  pgbench: {result['rps']:.0f} tps")
@@ -600,6 +614,141 @@ def run_scenario(args, scenario, url):
             server.stop()
     return summarize(args, scenario, mix, body_size, cache_bytes, memory_limit, seconds,
                      runs, extra)
+
+
+# ---------------------------------------------------------------- soak
+
+SOAK_SAMPLE_SECONDS = 10
+
+
+def run_soak(args, url):
+    """The storefront mix at a share of the service's measured peak for a long run: errors,
+    latency, and the server's memory and CPU sampled along the way."""
+    directory = os.path.join(WORK, "scenarios", "soak")
+    shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(directory)
+    mix = build_mix("storefront", args.products, args.sample, random.Random(args.seed))
+    paths_file = os.path.join(directory, "paths.txt")
+    with open(paths_file, "w") as f:
+        f.write("\n".join(mix.paths) + "\n")
+    server = Server("service", service_command(args, url, args.cache_bytes), PORTS["service"],
+                    directory, env={"ATELIER_LOG": "warn"}).start()
+    samples = []
+    try:
+        oha(server.port, paths_file, args.warmup, args.connections, directory)
+        peak = oha(server.port, paths_file, args.duration, args.connections, directory)["rps"]
+        rate = max(1, int(peak * args.soak_share))
+        log(f"soak: peak {peak:.0f} rps; {args.soak_seconds} s at {rate} rps")
+        outcome = {}
+        load = threading.Thread(target=lambda: outcome.update(
+            oha(server.port, paths_file, args.soak_seconds, args.connections, directory, rate)))
+        started = time.monotonic()
+        load.start()
+        previous = (started, server.cpu_seconds(), sum(metrics(server.port)))
+        while load.is_alive():
+            load.join(timeout=SOAK_SAMPLE_SECONDS)
+            now, cpu, lookups = time.monotonic(), server.cpu_seconds(), sum(metrics(server.port))
+            seconds = now - previous[0]
+            samples.append({
+                "t_s": round(now - started, 1),
+                "rss_mib": server.rss() / MIB,
+                "cpu_share": (cpu - previous[1]) / seconds,
+                "lookups_per_s": (lookups - previous[2]) / seconds,
+            })
+            previous = (now, cpu, lookups)
+    finally:
+        server.stop()
+    # Memory is judged after the first minute, once the cache has filled.
+    settled = [x["rss_mib"] for x in samples if x["t_s"] >= 60] or [x["rss_mib"] for x in samples]
+    growth = settled[-1] - settled[0]
+    errors = outcome["errors"] + outcome["non_2xx"]
+    return {
+        "scenario": "soak",
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "products": args.products,
+        "settings": {"seconds": args.soak_seconds, "rate_rps": rate, "peak_rps": peak,
+                     "share": args.soak_share, "connections": args.connections,
+                     "cache_bytes": args.cache_bytes, "pool_size": args.pool_size,
+                     "cpus": os.cpu_count()},
+        "result": outcome,
+        "rss_mib": {"after_first_minute": settled[0], "end": settled[-1], "max": max(settled),
+                    "growth_after_first_minute": growth},
+        "goals": {
+            "zero errors": {"value": errors, "met": errors == 0},
+            "rss flat after warm-up (growth <= 4 MiB)": {"value": growth, "met": growth <= 4},
+        },
+        "samples": samples,
+    }
+
+
+def write_soak_results(result, stamp):
+    os.makedirs(RESULTS, exist_ok=True)
+    base = os.path.join(RESULTS, f"{stamp}-soak")
+    with open(base + ".json", "w") as f:
+        json.dump(result, f, indent=1)
+    with open(base + ".svg", "w") as f:
+        f.write(soak_chart(result))
+    s, r, m = result["settings"], result["result"], result["rss_mib"]
+    lines = [
+        f"# soak — {result['date']}",
+        "",
+        f"{result['products']:,} products; storefront mix for {s['seconds']} s at {s['rate_rps']:,} "
+        f"requests/s ({s['share']:.0%} of the {s['peak_rps']:,.0f} measured just before); "
+        f"{s['connections']} connections; cache {s['cache_bytes'] / MIB:.0f} MiB; pool "
+        f"{s['pool_size']}; server on CPU {SERVER_CPU}, oha on CPU {DRIVER_CPU}.",
+        "",
+        "| requests | achieved RPS | p50 ms | p90 ms | p99 ms | max ms | errors | non-2xx |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| {r['requests']:,} | {fmt(r['rps'], 0)} | {fmt(r['p50_ms'])} | {fmt(r['p90_ms'])} | "
+        f"{fmt(r['p99_ms'])} | {fmt(r['max_ms'])} | {r['errors']} | {r['non_2xx']} |",
+        "",
+        f"Server RSS: {m['after_first_minute']:.1f} MiB after the first minute, {m['end']:.1f} MiB "
+        f"at the end, {m['max']:.1f} MiB at most; growth after the first minute "
+        f"{m['growth_after_first_minute']:+.1f} MiB.",
+        "",
+        "Goals:",
+        "",
+    ]
+    for name, goal in result["goals"].items():
+        lines.append(f"- {name}: {fmt(goal['value'], 1)} — {'met' if goal['met'] else 'MISSED'}")
+    lines += ["", f"Sampled every {SOAK_SAMPLE_SECONDS} s:", "",
+              "| t s | RSS MiB | server CPU share | lookups/s |", "|---|---|---|---|"]
+    lines += [f"| {x['t_s']:.0f} | {x['rss_mib']:.1f} | {x['cpu_share']:.2f} | "
+              f"{x['lookups_per_s']:,.0f} |" for x in result["samples"]]
+    lines += ["", f"![memory and load over time]({os.path.basename(base)}.svg)", ""]
+    with open(base + ".md", "w") as f:
+        f.write("\n".join(lines))
+    log(f"wrote {base}.md, .json, .svg")
+
+
+def soak_chart(result):
+    """Server RSS and lookups per second over the soak, as two line plots."""
+    width, height, left, top, plot_h = 860, 520, 80, 50, 170
+    samples = result["samples"]
+    end = max([x["t_s"] for x in samples] + [1])
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" font-family="sans-serif">',
+           f'<rect width="{width}" height="{height}" fill="#fff"/>',
+           f'<text x="{left}" y="20" font-size="13">soak — {result["date"]}</text>']
+    for index, (key, title, colour) in enumerate([
+            ("rss_mib", "Server RSS (MiB)", "#1f77b4"),
+            ("lookups_per_s", "Document lookups per second", "#2ca02c")]):
+        y0 = top + index * (plot_h + 70)
+        peak = max([x[key] for x in samples] + [1]) * 1.15
+        out.append(f'<text x="{left}" y="{y0 - 10}" font-size="14" font-weight="bold">{title}</text>')
+        for i in range(5):
+            y = y0 + plot_h - plot_h * i / 4
+            out.append(f'<line x1="{left}" x2="{width - 30}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
+            out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end">'
+                       f'{peak * i / 4:,.0f}</text>')
+        points = " ".join(
+            f"{left + (width - 30 - left) * x['t_s'] / end:.1f},{y0 + plot_h - plot_h * x[key] / peak:.1f}"
+            for x in samples)
+        out.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        out.append(f'<text x="{(width + left) / 2}" y="{y0 + plot_h + 18}" font-size="11" '
+                   f'text-anchor="middle">seconds since the soak began (0–{end:.0f})</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
 
 
 # ---------------------------------------------------------------- results
@@ -668,6 +817,7 @@ def summarize(args, scenario, mix, body_size, cache_bytes, memory_limit, seconds
         "settings": {
             "rounds": args.rounds, "seconds_per_run": seconds, "connections": args.connections,
             "warmup_s": args.warmup, "cache_bytes": cache_bytes, "pool_size": args.pool_size,
+            "pgbench_clients": args.pgbench_clients,
             "server_cpu": SERVER_CPU, "driver_cpu": DRIVER_CPU,
             "memory_limit_bytes": memory_limit, "distinct_documents": len(mix.documents),
             "url_list_lines": len(mix.paths), "mean_body_bytes": body_size,
@@ -716,7 +866,7 @@ def write_results(result, stamp):
     ]
     for target, m in result["medians"].items():
         if target == "pgbench":
-            lines.append(f"| pgbench ({s['pool_size']} clients) | {fmt(m.get('rps'), 0)} | "
+            lines.append(f"| pgbench ({s['pgbench_clients']} clients) | {fmt(m.get('rps'), 0)} | "
                          f"mean {fmt(m.get('mean_ms'))} | | | | | | | {fmt(m.get('errors'), 0)} | |")
             continue
         lines.append(
@@ -776,7 +926,14 @@ def main():
     parser.add_argument("--cache-bytes", type=int, default=256 * MIB)
     parser.add_argument("--small-cache-bytes", type=int, default=1 * MIB,
                         help="the service's cache in the uniform (database path) scenario")
-    parser.add_argument("--pool-size", type=int, default=16)
+    parser.add_argument("--pool-size", type=int, default=4,
+                        help="the service's database connections (each carries many reads)")
+    parser.add_argument("--pgbench-clients", type=int, default=16,
+                        help="pgbench's connections (16 gave pgbench its best rate here; "
+                        "4 and 64 gave less)")
+    parser.add_argument("--soak-seconds", type=int, default=600)
+    parser.add_argument("--soak-share", type=float, default=0.5,
+                        help="the soak's request rate as a share of the measured peak")
     parser.add_argument("--wrk-scenarios", default="hot,storefront",
                         help="scenarios also driven by wrk (oha saturates its core near 70k/s)")
     parser.add_argument("--seed", type=int, default=1)
@@ -793,7 +950,10 @@ def main():
     log(f"catalog: {re.sub(r'//[^@]*@', '//', url)} ({args.products:,} products)")
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H%MZ")
     for scenario in scenarios:
-        write_results(run_scenario(args, scenario, url), stamp)
+        if scenario == "soak":
+            write_soak_results(run_soak(args, url), stamp)
+        else:
+            write_results(run_scenario(args, scenario, url), stamp)
 
 
 if __name__ == "__main__":

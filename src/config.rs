@@ -120,8 +120,9 @@ pub struct ServeArgs {
     /// `Cache-Control: max-age` sent with documents, in seconds.
     #[arg(long, env = "ATELIER_MAX_AGE", default_value_t = 60)]
     pub max_age: u32,
-    /// Database connections in the pool.
-    #[arg(long, env = "ATELIER_POOL_SIZE", default_value_t = 16)]
+    /// Database connections kept open. Each carries many concurrent reads, pipelined, so
+    /// a few per database core are enough.
+    #[arg(long, env = "ATELIER_POOL_SIZE", default_value_t = 4)]
     pub pool_size: u32,
     /// Milliseconds a request waits for a pooled connection (or to open one) before 503.
     #[arg(long, env = "ATELIER_POOL_TIMEOUT_MS", default_value_t = 1000)]
@@ -139,6 +140,11 @@ pub struct ServeArgs {
     /// Milliseconds in-flight requests get to finish on SIGTERM/SIGINT.
     #[arg(long, env = "ATELIER_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
     pub drain_timeout_ms: u64,
+    /// PostgreSQL URL of the primary, for the LISTEN connection and its WAL position,
+    /// when --database-url names streaming replicas. Default: the --database-url hosts
+    /// that accept writes.
+    #[arg(long, env = "ATELIER_PRIMARY_URL")]
+    pub primary_url: Option<String>,
     #[command(flatten)]
     pub db: DatabaseArgs,
 }

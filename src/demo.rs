@@ -18,9 +18,11 @@ const DEMO_LOCK_KEY: i64 = 0x6465_6d6f;
 const LOADED_SQL: &str = "SELECT EXISTS (SELECT 1 FROM product)";
 
 /// The URL to serve from: `DATABASE_URL` as given (not touched, so the server starts
-/// while that database is down), or the embedded cluster, started and given a catalog
-/// to serve if it has none: a loaded but never materialized catalog is materialized; an
-/// empty database gets the demo catalog, generated, loaded and materialized.
+/// while that database is down; the operator picks the role), or the embedded cluster,
+/// started and given a catalog to serve if it has none: a loaded but never materialized
+/// catalog is materialized; an empty database gets the demo catalog, generated, loaded
+/// and materialized. The embedded cluster is then served as the read-only
+/// [`db::READER_ROLE`], so the server cannot change what it serves.
 pub async fn database_url(args: &DatabaseArgs) -> Result<String> {
     if let Some(url) = &args.database_url {
         return Ok(url.clone());
@@ -33,7 +35,7 @@ pub async fn database_url(args: &DatabaseArgs) -> Result<String> {
         .execute("SELECT pg_advisory_lock($1)", &[&DEMO_LOCK_KEY])
         .await?;
     provide_catalog(&mut client, &url, args).await?;
-    Ok(url)
+    db::with_user(&url, db::READER_ROLE)
 }
 
 async fn provide_catalog(client: &mut Client, url: &str, args: &DatabaseArgs) -> Result<()> {

@@ -7,7 +7,7 @@ use std::path::Path;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A statement or connection to PostgreSQL failed.
-    #[error("database: {0}")]
+    #[error("database: {}", database_message(.0))]
     Database(#[from] tokio_postgres::Error),
     /// A file or process could not be read, written or started.
     #[error("{context}: {source}")]
@@ -22,6 +22,18 @@ pub enum Error {
     /// Input that is not what the command expects (an unknown CSV header, a bad argument).
     #[error("{0}")]
     InvalidInput(String),
+}
+
+/// What PostgreSQL said, where it said something: the driver's own text for a server
+/// error is only "db error", which tells an operator nothing.
+fn database_message(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{} ({}): {detail}", db.message(), db.code().code()),
+            None => format!("{} ({})", db.message(), db.code().code()),
+        },
+        None => error.to_string(),
+    }
 }
 
 /// The crate's result type.

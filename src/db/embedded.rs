@@ -1,6 +1,7 @@
 //! The embedded default database: a PostgreSQL cluster this project creates and runs
 //! itself from the system's server binaries, in a directory of its own, reachable on
 //! loopback only. It is left running between commands (`atelier db stop` ends it).
+//! A cluster can also be made a primary and get streaming replicas of its own.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -161,6 +162,63 @@ impl Cluster {
             .map_err(|e| Error::io("open", &conf, e))?;
         writeln!(file, "include '{SETTINGS_FILE}'").map_err(|e| Error::io("write", &conf, e))?;
         Ok(())
+    }
+
+    /// Lets streaming replicas follow this cluster: WAL detailed enough for them, senders
+    /// to stream it, and some kept back for a replica that falls behind. The server is
+    /// restarted when it runs and a setting changed. Loads write more WAL from then on.
+    pub fn allow_replicas(&self) -> Result<()> {
+        let path = self.pgdata().join(SETTINGS_FILE);
+        let text = fs::read_to_string(&path).map_err(|e| Error::io("read", &path, e))?;
+        let mut settings = text.clone();
+        for (name, value) in [
+            ("wal_level", "replica"),
+            ("max_wal_senders", "10"),
+            ("wal_keep_size", "'1GB'"),
+        ] {
+            settings = with_setting(&settings, name, value);
+        }
+        if settings == text {
+            return Ok(());
+        }
+        write_file(&path, settings.as_bytes())?;
+        if self.is_running() {
+            self.stop()?;
+            self.start()?;
+        }
+        Ok(())
+    }
+
+    /// Creates a streaming replica of this running cluster in `root`, which must hold no
+    /// cluster yet: a base backup (`pg_basebackup -R`, so it follows this cluster as its
+    /// primary) on a loopback port of its own, started and answering read-only queries.
+    /// This cluster must allow replicas ([`Cluster::allow_replicas`]).
+    pub fn create_replica(&self, root: &Path) -> Result<Cluster> {
+        let replica = Cluster::new(root)?;
+        let _lock = DirLock::acquire(&replica.root.join("cluster.lock"))?;
+        if replica.pgdata().exists() {
+            return Err(Error::Embedded(format!(
+                "cannot create a replica in {}: it holds a cluster already",
+                replica.pgdata().display()
+            )));
+        }
+        replica.prepare_dir(&replica.root)?;
+        let port = self.port()?.to_string();
+        self.run(
+            self.pg_command("pg_basebackup")
+                .args(["-h", "127.0.0.1", "-p", &port, "-U", SUPERUSER])
+                .arg("-D")
+                .arg(replica.pgdata())
+                .args(["-R", "-X", "stream", "-c", "fast"]),
+            "pg_basebackup",
+        )?;
+        // The copied settings still name this cluster's port.
+        let path = replica.pgdata().join(SETTINGS_FILE);
+        let text = fs::read_to_string(&path).map_err(|e| Error::io("read", &path, e))?;
+        let port = free_loopback_port()?.to_string();
+        write_file(&path, with_setting(&text, "port", &port).as_bytes())?;
+        replica.start()?;
+        Ok(replica)
     }
 
     /// Starts the server and waits until it accepts connections.
@@ -353,6 +411,28 @@ fn free_loopback_port() -> Result<u16> {
         .map_err(|e| Error::Embedded(format!("cannot find a free loopback port: {e}")))
 }
 
+/// Settings text with `name = value`, replacing the line that set `name` or appended.
+fn with_setting(settings: &str, name: &str, value: &str) -> String {
+    let line = format!("{name} = {value}");
+    let mut found = false;
+    let mut lines: Vec<&str> = settings
+        .lines()
+        .map(|existing| {
+            let key = existing.split('=').next().unwrap_or_default().trim();
+            if key == name {
+                found = true;
+                line.as_str()
+            } else {
+                existing
+            }
+        })
+        .collect();
+    if !found {
+        lines.push(&line);
+    }
+    lines.join("\n") + "\n"
+}
+
 fn write_file(path: &Path, contents: &[u8]) -> Result<()> {
     fs::write(path, contents).map_err(|e| Error::io("write", path, e))
 }
@@ -362,4 +442,27 @@ fn tail(path: &Path) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(10)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_replaced_in_place_or_appended() {
+        let settings = "port = 5432\nwal_level = minimal\nfsync = off\n";
+        assert_eq!(
+            with_setting(settings, "wal_level", "replica"),
+            "port = 5432\nwal_level = replica\nfsync = off\n"
+        );
+        assert_eq!(
+            with_setting(settings, "wal_keep_size", "'1GB'"),
+            "port = 5432\nwal_level = minimal\nfsync = off\nwal_keep_size = '1GB'\n"
+        );
+        // A name that only starts like another setting's is a different setting.
+        assert_eq!(
+            with_setting("wal_level_x = 1\n", "wal_level", "replica"),
+            "wal_level_x = 1\nwal_level = replica\n"
+        );
+    }
 }

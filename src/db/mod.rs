@@ -16,6 +16,10 @@ pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
 /// The database the embedded cluster keeps the catalog in.
 pub const EMBEDDED_DATABASE: &str = "atelier";
 
+/// The read-only role `schema.sql` creates: it may read the documents and whether a
+/// materialize has completed, nothing else. The embedded default serves as this role.
+pub const READER_ROLE: &str = "atelier_reader";
+
 /// Serialises concurrent schema applications (an arbitrary, fixed advisory-lock key).
 const SCHEMA_LOCK_KEY: i64 = 0x0061_7465_6c69_6572;
 
@@ -115,6 +119,25 @@ pub fn stop(args: &DatabaseArgs) -> Result<()> {
     Ok(())
 }
 
+/// `url` with its user replaced by `user` and any password dropped: the same database,
+/// reached as another role. `url` must be a `postgres://` or `postgresql://` URL.
+pub fn with_user(url: &str, user: &str) -> Result<String> {
+    let invalid = || Error::InvalidInput(format!("not a PostgreSQL URL: {}", redact(url)));
+    let scheme_end = url.find("://").ok_or_else(invalid)? + 3;
+    let scheme = &url[..scheme_end];
+    if scheme != "postgres://" && scheme != "postgresql://" {
+        return Err(invalid());
+    }
+    let rest = &url[scheme_end..];
+    // The user info ends at the last `@` before the path.
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let host = match rest[..authority_end].rfind('@') {
+        Some(at) => &rest[at + 1..],
+        None => rest,
+    };
+    Ok(format!("{scheme}{user}@{host}"))
+}
+
 /// A URL with its password, if any, replaced by `***`, for printing.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -126,5 +149,28 @@ pub fn redact(url: &str) -> String {
             }
         }
         _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_user_swaps_the_user_and_keeps_the_rest() {
+        assert_eq!(
+            with_user("postgres://postgres@127.0.0.1:5433/atelier", READER_ROLE).unwrap(),
+            "postgres://atelier_reader@127.0.0.1:5433/atelier"
+        );
+        assert_eq!(
+            with_user("postgresql://u:p%40ss@db:5432/x?sslmode=require", "r").unwrap(),
+            "postgresql://r@db:5432/x?sslmode=require"
+        );
+        assert_eq!(
+            with_user("postgres://localhost/x", "r").unwrap(),
+            "postgres://r@localhost/x"
+        );
+        assert!(with_user("host=localhost user=postgres", "r").is_err());
+        assert!(with_user("mysql://u@h/x", "r").is_err());
     }
 }

@@ -2,12 +2,12 @@
 //! key however many requests miss at once, unknown ids remembered briefly, a TTL
 //! backstop, and invalidation driven by materialize's notifications.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::header::HeaderValue;
-use moka::Expiry;
 use moka::future::Cache;
 
 use super::store::{Key, Store, StoreError};
@@ -30,9 +30,6 @@ impl Document {
     }
 }
 
-/// What the cache holds per key: the document, or `None` for "there is none".
-type Cached = Option<Document>;
-
 /// Cache settings.
 #[derive(Debug, Clone, Copy)]
 pub struct CacheSettings {
@@ -44,9 +41,16 @@ pub struct CacheSettings {
     pub not_found_ttl: Duration,
 }
 
+/// The hash of cache keys: keys are small values of our own making, so a fast hash
+/// serves better than the default SipHash.
+type KeyHasher = foldhash::fast::RandomState;
+
 /// Documents by key, loaded from the store on a miss.
 pub struct DocumentCache {
-    cache: Cache<Key, Cached>,
+    documents: Cache<Key, Document, KeyHasher>,
+    /// Keys the store holds nothing under. They live much shorter than documents, and
+    /// one lifetime per cache keeps moka's read path cheap.
+    absent: Cache<Key, (), KeyHasher>,
     store: Store,
     /// Bumped before every invalidation, so a load that raced one can tell.
     epoch: AtomicU64,
@@ -56,24 +60,40 @@ pub struct DocumentCache {
 
 /// Rough bytes of a cache entry beyond its body and validator (key, value, moka's
 /// bookkeeping), so that many tiny entries still count against the bound.
-const ENTRY_OVERHEAD: usize = 160;
+const ENTRY_OVERHEAD: u64 = 160;
+
+/// The share of the byte budget that remembered absences may take: 1/16.
+const ABSENT_SHARE: u64 = 16;
+
+/// Why a load put nothing in the document cache.
+#[derive(Debug)]
+enum Miss {
+    /// The store holds nothing under the key.
+    Absent,
+    /// The store could not answer.
+    Failed(Arc<StoreError>),
+}
 
 impl DocumentCache {
     /// An empty cache in front of `store`.
     pub fn new(store: Store, settings: CacheSettings) -> DocumentCache {
-        let cache = Cache::builder()
-            .max_capacity(settings.capacity_bytes)
-            .weigher(|_key: &Key, value: &Cached| {
-                let size = value
-                    .as_ref()
-                    .map_or(0, |doc| doc.body.len() + doc.etag.len());
-                u32::try_from(size + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+        let absent_bytes = settings.capacity_bytes / ABSENT_SHARE;
+        let documents = Cache::builder()
+            .max_capacity(settings.capacity_bytes - absent_bytes)
+            .weigher(|_key: &Key, document: &Document| {
+                let size = document.body.len() + document.etag.len();
+                u32::try_from(size as u64 + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
             })
-            .expire_after(Lifetimes(settings))
+            .time_to_live(settings.ttl)
             .support_invalidation_closures()
-            .build();
+            .build_with_hasher(KeyHasher::default());
+        let absent = Cache::builder()
+            .max_capacity((absent_bytes / ENTRY_OVERHEAD).max(1))
+            .time_to_live(settings.not_found_ttl)
+            .build_with_hasher(KeyHasher::default());
         DocumentCache {
-            cache,
+            documents,
+            absent,
             store,
             epoch: AtomicU64::new(0),
             hits: AtomicU64::new(0),
@@ -81,50 +101,80 @@ impl DocumentCache {
         }
     }
 
-    /// The document under `key`, read from the store if it is not cached. Concurrent
-    /// misses on one key share a single read and its outcome; failures are not cached.
-    pub async fn get(&self, key: Key) -> Result<Cached, std::sync::Arc<StoreError>> {
-        // A plain read first: hits, the common case, skip the entry API's bookkeeping.
-        if let Some(value) = self.cache.get(&key).await {
+    /// The document under `key` (`None`: there is none), read from the store if it is
+    /// not cached. Concurrent misses on one key share a single read and its outcome;
+    /// failures are not cached.
+    pub async fn get(&self, key: Key) -> Result<Option<Document>, Arc<StoreError>> {
+        if let Some(document) = self.documents.get(&key).await {
             self.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(value);
+            return Ok(Some(document));
         }
-        let epoch = self.epoch.load(Ordering::SeqCst);
-        let entry = self
-            .cache
-            .entry(key)
-            .or_try_insert_with(self.load(key))
-            .await?;
-        if !entry.is_fresh() {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-        } else if self.epoch.load(Ordering::SeqCst) != epoch {
-            // An invalidation ran while this value was read: it may predate the change
-            // and may have been inserted after the invalidation passed, so drop it.
-            // This request still gets it, as any request racing a change may.
-            self.cache.invalidate(&key).await;
-        }
-        Ok(entry.into_value())
+        // Boxed, so that every request's future stays small and only misses carry the
+        // load's much larger state.
+        Box::pin(self.get_uncached(key)).await
     }
 
-    async fn load(&self, key: Key) -> Result<Cached, StoreError> {
+    async fn get_uncached(&self, key: Key) -> Result<Option<Document>, Arc<StoreError>> {
+        if self.absent.contains_key(&key) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        }
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let loaded = self
+            .documents
+            .entry(key)
+            .or_try_insert_with(self.load(key))
+            .await;
+        // An invalidation that ran while the store was read may have passed before the
+        // outcome was cached: the outcome may predate the change, so it is not kept.
+        // This request still gets it, as any request racing a change may.
+        let raced = self.epoch.load(Ordering::SeqCst) != epoch;
+        match loaded {
+            Ok(entry) => {
+                if !entry.is_fresh() {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                } else if raced {
+                    self.documents.invalidate(&key).await;
+                }
+                Ok(Some(entry.into_value()))
+            }
+            Err(miss) => match &*miss {
+                Miss::Absent => {
+                    if !raced {
+                        self.absent.insert(key, ()).await;
+                    }
+                    Ok(None)
+                }
+                Miss::Failed(error) => Err(error.clone()),
+            },
+        }
+    }
+
+    async fn load(&self, key: Key) -> Result<Document, Miss> {
         self.misses.fetch_add(1, Ordering::Relaxed);
-        Ok(self.store.read(key).await?.map(Document::new))
+        match self.store.read(key).await {
+            Ok(Some(body)) => Ok(Document::new(body)),
+            Ok(None) => Err(Miss::Absent),
+            Err(error) => Err(Miss::Failed(Arc::new(error))),
+        }
     }
 
     /// Drops what a materialize of `scope` changed: a product's three documents and
-    /// every list page (pages hold entries of many products), or everything.
+    /// every list page (pages hold entries of many products), or everything. Remembered
+    /// absences all go: products may have been added anywhere.
     pub async fn invalidate(&self, scope: &Scope) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.absent.invalidate_all();
         match scope {
-            Scope::All => self.cache.invalidate_all(),
+            Scope::All => self.documents.invalidate_all(),
             Scope::Products(ids) => {
-                self.cache
+                self.documents
                     .invalidate_entries_if(|key, _| matches!(key, Key::Page { .. }))
                     .expect("the cache is built with invalidation closures");
                 for &id in ids {
-                    self.cache.invalidate(&Key::Product(id)).await;
-                    self.cache.invalidate(&Key::Styles(id)).await;
-                    self.cache.invalidate(&Key::Related(id)).await;
+                    self.documents.invalidate(&Key::Product(id)).await;
+                    self.documents.invalidate(&Key::Styles(id)).await;
+                    self.documents.invalidate(&Key::Related(id)).await;
                 }
             }
         }
@@ -140,19 +190,11 @@ impl DocumentCache {
 
     /// Entries held and their weight in bytes, after pending maintenance has run.
     pub async fn size(&self) -> (u64, u64) {
-        self.cache.run_pending_tasks().await;
-        (self.cache.entry_count(), self.cache.weighted_size())
-    }
-}
-
-/// Documents live `ttl`, absences `not_found_ttl`, counted from when they were read.
-struct Lifetimes(CacheSettings);
-
-impl Expiry<Key, Cached> for Lifetimes {
-    fn expire_after_create(&self, _: &Key, value: &Cached, _: Instant) -> Option<Duration> {
-        Some(match value {
-            Some(_) => self.0.ttl,
-            None => self.0.not_found_ttl,
-        })
+        self.documents.run_pending_tasks().await;
+        self.absent.run_pending_tasks().await;
+        (
+            self.documents.entry_count() + self.absent.entry_count(),
+            self.documents.weighted_size() + self.absent.entry_count() * ENTRY_OVERHEAD,
+        )
     }
 }

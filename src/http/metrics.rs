@@ -178,7 +178,7 @@ pub async fn render(state: &AppState) -> String {
     state.metrics.write_requests(&mut out);
     let (hits, misses) = state.cache.hits_and_misses();
     let (entries, bytes) = state.cache.size().await;
-    let (connections, idle, max) = state.store.pool_state();
+    let (connections, in_flight, max) = state.store.pool_state();
     let samples: [(&str, &str, &str, u64); 10] = [
         (
             "atelier_cache_hits_total",
@@ -211,15 +211,15 @@ pub async fn render(state: &AppState) -> String {
             connections.into(),
         ),
         (
-            "atelier_db_pool_idle_connections",
+            "atelier_db_reads_in_flight",
             "gauge",
-            "Idle pooled database connections.",
-            idle.into(),
+            "Database reads sent and not yet answered, over all connections.",
+            in_flight,
         ),
         (
             "atelier_db_pool_max_connections",
             "gauge",
-            "Size of the database pool.",
+            "Database connections the pool keeps open.",
             max.into(),
         ),
         (

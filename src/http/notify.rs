@@ -1,12 +1,17 @@
 //! Cache invalidation from materialize's NOTIFY messages, over a dedicated LISTEN
-//! connection that reconnects by itself.
+//! connection to the primary that reconnects by itself.
+//!
+//! Documents may be read from a streaming replica, which replays the primary's WAL with
+//! some lag; dropping entries before it has replayed a change would let the next miss
+//! cache the old document again. So each invalidation first notes the primary's WAL
+//! position and waits, bounded, until the read side has replayed up to it.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 use super::AppState;
 use crate::materialize::{NOTIFY_CHANNEL, Scope};
@@ -17,6 +22,13 @@ pub const LISTEN_APPLICATION_NAME: &str = "atelier serve listen";
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 /// How often an idle LISTEN connection is checked, so a silently dead one is replaced.
 const HEARTBEAT: Duration = Duration::from_secs(10);
+/// How the connection that watches the read side's replay names itself.
+pub const REPLAY_APPLICATION_NAME: &str = "atelier serve replay";
+/// How long an invalidation waits at most for the read side to replay a change; past
+/// it, entries are dropped anyway and the cache TTL bounds any staleness.
+const REPLAY_WAIT: Duration = Duration::from_secs(15);
+/// Pause between two looks at the read side's replay position.
+const REPLAY_POLL: Duration = Duration::from_millis(20);
 
 /// Listens for document changes until the task is aborted, invalidating `state`'s
 /// cache for each one. Every (re)connection starts by dropping the whole cache, since
@@ -50,7 +62,7 @@ enum Ended {
 
 /// One LISTEN session: returns when its connection is lost.
 async fn listen(state: &AppState) -> Result<(), tokio_postgres::Error> {
-    let mut config = state.database.clone();
+    let mut config = state.primary.clone();
     config.application_name(LISTEN_APPLICATION_NAME);
     let (client, mut connection) = config.connect(NoTls).await?;
     let (sender, mut notifications) = mpsc::unbounded_channel();
@@ -70,14 +82,14 @@ async fn listen(state: &AppState) -> Result<(), tokio_postgres::Error> {
         client
             .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))
             .await?;
-        state.cache.invalidate(&Scope::All).await;
+        invalidate(state, &client, &Scope::All).await?;
         state.listening.store(true, Ordering::SeqCst);
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         loop {
             tokio::select! {
                 notification = notifications.recv() => match notification {
                     Some(notification) => {
-                        state.cache.invalidate(&parse_payload(notification.payload())).await;
+                        invalidate(state, &client, &parse_payload(notification.payload())).await?;
                     }
                     None => return Ok(Ended::Closed),
                 },
@@ -107,6 +119,71 @@ async fn listen(state: &AppState) -> Result<(), tokio_postgres::Error> {
     }
 }
 
+/// Drops `scope` from the cache once the read side has replayed everything the primary
+/// (reached through `primary`, the LISTEN connection) had written by now.
+async fn invalidate(
+    state: &AppState,
+    primary: &Client,
+    scope: &Scope,
+) -> Result<(), tokio_postgres::Error> {
+    // The insert position, not the write position: with synchronous_commit off, the
+    // commit that preceded the notification may not be written out yet.
+    const POSITION_SQL: &str = "SELECT pg_current_wal_insert_lsn()::text";
+    let position: String = primary.query_one(POSITION_SQL, &[]).await?.get(0);
+    let position = replay_target(&position);
+    match tokio::time::timeout(REPLAY_WAIT, wait_for_replay(state, &position)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "cannot check the read side's replay; invalidating now");
+        }
+        Err(_) => tracing::warn!(
+            %position,
+            "the read side has not replayed the change within {REPLAY_WAIT:?}; invalidating now"
+        ),
+    }
+    state.cache.invalidate(scope).await;
+    Ok(())
+}
+
+/// Returns once the database documents are read from has replayed the primary's WAL up
+/// to `position`; at once when it is a primary itself (its replay position is NULL).
+async fn wait_for_replay(state: &AppState, position: &str) -> Result<(), tokio_postgres::Error> {
+    const REPLAYED_SQL: &str =
+        "SELECT coalesce(pg_last_wal_replay_lsn() >= $1::text::pg_lsn, true)";
+    // A connection of its own lands on the host a new pooled connection would.
+    let mut config = state.database.clone();
+    config.application_name(REPLAY_APPLICATION_NAME);
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(connection);
+    loop {
+        let replayed: bool = client.query_one(REPLAYED_SQL, &[&position]).await?.get(0);
+        if replayed {
+            return Ok(());
+        }
+        tokio::time::sleep(REPLAY_POLL).await;
+    }
+}
+
+/// The replay position that covers everything written before the insert position
+/// `position` (PostgreSQL's `X/Y` text). Right after a page boundary the insert position
+/// points past the new page's header, while a replica that has replayed everything
+/// reports the end of the last record: the boundary itself, so that is the target then.
+fn replay_target(position: &str) -> String {
+    /// Sizes of the short and the long (first in a segment) WAL page header.
+    const PAGE_HEADERS: [u64; 2] = [24, 40];
+    const PAGE: u64 = 8192;
+    let parsed = position.split_once('/').and_then(|(high, low)| {
+        Some((u64::from_str_radix(high, 16).ok()? << 32) | u64::from_str_radix(low, 16).ok()?)
+    });
+    match parsed {
+        Some(lsn) if PAGE_HEADERS.contains(&(lsn % PAGE)) => {
+            let boundary = lsn - lsn % PAGE;
+            format!("{:X}/{:X}", boundary >> 32, boundary & 0xFFFF_FFFF)
+        }
+        _ => position.to_string(),
+    }
+}
+
 /// What a notification says changed: `{"products":[1,2,3]}` names products; anything
 /// else, `{"all":true}` included, is taken to mean everything.
 pub fn parse_payload(payload: &str) -> Scope {
@@ -128,6 +205,16 @@ pub fn parse_payload(payload: &str) -> Scope {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replay_targets_step_back_over_a_page_header() {
+        assert_eq!(replay_target("0/150156F8"), "0/150156F8");
+        assert_eq!(replay_target("0/15016018"), "0/15016000");
+        assert_eq!(replay_target("1/16000028"), "1/16000000");
+        assert_eq!(replay_target("0/15016020"), "0/15016020");
+        assert_eq!(replay_target("0/0"), "0/0");
+        assert_eq!(replay_target("not a position"), "not a position");
+    }
 
     #[test]
     fn payloads_name_products_or_everything() {

@@ -1,23 +1,48 @@
 //! The connection loop: accepts clients up to a limit, serves each over HTTP/1.1 with
 //! keep-alive and a header-read timeout, and on shutdown stops accepting and lets
 //! in-flight requests finish within a bounded drain.
+//!
+//! What hostile clients get: a request head that does not parse (a bad request line,
+//! TLS or HTTP/2 bytes, broken header syntax, a bad `Content-Length` or
+//! `Transfer-Encoding`) is answered by hyper with a bare `400` and the connection is
+//! closed; a head over [`MAX_HEAD_BYTES`] or with more than 100 header fields gets
+//! `431`; a head not complete within the header timeout (slowloris), or a keep-alive
+//! connection idle that long, is closed without an answer, and so is a client that
+//! stops reading its answers for that long (a stalled write). No endpoint reads a request
+//! body: one that has fully arrived with its head is discarded, otherwise the
+//! connection is closed after the answer, so a body never desynchronizes a connection.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::{AppState, notify, router};
 use crate::Result;
+
+/// Largest request head (request line and header fields) a client may send; a larger
+/// one is answered `431` and the connection closed. It bounds what a slow or idle client
+/// can make the server hold, far above any URL the API has.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// Connections the kernel queues until they are accepted (capped by
+/// `net.core.somaxconn`). Listeners are usually bound with a backlog of 128: a burst of
+/// more connects than that, such as a flood of idle clients, gets SYNs dropped, and
+/// every client caught in it, normal ones included, waits a second for the retry.
+const LISTEN_BACKLOG: libc::c_int = 4096;
 
 /// Pause after a failed accept (e.g. out of file descriptors) before the next one.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -29,6 +54,7 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
+    widen_backlog(&listener);
     let invalidation = tokio::spawn(notify::listen_for_changes(state.clone()));
     let limits = state.limits;
     let connections = Arc::new(Semaphore::new(limits.max_connections));
@@ -38,6 +64,7 @@ pub async fn serve(
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
+        .max_header_size(MAX_HEAD_BYTES)
         .keep_alive(true);
     tokio::pin!(shutdown);
     loop {
@@ -66,6 +93,7 @@ pub async fn serve(
             let state = state.clone();
             async move { Ok::<_, Infallible>(router::handle(&state, request).await) }
         });
+        let stream = StallLimit::new(stream, limits.header_timeout);
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tasks.spawn(async move {
             if let Err(error) = connection.await {
@@ -90,4 +118,104 @@ pub async fn serve(
     }
     invalidation.abort();
     Ok(())
+}
+
+/// Raises the listener's backlog to [`LISTEN_BACKLOG`]; a listening socket takes a new
+/// backlog from a second `listen`.
+fn widen_backlog(listener: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen(2) on a descriptor the borrowed listener keeps open.
+    if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+        let error = std::io::Error::last_os_error();
+        tracing::warn!(%error, "cannot raise the listen backlog");
+    }
+}
+
+/// A client connection whose writes fail once they have made no progress for `limit`:
+/// a client that stops reading its answers cannot hold a connection, and its slot under
+/// the connection limit, forever.
+struct StallLimit {
+    stream: TcpStream,
+    limit: Duration,
+    /// Runs while a write waits for the client to make room.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl StallLimit {
+    fn new(stream: TcpStream, limit: Duration) -> Self {
+        StallLimit {
+            stream,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// Passes on a write's outcome, turning a wait longer than the limit into an error.
+    fn limit<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        outcome: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if outcome.is_ready() {
+            self.stalled = None;
+            return outcome;
+        }
+        let limit = self.limit;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncRead for StallLimit {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for StallLimit {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let outcome = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.limit(cx, outcome)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let outcome = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.limit(cx, outcome)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let outcome = Pin::new(&mut this.stream).poll_flush(cx);
+        this.limit(cx, outcome)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
 }

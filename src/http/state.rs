@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::header::HeaderValue;
+use tokio_postgres::config::TargetSessionAttrs;
 
 use super::cache::{CacheSettings, Document, DocumentCache};
 use super::metrics::Metrics;
@@ -30,8 +31,10 @@ pub struct AppState {
     pub(crate) cache: DocumentCache,
     pub(crate) store: Store,
     pub(crate) metrics: Metrics,
-    /// Where the database is, for the LISTEN connection.
+    /// Where documents are read (a primary or streaming replicas).
     pub(crate) database: tokio_postgres::Config,
+    /// The primary, for the LISTEN connection and its WAL position.
+    pub(crate) primary: tokio_postgres::Config,
     /// Whether the LISTEN connection is up.
     pub(crate) listening: AtomicBool,
     /// Whether shutdown has begun (`/readyz` then answers 503).
@@ -57,6 +60,26 @@ impl AppState {
             .application_name("atelier serve")
             .connect_timeout(pool_wait)
             .keepalives_idle(Duration::from_secs(30));
+        let primary = match &args.primary_url {
+            Some(url) => {
+                let mut primary: tokio_postgres::Config = url.parse().map_err(|error| {
+                    Error::InvalidInput(format!(
+                        "invalid primary URL {}: {error}",
+                        crate::db::redact(url)
+                    ))
+                })?;
+                primary
+                    .connect_timeout(pool_wait)
+                    .keepalives_idle(Duration::from_secs(30));
+                primary
+            }
+            // Of several hosts, the one that accepts writes is the primary.
+            None => {
+                let mut primary = database.clone();
+                primary.target_session_attrs(TargetSessionAttrs::ReadWrite);
+                primary
+            }
+        };
         let store = Store::new(
             database.clone(),
             PoolSettings {
@@ -80,6 +103,7 @@ impl AppState {
             store,
             metrics: Metrics::default(),
             database,
+            primary,
             listening: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             cache_control,

@@ -1,5 +1,11 @@
 //! Reading the stored response documents: a bb8 pool of tokio-postgres connections,
 //! each with the hot statements prepared once, and the jsonb bytes taken verbatim.
+//!
+//! Connections are shared, not lent: a read takes the next connection in turn and hands
+//! it straight back, so concurrent reads queue on the same connections and tokio-postgres
+//! pipelines them (the next query is on the wire before the previous answer is back).
+//! Each backend then works through its queue without a round trip between queries, and
+//! a few connections carry any number of concurrent reads.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -7,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use bb8::{ErrorSink, ManageConnection, Pool, RunError};
+use bb8::{ErrorSink, ManageConnection, Pool, QueueStrategy, RunError};
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio_postgres::types::{FromSql, Type};
 use tokio_postgres::{Client, NoTls, Statement};
@@ -66,7 +72,7 @@ impl From<RunError<tokio_postgres::Error>> for StoreError {
 /// Pool settings.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolSettings {
-    /// Connections at most.
+    /// Connections kept open, each carrying many concurrent reads.
     pub size: u32,
     /// How long a read waits for a connection.
     pub wait: Duration,
@@ -80,6 +86,8 @@ pub struct Store {
     pool: Pool<Connector>,
     size: u32,
     read_timeout: Duration,
+    /// Reads started and not yet finished.
+    in_flight: Arc<AtomicU64>,
     errors: Arc<AtomicU64>,
     /// Whether the last read or check failed: the log says when this changes, not at
     /// every failed request of an outage.
@@ -89,10 +97,23 @@ pub struct Store {
 impl Store {
     /// A pool over `config`. No connection is opened yet, so this succeeds while the
     /// database is down; reads answer `StoreError` until it is back.
-    pub fn new(config: tokio_postgres::Config, settings: PoolSettings) -> Store {
+    pub fn new(mut config: tokio_postgres::Config, settings: PoolSettings) -> Store {
+        // A read abandoned at its timeout would otherwise run on in PostgreSQL (behind a
+        // held lock, say) and hold up every read queued behind it on its connection.
+        let options = format!(
+            "{} -c statement_timeout={}",
+            config.get_options().unwrap_or_default(),
+            settings.read.as_millis()
+        );
+        config.options(options.trim_start());
         let errors = Arc::new(AtomicU64::new(0));
         let pool = Pool::builder()
             .max_size(settings.size)
+            // Every connection is opened up front and kept: a connection handed straight
+            // back is always idle, so the pool would otherwise never grow past one.
+            .min_idle(settings.size)
+            // Handing connections out in turn spreads reads over all of them.
+            .queue_strategy(QueueStrategy::Fifo)
             .connection_timeout(settings.wait)
             // A broken connection is noticed through `has_broken`; a round trip on every
             // checkout would double the cost of a cache miss.
@@ -103,6 +124,7 @@ impl Store {
             pool,
             size: settings.size,
             read_timeout: settings.read,
+            in_flight: Arc::new(AtomicU64::new(0)),
             errors,
             failing: Arc::new(AtomicBool::new(false)),
         }
@@ -111,6 +133,7 @@ impl Store {
     /// The body stored under `key`, or `None` when there is none (an unknown product,
     /// a page past the end of the list).
     pub async fn read(&self, key: Key) -> Result<Option<Bytes>, StoreError> {
+        let _counted = InFlight::start(&self.in_flight);
         let outcome = tokio::time::timeout(self.read_timeout, self.read_now(key))
             .await
             .unwrap_or(Err(StoreError::Timeout));
@@ -136,7 +159,7 @@ impl Store {
     }
 
     async fn read_now(&self, key: Key) -> Result<Option<Bytes>, StoreError> {
-        let connection = self.pool.get().await?;
+        let connection = self.connection().await?;
         let statements = &connection.statements;
         let (statement, id) = match key {
             Key::Page { page, count } => return read_page(&connection, page, count).await,
@@ -148,10 +171,15 @@ impl Store {
         Ok(row.map(|row| Bytes::copy_from_slice(row.get::<_, Jsonb>(0).0)))
     }
 
+    /// The next connection in turn, shared with whatever other reads it carries.
+    async fn connection(&self) -> Result<Arc<Connection>, StoreError> {
+        Ok(Arc::clone(&*self.pool.get().await?))
+    }
+
     /// Whether the database answers and a materialize has completed.
     pub async fn is_ready(&self) -> Result<bool, StoreError> {
         let check = async {
-            let connection = self.pool.get().await?;
+            let connection = self.connection().await?;
             let row = connection
                 .client
                 .query_one(crate::materialize::MATERIALIZED_SQL, &[])
@@ -170,10 +198,27 @@ impl Store {
         self.errors.load(Ordering::Relaxed)
     }
 
-    /// The pool's open and idle connections, and its size.
-    pub fn pool_state(&self) -> (u32, u32, u32) {
+    /// The pool's open connections, the reads in flight on them, and the pool's size.
+    pub fn pool_state(&self) -> (u32, u64, u32) {
         let state = self.pool.state();
-        (state.connections, state.idle_connections, self.size)
+        let in_flight = self.in_flight.load(Ordering::Relaxed);
+        (state.connections, in_flight, self.size)
+    }
+}
+
+/// Counts one read as in flight until dropped, so an abandoned read is not counted on.
+struct InFlight<'a>(&'a AtomicU64);
+
+impl<'a> InFlight<'a> {
+    fn start(counter: &'a AtomicU64) -> InFlight<'a> {
+        counter.fetch_add(1, Ordering::Relaxed);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -270,10 +315,10 @@ struct Connector {
 }
 
 impl ManageConnection for Connector {
-    type Connection = Connection;
+    type Connection = Arc<Connection>;
     type Error = tokio_postgres::Error;
 
-    async fn connect(&self) -> Result<Connection, tokio_postgres::Error> {
+    async fn connect(&self) -> Result<Arc<Connection>, tokio_postgres::Error> {
         let (client, connection) = self.config.connect(NoTls).await?;
         tokio::spawn(async move {
             if let Err(error) = connection.await {
@@ -281,14 +326,14 @@ impl ManageConnection for Connector {
             }
         });
         let statements = Statements::prepare(&client).await?;
-        Ok(Connection { client, statements })
+        Ok(Arc::new(Connection { client, statements }))
     }
 
-    async fn is_valid(&self, connection: &mut Connection) -> Result<(), tokio_postgres::Error> {
+    async fn is_valid(&self, connection: &mut Arc<Connection>) -> Result<(), tokio_postgres::Error> {
         connection.client.simple_query("").await.map(|_| ())
     }
 
-    fn has_broken(&self, connection: &mut Connection) -> bool {
+    fn has_broken(&self, connection: &mut Arc<Connection>) -> bool {
         connection.client.is_closed()
     }
 }

@@ -7,11 +7,11 @@
 //! Every rejected or repaired record is written to the rejects report ([`rejects`]).
 
 mod binary;
-mod ids;
+pub mod ids;
 mod pipeline;
-mod reader;
+pub mod reader;
 mod rejects;
-mod rows;
+pub mod rows;
 mod schedule;
 mod staging;
 

@@ -5,10 +5,14 @@ mod serving;
 mod support;
 
 mod cluster;
+mod dbfaults;
 mod demo;
+mod faults;
 mod generate;
 mod golden;
+mod hostile;
 mod http;
 mod load;
 mod materialize;
 mod openapi;
+mod scaleout;

@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Counts the user-space instructions each server spends per request, with callgrind:
+a figure that does not move with whatever else the machine runs, so small changes to the
+hot path can be compared on a busy machine (wall-clock benchmarks cannot tell 5% apart
+there). Kernel time (the socket calls) is not counted.
+
+Each server runs under `valgrind --tool=callgrind`, is warmed up over the URL list (so
+the service answers from its cache), has its counters zeroed, serves a fixed number of
+requests driven by oha, and has its counters dumped: instructions / requests.
+
+Usage: instructions.py --atelier PATH --bare-hyper PATH --database-url URL
+                       [--paths FILE] [--urls N] [--requests N]
+The default URL list is the hot scenario's (run `bench/run hot` once to draw it).
+"""
+
+import argparse
+import glob
+import os
+import re
+import subprocess
+import time
+import urllib.request
+
+import drive
+
+PORT = 3110
+
+
+def start(command, name, directory):
+    out = os.path.join(directory, f"callgrind-{name}.out")
+    for old in glob.glob(out + "*"):
+        os.remove(old)
+    log = open(os.path.join(directory, f"callgrind-{name}.log"), "wb")
+    process = subprocess.Popen(
+        ["taskset", "-c", drive.SERVER_CPU, "valgrind", "--tool=callgrind",
+         f"--callgrind-out-file={out}"] + command,
+        stdout=log, stderr=log, start_new_session=True,
+        env=dict(os.environ, ATELIER_LOG="warn"),
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/products/1", timeout=5):
+                return process, out
+        except OSError:
+            time.sleep(0.5)
+    process.kill()
+    raise SystemExit(f"{name} did not answer under valgrind; see its log")
+
+
+def oha(urls, requests, connections):
+    subprocess.run(
+        ["taskset", "-c", drive.DRIVER_CPU, "oha", "--no-tui", "-n", str(requests),
+         "-c", str(connections), "--urls-from-file", urls],
+        check=True, capture_output=True,
+    )
+
+
+def instructions(process, out, urls, requests, connections):
+    subprocess.run(["callgrind_control", "-z", str(process.pid)], check=True,
+                   capture_output=True)
+    oha(urls, requests, connections)
+    subprocess.run(["callgrind_control", "-d", str(process.pid)], check=True,
+                   capture_output=True)
+    total = 0
+    for dump in glob.glob(out + ".*"):
+        with open(dump) as f:
+            for line in f:
+                match = re.match(r"(?:summary|totals): (\d+)", line)
+                if match:
+                    total += int(match.group(1))
+                    break
+    return total / requests
+
+
+def measure(name, command, directory, urls, args):
+    process, out = start(command, name, directory)
+    try:
+        oha(urls, args.warmup, args.connections)
+        per_request = instructions(process, out, urls, args.requests, args.connections)
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    drive.log(f"{name}: {per_request:,.0f} instructions per request")
+    return per_request
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--atelier", required=True)
+    parser.add_argument("--bare-hyper", required=True)
+    parser.add_argument("--database-url", required=True)
+    parser.add_argument("--paths", default=os.path.join(drive.WORK, "scenarios", "hot",
+                                                        "paths.txt"))
+    parser.add_argument("--urls", type=int, default=2000, help="URL-list lines used")
+    parser.add_argument("--warmup", type=int, default=8000)
+    parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--body-bytes", type=int, default=2154)
+    args = parser.parse_args()
+    directory = os.path.join(drive.WORK, "instructions")
+    os.makedirs(directory, exist_ok=True)
+    urls = os.path.join(directory, "urls.txt")
+    with open(args.paths) as src, open(urls, "w") as dst:
+        for _, line in zip(range(args.urls), src):
+            dst.write(f"http://127.0.0.1:{PORT}{line}")
+    service = measure("service", [
+        args.atelier, "serve", "--listen", f"127.0.0.1:{PORT}",
+        "--database-url", args.database_url], directory, urls, args)
+    bare = measure("bare", [args.bare_hyper, f"127.0.0.1:{PORT}", str(args.body_bytes)],
+                   directory, urls, args)
+    drive.log(f"service / bare hyper: {service / bare:.2f}")
+
+
+if __name__ == "__main__":
+    main()

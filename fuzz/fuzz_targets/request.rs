@@ -1,0 +1,140 @@
+//! Whole requests through the router, without a socket: any method, target and
+//! `If-None-Match` get an answer the contract allows. The database is unreachable, so
+//! every document read is a `503`; what is checked is that each request reaches the
+//! answer its method, path and parameters call for, and that every error is the JSON
+//! body with a bounded message.
+//!
+//! Input: method, a line break, the request target, a line break, `If-None-Match`.
+
+#![no_main]
+
+use std::sync::{Arc, LazyLock};
+
+use atelier::http::AppState;
+use atelier::http::handlers::product_id;
+use atelier::http::metrics::Endpoint;
+use atelier::http::router::{handle, match_path};
+use clap::Parser;
+use http_body_util::BodyExt;
+use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, IF_NONE_MATCH, RETRY_AFTER};
+use hyper::{Method, Request, StatusCode, Uri};
+use libfuzzer_sys::fuzz_target;
+
+/// Time stands still unless the runtime is idle, so a read's timeout fires at once.
+static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("a runtime")
+});
+
+/// Server state whose database is a closed port.
+static STATE: LazyLock<Arc<AppState>> = LazyLock::new(|| {
+    let cli = atelier::config::Cli::try_parse_from([
+        "atelier",
+        "serve",
+        "--database-url",
+        "postgres://nobody@127.0.0.1:1/none",
+        "--pool-timeout-ms",
+        "1",
+        "--query-timeout-ms",
+        "1",
+    ])
+    .expect("valid flags");
+    let atelier::config::Command::Serve(args) = cli.command else {
+        unreachable!("parsed a serve command")
+    };
+    let _runtime = RUNTIME.enter();
+    AppState::new(&args, args.db.database_url.as_deref().unwrap()).expect("server state")
+});
+
+/// The status the contract gives a request when no document can be read.
+fn expected_status(method: &Method, uri: &Uri) -> StatusCode {
+    let Some((endpoint, id)) = match_path(uri.path()) else {
+        return StatusCode::NOT_FOUND;
+    };
+    if method != Method::GET && method != Method::HEAD {
+        return StatusCode::METHOD_NOT_ALLOWED;
+    }
+    let id_is_valid = product_id(id).is_ok();
+    match endpoint {
+        Endpoint::Healthz | Endpoint::Metrics => StatusCode::OK,
+        Endpoint::GetProduct | Endpoint::GetProductStyles | Endpoint::GetRelatedProducts
+            if !id_is_valid =>
+        {
+            StatusCode::BAD_REQUEST
+        }
+        Endpoint::ListProducts if !valid_list_query(uri.query().unwrap_or("")) => {
+            StatusCode::BAD_REQUEST
+        }
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// Whether `page` (an integer from 1 up) and `count` (1 to 1000), where the query
+/// names them first, are valid: the contract's rule, restated independently.
+fn valid_list_query(query: &str) -> bool {
+    let first = |name: &str| {
+        query
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value)
+    };
+    let canonical = |value: &str| {
+        !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) && !value.starts_with('0')
+    };
+    let page_ok = first("page").is_none_or(canonical);
+    let count_ok = first("count").is_none_or(|value| {
+        canonical(value) && value.len() <= 4 && value.parse::<u32>().is_ok_and(|n| n <= 1000)
+    });
+    page_ok && count_ok
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut parts = data.splitn(3, |&b| b == b'\n');
+    let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
+        return;
+    };
+    let (Ok(method), Ok(uri)) = (Method::from_bytes(method), Uri::try_from(target)) else {
+        return;
+    };
+    let mut request = Request::builder().method(method.clone()).uri(uri.clone());
+    if let Some(Ok(value)) = parts.next().map(hyper::header::HeaderValue::from_bytes) {
+        request = request.header(IF_NONE_MATCH, value);
+    }
+    let Ok(request) = request.body(()) else {
+        return;
+    };
+    let state: &AppState = &STATE;
+    let response = RUNTIME.block_on(handle(state, request));
+    let expected = expected_status(&method, &uri);
+    assert_eq!(response.status(), expected, "{method} {uri}");
+    let headers = response.headers().clone();
+    let body = RUNTIME
+        .block_on(response.into_body().collect())
+        .expect("a full body")
+        .to_bytes();
+    if method == Method::HEAD {
+        assert!(body.is_empty(), "HEAD {uri} has a body");
+        assert!(headers.contains_key(CONTENT_LENGTH), "HEAD {uri} has no length");
+        return;
+    }
+    if expected.is_client_error() || expected.is_server_error() {
+        assert_eq!(headers[CONTENT_TYPE], "application/json; charset=utf-8");
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("a JSON error");
+        let object = json.as_object().expect("an object");
+        assert_eq!(object.len(), 1, "{json}");
+        let message = object["message"].as_str().expect("a message");
+        // An echoed value is cut at 100 characters: a message never grows with it.
+        assert!(message.chars().count() <= 300, "{message}");
+    }
+    if expected == StatusCode::METHOD_NOT_ALLOWED {
+        assert_eq!(headers[ALLOW], "GET, HEAD");
+    }
+    if expected == StatusCode::SERVICE_UNAVAILABLE {
+        assert!(headers.contains_key(RETRY_AFTER));
+    }
+});
