@@ -34,9 +34,15 @@ fuzz_target!(|data: &[u8]| {
         assert!(reader.field_count() >= 1);
         for index in 0..reader.field_count() {
             let value = reader.field(index);
-            assert!(value.len() <= reader.raw().len(), "a value longer than its record");
+            assert!(
+                value.len() <= reader.raw().len(),
+                "a value longer than its record"
+            );
             if !reader.info(index).line_break {
-                assert!(!value.contains(&b'\n'), "an unflagged line break in {value:?}");
+                assert!(
+                    !value.contains(&b'\n'),
+                    "an unflagged line break in {value:?}"
+                );
             }
         }
         rebuilt.push(b'\n');

@@ -20,7 +20,14 @@ const STYLES: u32 = 40;
 /// The file's header, with the separator of its variant.
 fn header(kind: FileKind, spaced: bool) -> String {
     let names: &[&str] = match kind {
-        FileKind::Product => &["id", "name", "slogan", "description", "category", "default_price"],
+        FileKind::Product => &[
+            "id",
+            "name",
+            "slogan",
+            "description",
+            "category",
+            "default_price",
+        ],
         FileKind::Styles => &[
             "id",
             "productId",

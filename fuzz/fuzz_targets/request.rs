@@ -119,7 +119,10 @@ fuzz_target!(|data: &[u8]| {
         .to_bytes();
     if method == Method::HEAD {
         assert!(body.is_empty(), "HEAD {uri} has a body");
-        assert!(headers.contains_key(CONTENT_LENGTH), "HEAD {uri} has no length");
+        assert!(
+            headers.contains_key(CONTENT_LENGTH),
+            "HEAD {uri} has no length"
+        );
         return;
     }
     if expected.is_client_error() || expected.is_server_error() {

@@ -151,11 +151,15 @@ pub fn product_id(segment: &str) -> Result<i32, HttpError> {
 
 /// The value of a string of ASCII digits without a leading zero, if it fits in u64.
 fn canonical_integer(text: &str) -> Option<u64> {
-    let digits_only = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
-    if !digits_only || (text.len() > 1 && text.starts_with('0')) {
+    let bytes = text.as_bytes();
+    if bytes.is_empty() || (bytes.len() > 1 && bytes[0] == b'0') {
         return None;
     }
-    text.parse().ok()
+    bytes.iter().try_fold(0u64, |value, &byte| {
+        let digit = byte.wrapping_sub(b'0');
+        (digit <= 9).then_some(())?;
+        value.checked_mul(10)?.checked_add(u64::from(digit))
+    })
 }
 
 #[cfg(test)]

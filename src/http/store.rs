@@ -159,6 +159,16 @@ impl Store {
     }
 
     async fn read_now(&self, key: Key) -> Result<Option<Bytes>, StoreError> {
+        match self.read_once(key).await {
+            // The database closed the connection as the read went out (a restart, a
+            // failover): one more try takes a live or a new connection instead of
+            // failing the request.
+            Err(StoreError::Database(error)) if error.is_closed() => self.read_once(key).await,
+            outcome => outcome,
+        }
+    }
+
+    async fn read_once(&self, key: Key) -> Result<Option<Bytes>, StoreError> {
         let connection = self.connection().await?;
         let statements = &connection.statements;
         let (statement, id) = match key {
@@ -171,8 +181,16 @@ impl Store {
         Ok(row.map(|row| Bytes::copy_from_slice(row.get::<_, Jsonb>(0).0)))
     }
 
-    /// The next connection in turn, shared with whatever other reads it carries.
+    /// The next open connection in turn, shared with whatever other reads it carries.
     async fn connection(&self) -> Result<Arc<Connection>, StoreError> {
+        // Connections the database closed are still queued in the pool; each one handed
+        // back here is seen to be broken and dropped, so at most `size` are skipped.
+        for _ in 0..self.size {
+            let pooled = self.pool.get().await?;
+            if !pooled.client.is_closed() {
+                return Ok(Arc::clone(&*pooled));
+            }
+        }
         Ok(Arc::clone(&*self.pool.get().await?))
     }
 
@@ -329,7 +347,10 @@ impl ManageConnection for Connector {
         Ok(Arc::new(Connection { client, statements }))
     }
 
-    async fn is_valid(&self, connection: &mut Arc<Connection>) -> Result<(), tokio_postgres::Error> {
+    async fn is_valid(
+        &self,
+        connection: &mut Arc<Connection>,
+    ) -> Result<(), tokio_postgres::Error> {
         connection.client.simple_query("").await.map(|_| ())
     }
 

@@ -1,7 +1,8 @@
 //! Hostile HTTP over raw sockets: malformed, oversized and smuggling-shaped requests,
-//! encoded path traversal, HTTP/1.0 and pipelining, and floods of idle and slowloris
-//! connections. Every attack gets a 4xx or a closed connection, never a 5xx or a
-//! connection left hanging, and a normal client keeps being answered meanwhile.
+//! encoded path traversal, HTTP/1.0 and pipelining, floods of idle and slowloris
+//! connections, and clients that stop reading. Every attack gets a 4xx or a closed
+//! connection, never a 5xx or a connection left hanging, and a normal client keeps
+//! being answered meanwhile.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,7 +24,7 @@ const CLOSE_WITHIN: Duration = Duration::from_secs(6);
 /// Connections sending one case at once, so each case is a small flood of its own.
 const ATTACKERS: usize = 8;
 /// Each case is repeated for at least this long, so the normal client gets a sample.
-const CASE_DURATION: Duration = Duration::from_millis(300);
+const CASE_DURATION: Duration = Duration::from_millis(200);
 /// Bound on the median latency of normal requests during an attack.
 const MEDIAN_BOUND: Duration = Duration::from_millis(100);
 /// Bound on every single normal request: generous, for a busy shared machine.
