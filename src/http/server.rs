@@ -8,8 +8,8 @@
 //! closed; a head over [`MAX_HEAD_BYTES`] or with more than 100 header fields gets
 //! `431`; a head not complete within the header timeout (slowloris), or a keep-alive
 //! connection idle that long, is closed without an answer, and so is a client that
-//! stops reading its answers for that long (a stalled write). No endpoint reads a request
-//! body: one that has fully arrived with its head is discarded, otherwise the
+//! stops reading its answers for that long (a stalled write). No endpoint reads a
+//! request body: one that has fully arrived with its head is discarded, otherwise the
 //! connection is closed after the answer, so a body never desynchronizes a connection.
 
 use std::convert::Infallible;
