@@ -19,29 +19,7 @@ const STYLES: u32 = 40;
 
 /// The file's header, with the separator of its variant.
 fn header(kind: FileKind, spaced: bool) -> String {
-    let names: &[&str] = match kind {
-        FileKind::Product => &[
-            "id",
-            "name",
-            "slogan",
-            "description",
-            "category",
-            "default_price",
-        ],
-        FileKind::Styles => &[
-            "id",
-            "productId",
-            "name",
-            "sale_price",
-            "original_price",
-            "default_style",
-        ],
-        FileKind::Features => &["id", "product_id", "feature", "value"],
-        FileKind::Photos => &["id", "styleId", "url", "thumbnail_url"],
-        FileKind::Skus => &["id", "styleId", "size", "quantity"],
-        FileKind::Related => &["id", "current_product_id", "related_product_id"],
-    };
-    names.join(if spaced { ", " } else { "," })
+    kind.header().join(if spaced { ", " } else { "," })
 }
 
 /// The number of fields of the binary COPY tuple at the start of `tuple`, and its length.

@@ -33,8 +33,8 @@ use images::Images;
 use plan::Ids;
 use render::Catalog;
 
-/// The six files, in the order of every per-file list.
-const FILES: [&str; 6] = [
+/// The six files of a catalog, in the order of every per-file list.
+pub const FILES: [&str; 6] = [
     "product.csv",
     "styles.csv",
     "features.csv",

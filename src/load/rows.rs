@@ -79,7 +79,7 @@ impl FileKind {
     }
 
     /// The header's column names in compact form.
-    fn header(self) -> &'static [&'static str] {
+    pub fn header(self) -> &'static [&'static str] {
         match self {
             FileKind::Product => &[
                 "id",

@@ -14,16 +14,9 @@ use tempfile::TempDir;
 use tokio_postgres::Client;
 
 use crate::serving::{Server, eventually};
-use crate::support::{TestDb, sample};
+use crate::support::{TestDb, read_report, sample};
 
-const FILES: [&str; 6] = [
-    "product.csv",
-    "styles.csv",
-    "features.csv",
-    "photos.csv",
-    "skus.csv",
-    "related.csv",
-];
+use atelier::generate::FILES;
 
 /// Paths whose answers stand for "what is served".
 const SERVED_PATHS: [&str; 6] = [
@@ -96,31 +89,6 @@ async fn digest(client: &Client) -> Vec<String> {
 
 async fn count(client: &Client, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.unwrap().get(0)
-}
-
-/// One line of a rejects report.
-#[derive(Debug)]
-struct Reject {
-    file: String,
-    line: u64,
-    outcome: String,
-    reason: String,
-}
-
-fn read_report(path: &Path) -> Vec<Reject> {
-    let mut reader = csv::Reader::from_path(path).unwrap();
-    reader
-        .records()
-        .map(|record| {
-            let record = record.unwrap();
-            Reject {
-                file: record[0].to_string(),
-                line: record[1].parse().unwrap(),
-                outcome: record[2].to_string(),
-                reason: record[3].to_string(),
-            }
-        })
-        .collect()
 }
 
 #[tokio::test]

@@ -17,14 +17,7 @@ const PHOTOS: usize = 3;
 const SKUS: usize = 4;
 const RELATED: usize = 5;
 
-const FILES: [&str; 6] = [
-    "product.csv",
-    "styles.csv",
-    "features.csv",
-    "photos.csv",
-    "skus.csv",
-    "related.csv",
-];
+use atelier::generate::FILES;
 
 const COMPACT_HEADERS: [&str; 6] = [
     "id,name,slogan,description,category,default_price",

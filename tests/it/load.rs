@@ -8,7 +8,7 @@ use atelier::load::{self, LoadReport};
 use tempfile::TempDir;
 use tokio_postgres::Client;
 
-use crate::support::{TestDb, sample};
+use crate::support::{Reject, TestDb, read_report, sample};
 
 /// The six files of a small, clean, compact catalog.
 const PRODUCT: &str = "id,name,slogan,description,category,default_price
@@ -70,35 +70,6 @@ fn copied(files: &[PathBuf]) -> TempDir {
         std::fs::copy(file, dir.path().join(file.file_name().unwrap())).unwrap();
     }
     dir
-}
-
-/// One line of a rejects report.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Reject {
-    file: String,
-    line: u64,
-    outcome: String,
-    reason: String,
-    raw: String,
-}
-
-fn read_report(path: &Path) -> Vec<Reject> {
-    let mut reader = csv::Reader::from_path(path).unwrap();
-    let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
-    assert_eq!(header, ["file", "line", "outcome", "reason", "raw"]);
-    reader
-        .records()
-        .map(|record| {
-            let record = record.unwrap();
-            Reject {
-                file: record[0].to_string(),
-                line: record[1].parse().unwrap(),
-                outcome: record[2].to_string(),
-                reason: record[3].to_string(),
-                raw: record[4].to_string(),
-            }
-        })
-        .collect()
 }
 
 /// Loads `dir` into `db`; returns the report and the rejects report's lines.

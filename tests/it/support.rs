@@ -139,3 +139,33 @@ impl Drop for OwnCluster {
         let _ = self.cluster.stop();
     }
 }
+
+/// One line of a rejects report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    pub file: String,
+    pub line: u64,
+    pub outcome: String,
+    pub reason: String,
+    pub raw: String,
+}
+
+/// Every line of the rejects report at `path`, after checking its header.
+pub fn read_report(path: &Path) -> Vec<Reject> {
+    let mut reader = csv::Reader::from_path(path).unwrap();
+    let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(header, ["file", "line", "outcome", "reason", "raw"]);
+    reader
+        .records()
+        .map(|record| {
+            let record = record.unwrap();
+            Reject {
+                file: record[0].to_string(),
+                line: record[1].parse().unwrap(),
+                outcome: record[2].to_string(),
+                reason: record[3].to_string(),
+                raw: record[4].to_string(),
+            }
+        })
+        .collect()
+}
