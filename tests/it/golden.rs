@@ -1,11 +1,29 @@
 //! Golden tests: the genuine sample files of both variants, loaded and materialized,
 //! give the documents the legacy API answered.
 
+use std::future::Future;
+
 use serde_json::{Value, json};
 
 use crate::support::{TestDb, beck_with_related, sample};
 
-async fn document(db: &TestDb, column: &str, id: i32) -> Value {
+/// One of the documents stored for a product.
+#[derive(Debug, Clone, Copy)]
+pub enum Body {
+    Product,
+    Styles,
+    Related,
+    ListEntry,
+}
+
+/// The stored document `body` of product `id`, read from the `document` table.
+async fn document(db: &TestDb, body: Body, id: i32) -> Value {
+    let column = match body {
+        Body::Product => "product",
+        Body::Styles => "styles",
+        Body::Related => "related",
+        Body::ListEntry => "list_entry",
+    };
     let client = db.client().await;
     let text: String = client
         .query_one(
@@ -18,9 +36,14 @@ async fn document(db: &TestDb, column: &str, id: i32) -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
-/// What both variants must give for products 1, 2 and 5.
-async fn assert_genuine_answers(db: &TestDb) {
-    let styles = document(db, "styles", 1).await;
+/// What the genuine samples of both variants must give for products 1, 2, 3 and 5,
+/// with each document got through `document` (from the table, or over HTTP).
+pub async fn assert_genuine_answers<F, Fut>(document: F)
+where
+    F: Fn(Body, i32) -> Fut,
+    Fut: Future<Output = Value>,
+{
+    let styles = document(Body::Styles, 1).await;
     assert_eq!(styles["product_id"], "1");
     let first = &styles["results"][0];
     assert_eq!(first["style_id"], 1);
@@ -46,7 +69,7 @@ async fn assert_genuine_answers(db: &TestDb) {
         "styles out of id order: {style_ids:?}"
     );
 
-    let product = document(db, "product", 2).await;
+    let product = document(Body::Product, 2).await;
     assert_eq!(product["name"], "Bright Future Sunglasses");
     assert_eq!(product["slogan"], "You've got to wear shades");
     assert_eq!(product["default_price"], "69.00");
@@ -68,7 +91,7 @@ async fn assert_genuine_answers(db: &TestDb) {
         "{timestamp}"
     );
 
-    let sunglasses = document(db, "styles", 2).await;
+    let sunglasses = document(Body::Styles, 2).await;
     let results = sunglasses["results"].as_array().unwrap();
     assert_eq!(results.len(), 4);
     assert_eq!(results[1]["default?"], true);
@@ -85,10 +108,10 @@ async fn assert_genuine_answers(db: &TestDb) {
         "no style of product 2 has the skus placeholder: {sunglasses}"
     );
 
-    assert_eq!(document(db, "related", 1).await, json!([2, 3, 8, 7]));
-    assert_eq!(document(db, "related", 3).await, json!([5, 9, 7, 2, 1]));
-    assert_eq!(document(db, "related", 5).await, json!([6, 6, 8, 9, 1, 3]));
-    let entry = document(db, "list_entry", 1).await;
+    assert_eq!(document(Body::Related, 1).await, json!([2, 3, 8, 7]));
+    assert_eq!(document(Body::Related, 3).await, json!([5, 9, 7, 2, 1]));
+    assert_eq!(document(Body::Related, 5).await, json!([6, 6, 8, 9, 1, 3]));
+    let entry = document(Body::ListEntry, 1).await;
     assert!(entry.get("features").is_none());
     assert_eq!(entry["name"], "Camo Onesie");
 }
@@ -96,14 +119,14 @@ async fn assert_genuine_answers(db: &TestDb) {
 #[tokio::test]
 async fn compact_sample_gives_the_legacy_answers() {
     let db = TestDb::with_catalog(&sample("sara-2023")).await;
-    assert_genuine_answers(&db).await;
+    assert_genuine_answers(|body, id| document(&db, body, id)).await;
 }
 
 #[tokio::test]
 async fn spaced_sample_gives_the_legacy_answers_with_every_photo() {
     let dir = beck_with_related();
     let db = TestDb::with_catalog(dir.path()).await;
-    assert_genuine_answers(&db).await;
+    assert_genuine_answers(|body, id| document(&db, body, id)).await;
     let client = db.client().await;
     let photos: i64 = client
         .query_one("SELECT count(*) FROM photo", &[])

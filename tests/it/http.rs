@@ -9,6 +9,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+use crate::golden::{Body, assert_genuine_answers};
 use crate::serving::{Server, eventually, read_reply, request, seed_catalog, send, stored};
 use crate::support::{OwnCluster, TestDb};
 
@@ -737,56 +738,38 @@ async fn genuine_samples_are_served_as_the_legacy_api_answered() {
         .unwrap();
     let server = Server::start(&db.url, &[]).await;
 
-    for (id, related) in [
-        (1, json!([2, 3, 8, 7])),
-        (3, json!([5, 9, 7, 2, 1])),
-        (5, json!([6, 6, 8, 9, 1, 3])),
-        (10, json!([])),
-    ] {
-        let reply = server.get(&format!("/products/{id}/related")).await;
-        assert_eq!(
-            (reply.status, reply.json()),
-            (200, related),
-            "related of {id}"
-        );
-    }
-
-    let product = server.get("/products/2").await.json();
-    assert_eq!(product["name"], "Bright Future Sunglasses");
-    assert_eq!(product["slogan"], "You've got to wear shades");
-    assert_eq!(product["default_price"], "69.00");
-    assert_eq!(product["campus"], "hr-rfp");
+    let reader = &server;
+    assert_genuine_answers(|body, id| async move {
+        let path = match body {
+            Body::Product => format!("/products/{id}"),
+            Body::Styles => format!("/products/{id}/styles"),
+            Body::Related => format!("/products/{id}/related"),
+            // Products 1 to 11 hold positions 1 to 11.
+            Body::ListEntry => format!("/products?page={id}&count=1"),
+        };
+        let reply = reader.get(&path).await;
+        assert_eq!(reply.status, 200, "{path}");
+        match body {
+            Body::ListEntry => reply.json()[0].clone(),
+            _ => reply.json(),
+        }
+    })
+    .await;
+    let reply = server.get("/products/10/related").await;
     assert_eq!(
-        product["features"],
-        json!([
-            { "feature": "Lenses", "value": "Ultrasheen" },
-            { "feature": "UV Protection", "value": null },
-            { "feature": "Frames", "value": "LightCompose" }
-        ])
+        (reply.status, reply.json()),
+        (200, json!([])),
+        "related of 10"
     );
 
     let styles = server.get("/products/1/styles").await.json();
-    assert_eq!(styles["product_id"], "1");
     let results = styles["results"].as_array().unwrap();
     let style_ids: Vec<i64> = results
         .iter()
         .map(|s| s["style_id"].as_i64().unwrap())
         .collect();
     assert_eq!(style_ids, [1, 2, 3, 4, 5, 6]);
-    let first = &results[0];
-    assert_eq!(first["name"], "Forest Green & Black");
-    assert_eq!(first["original_price"], "140.00");
-    assert_eq!(first["sale_price"], json!(null));
-    assert_eq!(first["default?"], json!(true));
-    assert_eq!(
-        first["skus"],
-        json!({
-            "1": { "quantity": 8, "size": "XS" }, "2": { "quantity": 16, "size": "S" },
-            "3": { "quantity": 17, "size": "M" }, "4": { "quantity": 10, "size": "L" },
-            "5": { "quantity": 15, "size": "XL" }, "6": { "quantity": 4, "size": "XL" }
-        })
-    );
-    let photos = first["photos"].as_array().unwrap();
+    let photos = results[0]["photos"].as_array().unwrap();
     assert_eq!(photos.len(), 6);
     let photo_prefix = "https://images.unsplash.com/photo-1501088430049-71c79fa3283e?";
     assert!(photos[0]["url"].as_str().unwrap().starts_with(photo_prefix));
@@ -797,7 +780,6 @@ async fn genuine_samples_are_served_as_the_legacy_api_answered() {
             .unwrap()
             .ends_with("&w=300&q=80")
     );
-    assert_eq!(results[2]["sale_price"], "100.00");
     assert_eq!(results[2]["default?"], json!(false));
     // Style 5 has skus but no photos; style 7 (product 2) has neither.
     assert_eq!(
@@ -818,8 +800,6 @@ async fn genuine_samples_are_served_as_the_legacy_api_answered() {
 
     let page = server.get("/products?count=3").await.json();
     assert_eq!(ids_of(&page), [1, 2, 3]);
-    assert_eq!(page[0]["name"], "Camo Onesie");
-    assert!(page[0].get("features").is_none());
     assert_eq!(server.get("/products?page=2&count=10").await.text(), "[]");
     assert_eq!(server.get("/products/11").await.status, 404);
     server.stop().await;
