@@ -7,6 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use atelier::config::{GenerateArgs, Variant};
+use atelier::generate::FILES;
 use atelier::load;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -15,8 +16,6 @@ use tokio_postgres::Client;
 
 use crate::serving::{Server, eventually};
 use crate::support::{TestDb, read_report, sample};
-
-use atelier::generate::FILES;
 
 /// Paths whose answers stand for "what is served".
 const SERVED_PATHS: [&str; 6] = [

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 
 use atelier::config::{GenerateArgs, Variant};
-use atelier::generate::generate;
+use atelier::generate::{FILES, generate};
 
 use crate::support;
 
@@ -16,8 +16,6 @@ const FEATURES: usize = 2;
 const PHOTOS: usize = 3;
 const SKUS: usize = 4;
 const RELATED: usize = 5;
-
-use atelier::generate::FILES;
 
 const COMPACT_HEADERS: [&str; 6] = [
     "id,name,slogan,description,category,default_price",

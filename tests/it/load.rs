@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use atelier::generate::FILES;
 use atelier::load::{self, LoadReport};
 use tempfile::TempDir;
 use tokio_postgres::Client;
@@ -39,15 +40,6 @@ const RELATED: &str = "id,current_product_id,related_product_id
 1,1,2
 2,2,1
 3,3,1";
-
-const FILES: [&str; 6] = [
-    "product.csv",
-    "styles.csv",
-    "features.csv",
-    "photos.csv",
-    "skus.csv",
-    "related.csv",
-];
 
 /// A catalog directory: the small catalog with some files replaced.
 fn catalog(replaced: &[(&str, &str)]) -> TempDir {

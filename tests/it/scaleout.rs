@@ -675,6 +675,22 @@ async fn product_name(instance: &Instance, id: i32) -> String {
     reply.json()["name"].as_str().unwrap().to_string()
 }
 
+/// Renames product `id` to "Renamed" on the primary and re-materializes it.
+async fn rename_and_materialize(primary_url: &str, id: i32) {
+    let primary = db::connect(primary_url).await.unwrap();
+    primary
+        .execute("UPDATE product SET name = 'Renamed' WHERE id = $1", &[&id])
+        .await
+        .unwrap();
+    materialize::materialize(
+        primary_url,
+        Scope::Products(vec![id]),
+        &materialize::Settings::default(),
+    )
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn a_rematerialize_reaches_every_instance_once_the_replica_replayed_it() {
     let clusters = Replicated::new().await;
@@ -707,18 +723,7 @@ async fn a_rematerialize_reaches_every_instance_once_the_replica_replayed_it() {
         .batch_execute("SELECT pg_wal_replay_pause()")
         .await
         .unwrap();
-    let primary = db::connect(&primary_url).await.unwrap();
-    primary
-        .batch_execute("UPDATE product SET name = 'Renamed' WHERE id = 1")
-        .await
-        .unwrap();
-    materialize::materialize(
-        &primary_url,
-        Scope::Products(vec![1]),
-        &materialize::Settings::default(),
-    )
-    .await
-    .unwrap();
+    rename_and_materialize(&primary_url, 1).await;
     // The notification has arrived meanwhile; requests keep getting the old document
     // and, since nothing was dropped before the replica has the new one, do not put
     // the replica's stale copy back into the cache.
@@ -795,18 +800,7 @@ async fn instances_keep_serving_from_the_primary_when_the_replica_stops() {
     assert!(Replicated::sessions(&primary_url, "atelier serve").await >= 1);
 
     // Changes still reach the cache: the replay check falls back to the primary too.
-    let primary = db::connect(&primary_url).await.unwrap();
-    primary
-        .batch_execute("UPDATE product SET name = 'Renamed' WHERE id = 2")
-        .await
-        .unwrap();
-    materialize::materialize(
-        &primary_url,
-        Scope::Products(vec![2]),
-        &materialize::Settings::default(),
-    )
-    .await
-    .unwrap();
+    rename_and_materialize(&primary_url, 2).await;
     wait_until("the instance serves the new document", || async {
         product_name(&instance, 2).await == "Renamed"
     })
