@@ -300,24 +300,24 @@ class Server:
             except OSError:
                 pass
 
-    def rss(self):
-        """The server's resident memory now, in bytes."""
+    def memory(self, field):
+        """A memory figure of /proc/<pid>/status (VmRSS, VmHWM, ...) summed over the
+        server's processes, in bytes."""
         total = 0
         for pid in self.pids():
             with open(f"/proc/{pid}/status") as f:
                 for line in f:
-                    if line.startswith("VmRSS:"):
+                    if line.startswith(field + ":"):
                         total += int(line.split()[1]) * 1024
         return total
 
+    def rss(self):
+        """The server's resident memory now."""
+        return self.memory("VmRSS")
+
     def peak_rss(self):
-        total = 0
-        for pid in self.pids():
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        total += int(line.split()[1]) * 1024
-        return total
+        """The server's peak resident memory since the last reset_peak_rss."""
+        return self.memory("VmHWM")
 
     def stop(self):
         if self.process and self.process.poll() is None:
