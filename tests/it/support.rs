@@ -82,10 +82,11 @@ impl TestDb {
     }
 }
 
-/// A directory of genuine sample files (`beck-2021`, `sara-2023`, ...).
+/// A directory of genuine sample files (`beck-2021`, `sara-2023`) under
+/// `tests/fixtures/atelier-sample/`, where `SOURCES.md` says where each comes from.
 pub fn sample(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/atelier-sample")
+        .join("tests/fixtures/atelier-sample")
         .join(name)
 }
 
