@@ -34,20 +34,33 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             context: format!("listen on {}", args.listen),
             source,
         })?;
+    let shutdown = shutdown_signal()?;
+    // The bound address, which differs from the flag's when that asks for port 0.
+    let address = listener.local_addr().unwrap_or(args.listen);
     tracing::info!(
-        address = %args.listen,
+        %address,
         database = %crate::db::redact(&url),
         "serving the products API"
     );
-    serve(listener, state, shutdown_signal()).await
+    serve(listener, state, shutdown).await
 }
 
-/// Completes on the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("cannot install the SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
+/// Installs the SIGTERM and SIGINT handlers at once, so that a signal sent as soon as
+/// the server says it serves is not fatal; the future completes on the first of them.
+fn shutdown_signal() -> Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let install = |kind| {
+        signal(kind).map_err(|source| Error::Io {
+            context: "install a signal handler".into(),
+            source,
+        })
+    };
+    let mut terminate = install(SignalKind::terminate())?;
+    let mut interrupt = install(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
 }
