@@ -1,6 +1,6 @@
 //! The connection loop: accepts clients up to a limit, serves each over HTTP/1.1 with
-//! keep-alive and a header-read timeout, and on shutdown stops accepting and lets
-//! in-flight requests finish within a bounded drain.
+//! keep-alive and a header-read timeout, and on shutdown stops accepting, closes idle
+//! connections at once and lets in-flight requests finish within a bounded drain.
 //!
 //! What hostile clients get: a request head that does not parse (a bad request line,
 //! TLS or HTTP/2 bytes, broken header syntax, a bad `Content-Length` or
@@ -17,9 +17,9 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -59,6 +59,7 @@ pub async fn serve(
     let limits = state.limits;
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
+    let in_flight = Arc::new(AtomicUsize::new(0));
     // Held so that connections still open when the drain times out can be cut off.
     let mut tasks = JoinSet::new();
     let mut http = http1::Builder::new();
@@ -89,9 +90,15 @@ pub async fn serve(
         while tasks.try_join_next().is_some() {}
         let _ = stream.set_nodelay(true);
         let state = state.clone();
+        let in_flight = in_flight.clone();
         let service = service_fn(move |request| {
             let state = state.clone();
-            async move { Ok::<_, Infallible>(router::handle(&state, request).await) }
+            let counted = InFlight::enter(&in_flight);
+            async move {
+                let response = router::handle(&state, request).await;
+                drop(counted);
+                Ok::<_, Infallible>(response)
+            }
         });
         let stream = StallLimit::new(stream, limits.header_timeout);
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
@@ -104,20 +111,52 @@ pub async fn serve(
     }
     drop(listener);
     state.draining.store(true, Ordering::SeqCst);
-    tracing::info!("shutting down: draining in-flight requests");
-    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "drain took longer than {:?}; closing the remaining connections",
-            limits.drain_timeout
-        );
-        tasks.abort_all();
-        while tasks.join_next().await.is_some() {}
-    }
+    // Idle connections close at once; those with a request in flight close after it.
+    let stopping = Instant::now();
+    let draining = in_flight.load(Ordering::SeqCst);
+    tracing::info!(
+        in_flight = draining,
+        "shutting down: no new connections; draining requests in flight"
+    );
+    let drained = tokio::time::timeout(limits.drain_timeout, graceful.shutdown()).await;
+    let cut_off = match drained {
+        Ok(()) => 0,
+        Err(_) => {
+            let cut_off = in_flight.load(Ordering::SeqCst);
+            tracing::warn!(
+                cut_off,
+                "drain took longer than {:?}; closing the remaining connections",
+                limits.drain_timeout
+            );
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+            cut_off
+        }
+    };
     invalidation.abort();
+    tracing::info!(
+        drained = draining.saturating_sub(cut_off),
+        elapsed = ?stopping.elapsed(),
+        "server stopped"
+    );
     Ok(())
+}
+
+/// One request being answered, counted in the shared in-flight total while it lives:
+/// a request cut off at the drain limit is dropped, so it leaves the count too.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(count: &Arc<AtomicUsize>) -> InFlight {
+        count.fetch_add(1, Ordering::SeqCst);
+        InFlight(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Raises the listener's backlog to [`LISTEN_BACKLOG`]; a listening socket takes a new

@@ -592,6 +592,65 @@ async fn shutdown_lets_requests_in_flight_finish_within_the_drain() {
     server.finished().await.unwrap();
 }
 
+/// Reads from `stream` until the server closes it; fails if that takes over `limit`.
+async fn closed_within(stream: &mut BufReader<TcpStream>, limit: Duration) -> Vec<u8> {
+    let mut rest = Vec::new();
+    tokio::time::timeout(limit, stream.read_to_end(&mut rest))
+        .await
+        .expect("the server closes the connection")
+        .expect("a clean close");
+    rest
+}
+
+#[tokio::test]
+async fn shutdown_closes_idle_keep_alive_connections_at_once() {
+    let db = catalog().await;
+    let mut server = Server::start(&db.url, &["--drain-timeout-ms", "10000"]).await;
+    let mut idle = BufReader::new(TcpStream::connect(server.addr).await.unwrap());
+    send(&mut idle, "GET", "/products/1", &[], false).await;
+    assert_eq!(read_reply(&mut idle, false).await.status, 200);
+    let mut never_asked = BufReader::new(TcpStream::connect(server.addr).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    server.begin_shutdown();
+    server.finished().await.unwrap();
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(500), "{took:?}");
+    assert_eq!(closed_within(&mut idle, Duration::from_secs(1)).await, b"");
+    assert_eq!(
+        closed_within(&mut never_asked, Duration::from_secs(1)).await,
+        b""
+    );
+}
+
+#[tokio::test]
+async fn shutdown_answers_the_request_in_flight_while_idle_connections_close() {
+    let db = catalog().await;
+    let mut server = Server::start(&db.url, &["--drain-timeout-ms", "10000"]).await;
+    let mut idle = BufReader::new(TcpStream::connect(server.addr).await.unwrap());
+    send(&mut idle, "GET", "/products/1", &[], false).await;
+    assert_eq!(read_reply(&mut idle, false).await.status, 200);
+    let mut locker = db.client().await;
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE document IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let mut busy = BufReader::new(TcpStream::connect(server.addr).await.unwrap());
+    send(&mut busy, "GET", "/products/2", &[], false).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.begin_shutdown();
+    // The idle connection goes at once, while the request in flight still waits.
+    assert_eq!(closed_within(&mut idle, Duration::from_secs(1)).await, b"");
+    lock.rollback().await.unwrap();
+    let reply = read_reply(&mut busy, false).await;
+    assert_eq!((reply.status, reply.json()["id"].as_i64()), (200, Some(2)));
+    assert_eq!(closed_within(&mut busy, Duration::from_secs(1)).await, b"");
+    tokio::time::timeout(Duration::from_secs(1), server.finished())
+        .await
+        .expect("serve returns once the request is answered")
+        .unwrap();
+}
+
 #[tokio::test]
 async fn shutdown_gives_up_on_requests_after_the_drain_timeout() {
     let db = catalog().await;
