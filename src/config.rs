@@ -5,12 +5,18 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::logging::LogFormat;
+
 /// Atelier products: load the catalog CSV files, materialize JSON documents, serve them.
 #[derive(Debug, Parser)]
 #[command(name = "atelier", version, about)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// How log lines on standard error are written: text (coloured only on a terminal)
+    /// or json (one object per line).
+    #[arg(long, global = true, env = "ATELIER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 /// The subcommands.

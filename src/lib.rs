@@ -3,7 +3,8 @@
 //! Data flows one way: CSV files → [`load`] → normalized tables → [`materialize`] →
 //! stored JSON documents → [`http`] (cache, socket). [`generate`] writes synthetic
 //! CSV catalogs with the real data's shape and dirt; [`db`] finds or runs PostgreSQL;
-//! [`demo`] gives an empty embedded database a catalog to serve.
+//! [`demo`] gives an empty embedded database a catalog to serve; [`logging`] sets up the
+//! log output.
 
 pub mod config;
 pub mod db;
@@ -12,6 +13,7 @@ pub mod error;
 pub mod generate;
 pub mod http;
 pub mod load;
+pub mod logging;
 pub mod materialize;
 
 pub use error::{Error, Result};

@@ -8,13 +8,8 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ATELIER_LOG")
-                .unwrap_or_else(|_| "info,tokio_postgres=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let log_format = cli.log_format;
+    atelier::logging::init(log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -34,7 +29,7 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
+            atelier::logging::report_failure(log_format, &error);
             ExitCode::FAILURE
         }
     }

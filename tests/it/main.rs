@@ -4,6 +4,7 @@
 mod serving;
 mod support;
 
+mod cli;
 mod cluster;
 mod dbfaults;
 mod demo;

@@ -1,0 +1,190 @@
+//! Tests of the `atelier` command itself, run as a process: its log output on a pipe,
+//! text or JSON; what load, materialize and db say about bad input before any work;
+//! the rejects report's place; and how serve stops and reports a lost LISTEN connection.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, ChildStderr};
+
+use crate::serving::{eventually, read_reply, send};
+use crate::support::{TestDb, sample};
+
+/// How long a process may take to say something or to end.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// `atelier args` with the default log filter and format, and nothing inherited that
+/// would change its output.
+fn atelier(args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_atelier"));
+    command
+        .args(args)
+        .env_remove("ATELIER_LOG")
+        .env_remove("ATELIER_LOG_FORMAT")
+        .env_remove("NO_COLOR")
+        .env_remove("DATABASE_URL")
+        .env_remove("ATELIER_DATA_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Every line of `log` parsed as a JSON object with a level and a message.
+fn json_lines(log: &[u8]) -> Vec<Value> {
+    let lines: Vec<Value> = text(log)
+        .lines()
+        .map(|line| {
+            let value: Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
+            assert!(value.is_object(), "{line}");
+            assert!(value["level"].is_string(), "no level: {line}");
+            assert!(value["fields"]["message"].is_string(), "no message: {line}");
+            value
+        })
+        .collect();
+    assert!(!lines.is_empty(), "nothing was logged");
+    lines
+}
+
+/// A running `atelier serve` on a port of its own, its standard error a pipe.
+struct ServeProcess {
+    child: Child,
+    stderr: BufReader<ChildStderr>,
+    /// Everything read from standard error so far.
+    log: Vec<u8>,
+    addr: SocketAddr,
+}
+
+impl ServeProcess {
+    /// Starts serving `url` and waits until it listens.
+    async fn start(url: &str, envs: &[(&str, &str)]) -> ServeProcess {
+        let mut command = atelier(&["serve", "--listen", "127.0.0.1:0", "--database-url", url]);
+        command.envs(envs.iter().copied());
+        let mut child = command.spawn().unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut server = ServeProcess {
+            child,
+            stderr,
+            log: Vec::new(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        let line = server.line_containing("serving the products API").await;
+        let at = line.find("127.0.0.1:").expect("the address is logged");
+        let addr: String = line[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+            .collect();
+        server.addr = addr.parse().unwrap();
+        server
+    }
+
+    /// Reads standard error up to the first new line containing `pattern`.
+    async fn line_containing(&mut self, pattern: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let mut line = Vec::new();
+            let read =
+                tokio::time::timeout_at(deadline.into(), self.stderr.read_until(b'\n', &mut line))
+                    .await
+                    .unwrap_or_else(|_| panic!("no {pattern:?} in\n{}", text(&self.log)))
+                    .unwrap();
+            assert!(read > 0, "no {pattern:?} in\n{}", text(&self.log));
+            self.log.extend_from_slice(&line);
+            let line = text(&line);
+            if line.contains(pattern) {
+                return line;
+            }
+        }
+    }
+
+    /// Sends SIGTERM.
+    fn terminate(&self) {
+        let pid = self.child.id().expect("still running") as libc::pid_t;
+        // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    }
+
+    /// Waits for a clean exit after `terminate` and returns all it logged.
+    async fn finish(mut self) -> Vec<u8> {
+        tokio::time::timeout(PATIENCE, self.stderr.read_to_end(&mut self.log))
+            .await
+            .expect("standard error closes")
+            .unwrap();
+        let status = tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .expect("serve exits")
+            .unwrap();
+        assert!(status.success(), "{status}\n{}", text(&self.log));
+        self.log
+    }
+}
+
+#[tokio::test]
+async fn serve_writes_no_colour_escapes_to_a_pipe() {
+    let db = TestDb::new().await;
+    let server = ServeProcess::start(&db.url, &[]).await;
+    server.terminate();
+    let log = server.finish().await;
+    assert!(!log.contains(&0x1b), "escape bytes in\n{}", text(&log));
+    let log = text(&log);
+    assert!(log.contains(" INFO "), "{log}");
+    assert!(
+        log.lines().last().unwrap().contains("server stopped"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_a_line_and_count_the_drained_requests() {
+    let db = TestDb::with_catalog(&sample("sara-2023")).await;
+    let mut server = ServeProcess::start(&db.url, &[("ATELIER_LOG_FORMAT", "json")]).await;
+    let mut locker = db.client().await;
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE document IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let mut busy = BufReader::new(TcpStream::connect(server.addr).await.unwrap());
+    send(&mut busy, "GET", "/products/2", &[], true).await;
+    let waiting = "SELECT count(*) FROM pg_stat_activity \
+         WHERE application_name = 'atelier serve' AND wait_event_type = 'Lock'";
+    eventually(10, "the request waits on the lock", || async {
+        db.client()
+            .await
+            .query_one(waiting, &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            >= 1
+    })
+    .await;
+    server.terminate();
+    server.line_containing("shutting down").await;
+    lock.rollback().await.unwrap();
+    assert_eq!(read_reply(&mut busy, false).await.status, 200);
+    let lines = json_lines(&server.finish().await);
+    let shutting_down = lines
+        .iter()
+        .find(|line| {
+            line["fields"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("shutting down")
+        })
+        .unwrap();
+    assert_eq!(shutting_down["fields"]["in_flight"], 1);
+    let stopped = lines.last().unwrap();
+    assert_eq!(stopped["fields"]["message"], "server stopped");
+    assert_eq!(stopped["fields"]["drained"], 1);
+    assert_eq!(stopped["level"], "INFO");
+}
