@@ -24,15 +24,19 @@ pub enum Error {
     InvalidInput(String),
 }
 
-/// What PostgreSQL said, where it said something: the driver's own text for a server
-/// error is only "db error", which tells an operator nothing.
-fn database_message(error: &tokio_postgres::Error) -> String {
+/// What went wrong with PostgreSQL, for logs and messages: the server's message and
+/// SQLSTATE, or the driver's words with their cause (the I/O error, say). The driver's
+/// own text leaves both out ("db error", "error communicating with the server").
+pub fn database_message(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
         Some(db) => match db.detail() {
             Some(detail) => format!("{} ({}): {detail}", db.message(), db.code().code()),
             None => format!("{} ({})", db.message(), db.code().code()),
         },
-        None => error.to_string(),
+        None => match std::error::Error::source(error) {
+            Some(cause) => format!("{error}: {cause}"),
+            None => error.to_string(),
+        },
     }
 }
 
@@ -46,5 +50,24 @@ impl Error {
             context: format!("{action} {}", path.display()),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_connection_failure_names_its_cause() {
+        // Port 1 on loopback has no listener: the connection is refused.
+        let error = tokio_postgres::connect("postgres://u@127.0.0.1:1/x", tokio_postgres::NoTls)
+            .await
+            .err()
+            .expect("nothing listens on port 1");
+        let message = database_message(&error);
+        assert!(
+            message.starts_with("error connecting to server: ") && message.contains("refused"),
+            "{message}"
+        );
     }
 }

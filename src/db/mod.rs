@@ -46,7 +46,7 @@ pub async fn connect(url: &str) -> Result<Client> {
     let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
-            tracing::debug!(%error, "database connection ended");
+            tracing::debug!(error = %crate::error::database_message(&error), "database connection ended");
         }
     });
     Ok(client)

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 use super::AppState;
+use crate::error::database_message;
 use crate::materialize::{NOTIFY_CHANNEL, Scope};
 
 /// How the LISTEN connection names itself in `pg_stat_activity`.
@@ -39,13 +40,17 @@ pub async fn listen_for_changes(state: Arc<AppState>) {
         let was_listening = state.listening.swap(false, Ordering::SeqCst);
         match outcome {
             Err(error) if was_listening => {
+                let error = database_message(&error);
                 tracing::warn!(%error, "lost the database LISTEN connection; reconnecting");
             }
             Ok(()) if was_listening => {
                 tracing::warn!("the database LISTEN connection ended; reconnecting");
             }
             // Failed attempts while the database stays down are not news.
-            Err(error) => tracing::debug!(%error, "cannot LISTEN yet"),
+            Err(error) => {
+                let error = database_message(&error);
+                tracing::debug!(%error, "cannot LISTEN yet");
+            }
             Ok(()) => {}
         }
         tokio::time::sleep(RECONNECT_DELAY).await;
@@ -134,6 +139,7 @@ async fn invalidate(
     match tokio::time::timeout(REPLAY_WAIT, wait_for_replay(state, &position)).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => {
+            let error = database_message(&error);
             tracing::warn!(%error, "cannot check the read side's replay; invalidating now");
         }
         Err(_) => tracing::warn!(

@@ -47,7 +47,9 @@ impl fmt::Display for StoreError {
         match self {
             StoreError::NoConnection => f.write_str("no database connection could be had in time"),
             StoreError::Timeout => f.write_str("the database read timed out"),
-            StoreError::Database(error) => write!(f, "database: {error}"),
+            StoreError::Database(error) => {
+                write!(f, "database: {}", crate::error::database_message(error))
+            }
         }
     }
 }
@@ -340,7 +342,7 @@ impl ManageConnection for Connector {
         let (client, connection) = self.config.connect(NoTls).await?;
         tokio::spawn(async move {
             if let Err(error) = connection.await {
-                tracing::debug!(%error, "pooled database connection ended");
+                tracing::debug!(error = %crate::error::database_message(&error), "pooled database connection ended");
             }
         });
         let statements = Statements::prepare(&client).await?;
@@ -366,7 +368,7 @@ struct CountingSink(Arc<AtomicU64>);
 impl ErrorSink<tokio_postgres::Error> for CountingSink {
     fn sink(&self, error: tokio_postgres::Error) {
         self.0.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(%error, "database connection attempt failed");
+        tracing::debug!(error = %crate::error::database_message(&error), "database connection attempt failed");
     }
 
     fn boxed_clone(&self) -> Box<dyn ErrorSink<tokio_postgres::Error>> {

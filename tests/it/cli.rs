@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, ChildStderr};
 
-use crate::serving::{eventually, read_reply, send};
+use crate::serving::{eventually, read_reply, request, send};
 use crate::support::{TestDb, sample};
 
 /// How long a process may take to say something or to end.
@@ -128,6 +128,15 @@ impl ServeProcess {
         assert!(status.success(), "{status}\n{}", text(&self.log));
         self.log
     }
+
+    /// Whether the server is listening for invalidations (`/metrics`).
+    async fn listening(&self) -> bool {
+        request(self.addr, "GET", "/metrics", &[])
+            .await
+            .text()
+            .lines()
+            .any(|line| line == "atelier_notify_listening 1")
+    }
 }
 
 #[tokio::test]
@@ -187,4 +196,30 @@ async fn json_logs_are_one_object_a_line_and_count_the_drained_requests() {
     assert_eq!(stopped["fields"]["message"], "server stopped");
     assert_eq!(stopped["fields"]["drained"], 1);
     assert_eq!(stopped["level"], "INFO");
+}
+
+#[tokio::test]
+async fn a_lost_listen_connection_is_logged_with_its_cause() {
+    let db = TestDb::new().await;
+    let mut server = ServeProcess::start(&db.url, &[]).await;
+    eventually(10, "the server listens", || server.listening()).await;
+    let client = db.client().await;
+    client
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = $1",
+            &[&atelier::http::notify::LISTEN_APPLICATION_NAME],
+        )
+        .await
+        .unwrap();
+    let line = server
+        .line_containing("lost the database LISTEN connection")
+        .await;
+    assert!(
+        line.contains("terminating connection due to administrator command (57P01)"),
+        "{line}"
+    );
+    eventually(10, "the server listens again", || server.listening()).await;
+    server.terminate();
+    server.finish().await;
 }
