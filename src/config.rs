@@ -83,8 +83,9 @@ pub struct GenerateArgs {
 pub struct LoadArgs {
     /// Directory holding product.csv, styles.csv, features.csv, photos.csv, skus.csv, related.csv.
     pub dir: PathBuf,
-    /// Where to write the rejects report (CSV: file, line, reason, raw). Default:
-    /// `rejects.csv` in the data directory.
+    /// Where to write the rejects report, a CSV file with the columns file, line,
+    /// outcome (rejected or repaired), reason, raw. Default: rejects.csv in DIR, beside
+    /// the files it describes.
     #[arg(long)]
     pub rejects: Option<PathBuf>,
     #[command(flatten)]

@@ -65,7 +65,7 @@ async fn provide_catalog(client: &mut Client, url: &str, args: &DatabaseArgs) ->
             .await
             .expect("catalog generation panicked")?;
         tracing::info!("loading the demo catalog");
-        load::load_catalog(client, &dir, &dir.join("rejects.csv"), true).await?;
+        load::load_catalog(client, &dir, &dir.join(load::REJECTS_FILE), true).await?;
     } else {
         tracing::info!("the embedded database holds a loaded catalog that was never materialized");
     }

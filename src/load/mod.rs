@@ -156,23 +156,89 @@ pub async fn load_catalog_parallel(
     load(client, Some(second), dir, rejects, progress).await
 }
 
+/// The rejects report's file name when `--rejects` is not given: it is written beside
+/// the catalog files it describes, so each catalog directory keeps its own.
+pub const REJECTS_FILE: &str = "rejects.csv";
+
 /// `atelier load`.
 pub async fn run(args: &LoadArgs) -> Result<()> {
+    // What can be checked without the database is checked before a cluster starts.
+    check_catalog_dir(&args.dir)?;
+    let rejects = args
+        .rejects
+        .clone()
+        .unwrap_or_else(|| args.dir.join(REJECTS_FILE));
+    let rejects = std::path::absolute(&rejects).map_err(|e| Error::io("resolve", &rejects, e))?;
+    check_report_writable(&rejects)?;
     let url = crate::db::resolve_url(&args.db).await?;
     let mut client = crate::db::connect(&url).await?;
     let mut second = crate::db::connect(&url).await?;
-    let rejects = match &args.rejects {
-        Some(path) => path.clone(),
-        None => args.db.data_dir.join("rejects.csv"),
-    };
-    if let Some(dir) = rejects.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
-    }
     let progress = std::io::stderr().is_terminal();
     let report =
         load_catalog_parallel(&mut client, &mut second, &args.dir, &rejects, progress).await?;
     print!("{report}");
     println!("rejects report: {}", rejects.display());
+    Ok(())
+}
+
+/// Checks that `dir` is a directory holding all six catalog files, naming every one
+/// that is missing, so one attempt tells the whole story.
+pub fn check_catalog_dir(dir: &Path) -> Result<()> {
+    match std::fs::metadata(dir) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::InvalidInput(format!(
+                "catalog directory {} does not exist",
+                dir.display()
+            )));
+        }
+        Err(error) => return Err(Error::io("read catalog directory", dir, error)),
+        Ok(metadata) if !metadata.is_dir() => {
+            return Err(Error::InvalidInput(format!(
+                "{} is not a directory: load takes the directory that holds the six catalog files",
+                dir.display()
+            )));
+        }
+        Ok(_) => {}
+    }
+    let missing: Vec<&str> = FileKind::ALL
+        .iter()
+        .map(|kind| kind.file_name())
+        .filter(|name| !dir.join(name).exists())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::InvalidInput(format!(
+        "catalog directory {} lacks {} of the {} catalog files: {}",
+        dir.display(),
+        missing.len(),
+        FileKind::ALL.len(),
+        missing.join(", ")
+    )))
+}
+
+/// Fails now, rather than after the files have been read, when the report cannot be
+/// written where it is to go; an existing report is left as it is until the load ends.
+fn check_report_writable(report: &Path) -> Result<()> {
+    let cannot = |source| Error::Io {
+        context: format!(
+            "cannot write the rejects report {} (--rejects PATH puts it elsewhere)",
+            report.display()
+        ),
+        source,
+    };
+    if let Some(dir) = report.parent() {
+        std::fs::create_dir_all(dir).map_err(cannot)?;
+    }
+    let existed = report.exists();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(report)
+        .map_err(cannot)?;
+    if !existed {
+        let _ = std::fs::remove_file(report);
+    }
     Ok(())
 }
 
@@ -184,6 +250,7 @@ async fn load(
     progress: bool,
 ) -> Result<LoadReport> {
     let started = Instant::now();
+    check_catalog_dir(dir)?;
     crate::db::apply_schema(client).await?;
     // Every file is opened and its header checked before the database is touched.
     let sources = FileKind::ALL

@@ -3,16 +3,17 @@
 //! the rejects report's place; and how serve stops and reports a lost LISTEN connection.
 
 use std::net::SocketAddr;
-use std::process::Stdio;
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, ChildStderr};
 
 use crate::serving::{eventually, read_reply, request, send};
-use crate::support::{TestDb, sample};
+use crate::support::{TestDb, read_report, sample};
 
 /// How long a process may take to say something or to end.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -35,6 +36,13 @@ fn atelier(args: &[&str]) -> tokio::process::Command {
     command
 }
 
+/// Runs `command` to its end.
+async fn output(mut command: tokio::process::Command) -> Output {
+    tokio::time::timeout(PATIENCE, command.output())
+        .await
+        .expect("the command ends")
+        .unwrap()
+}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -196,6 +204,149 @@ async fn json_logs_are_one_object_a_line_and_count_the_drained_requests() {
     assert_eq!(stopped["fields"]["message"], "server stopped");
     assert_eq!(stopped["fields"]["drained"], 1);
     assert_eq!(stopped["level"], "INFO");
+}
+
+#[tokio::test]
+async fn a_failure_in_json_mode_is_the_last_json_line() {
+    let tmp = TempDir::new().unwrap();
+    let missing = tmp.path().join("nothing-here");
+    let output = output(atelier(&[
+        "load",
+        missing.to_str().unwrap(),
+        "--log-format",
+        "json",
+    ]))
+    .await;
+    assert!(!output.status.success());
+    let lines = json_lines(&output.stderr);
+    let last = lines.last().unwrap();
+    assert_eq!(last["level"], "ERROR");
+    assert_eq!(
+        last["fields"]["message"],
+        format!("catalog directory {} does not exist", missing.display())
+    );
+}
+
+#[tokio::test]
+async fn load_of_a_missing_directory_says_so_before_starting_a_cluster() {
+    let tmp = TempDir::new().unwrap();
+    let missing = tmp.path().join("does-not-exist");
+    let cluster = tmp.path().join("pg");
+    let output = output(atelier(&[
+        "load",
+        missing.to_str().unwrap(),
+        "--data-dir",
+        cluster.to_str().unwrap(),
+    ]))
+    .await;
+    assert!(!output.status.success());
+    assert_eq!(
+        text(&output.stderr),
+        format!(
+            "error: catalog directory {} does not exist\n",
+            missing.display()
+        )
+    );
+    assert!(!cluster.exists(), "a cluster was created");
+}
+
+#[tokio::test]
+async fn load_names_every_missing_file_at_once_before_starting_a_cluster() {
+    let tmp = TempDir::new().unwrap();
+    let catalog = tmp.path().join("catalog");
+    std::fs::create_dir(&catalog).unwrap();
+    for file in ["product.csv", "styles.csv", "features.csv"] {
+        std::fs::copy(sample("sara-2023").join(file), catalog.join(file)).unwrap();
+    }
+    let cluster = tmp.path().join("pg");
+    let output = output(atelier(&[
+        "load",
+        catalog.to_str().unwrap(),
+        "--data-dir",
+        cluster.to_str().unwrap(),
+    ]))
+    .await;
+    assert!(!output.status.success());
+    assert_eq!(
+        text(&output.stderr),
+        format!(
+            "error: catalog directory {} lacks 3 of the 6 catalog files: \
+             photos.csv, skus.csv, related.csv\n",
+            catalog.display()
+        )
+    );
+    assert!(!cluster.exists(), "a cluster was created");
+}
+
+#[tokio::test]
+async fn load_writes_the_rejects_report_beside_the_files_and_prints_its_absolute_path() {
+    let db = TestDb::new().await;
+    let tmp = TempDir::new().unwrap();
+    let catalog = tmp.path().join("catalog");
+    std::fs::create_dir(&catalog).unwrap();
+    for file in atelier::generate::FILES {
+        std::fs::copy(sample("sara-2023").join(file), catalog.join(file)).unwrap();
+    }
+    let mut command = atelier(&["load", "catalog", "--database-url", &db.url]);
+    command.current_dir(tmp.path());
+    let output = output(command).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report = catalog.canonicalize().unwrap().join("rejects.csv");
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.ends_with(&format!("rejects report: {}\n", report.display())),
+        "{stdout}"
+    );
+    // read_report checks the header.
+    read_report(&report);
+    assert!(!tmp.path().join(".atelier").exists());
+
+    let help = output_of_help(&["load"]).await;
+    assert!(
+        help.contains("file, line, outcome (rejected or repaired), reason, raw"),
+        "{help}"
+    );
+    assert!(help.contains("Default: rejects.csv in DIR"), "{help}");
+}
+
+/// `atelier <command> --help`.
+async fn output_of_help(command: &[&str]) -> String {
+    let mut args = command.to_vec();
+    args.push("--help");
+    let output = output(atelier(&args)).await;
+    assert!(output.status.success());
+    // Help wraps its lines at the terminal's width; one line per paragraph compares.
+    text(&output.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[tokio::test]
+async fn load_refuses_a_report_it_cannot_write_before_reading_the_files() {
+    let db = TestDb::new().await;
+    let tmp = TempDir::new().unwrap();
+    let blocker = tmp.path().join("a-file");
+    std::fs::write(&blocker, "").unwrap();
+    let report = blocker.join("rejects.csv");
+    let output = output(atelier(&[
+        "load",
+        sample("sara-2023").to_str().unwrap(),
+        "--rejects",
+        report.to_str().unwrap(),
+        "--database-url",
+        &db.url,
+    ]))
+    .await;
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.starts_with(&format!(
+            "error: cannot write the rejects report {} (--rejects PATH puts it elsewhere): ",
+            report.display()
+        )),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
