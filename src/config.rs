@@ -95,8 +95,10 @@ pub struct LoadArgs {
 /// Arguments of `atelier materialize`.
 #[derive(Debug, Clone, Args)]
 pub struct MaterializeArgs {
-    /// Rebuild only these product ids (comma-separated); default: every product.
-    #[arg(long, value_delimiter = ',')]
+    /// Rebuild only these product ids (comma-separated); default: every product. The
+    /// documents of listed products no longer in the catalog are removed; ids unknown
+    /// to both the catalog and the documents are named, and it fails when all are.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(i32).range(1..))]
     pub products: Option<Vec<i32>>,
     /// The `campus` value written into every product document.
     #[arg(long, env = "ATELIER_CAMPUS", default_value = crate::materialize::DEFAULT_CAMPUS)]

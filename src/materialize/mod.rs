@@ -79,6 +79,17 @@ const DELETE_GONE_SQL: &str = "
     DELETE FROM document
     WHERE product_id = ANY($1) AND NOT EXISTS (SELECT 1 FROM product p WHERE p.id = product_id)";
 
+/// The listed ids that neither the catalog nor the documents know: a product that left
+/// the catalog still has a document until a materialize removes it, so it is not one.
+const UNKNOWN_SQL: &str = "
+    SELECT coalesce(array_agg(DISTINCT u.id ORDER BY u.id), '{}')
+    FROM unnest($1::int[]) AS u(id)
+    WHERE NOT EXISTS (SELECT 1 FROM product p WHERE p.id = u.id)
+      AND NOT EXISTS (SELECT 1 FROM document d WHERE d.product_id = u.id)";
+
+/// Unknown ids named in a message at most; the rest are counted.
+const MAX_NAMED_IDS: usize = 20;
+
 /// Makes positions 1..n in id order again after products came or went.
 const RENUMBER_SQL: &str = "
     UPDATE document d SET position = r.position
@@ -101,6 +112,9 @@ pub struct MaterializeReport {
     pub documents: u64,
     /// Documents removed because their product left the catalog (partial rebuilds).
     pub removed: u64,
+    /// Listed ids that are neither in the catalog nor among the documents, in order
+    /// (partial rebuilds); when every listed id is unknown, materialize fails instead.
+    pub unknown: Vec<i32>,
 }
 
 /// How documents are built.
@@ -138,7 +152,7 @@ pub async fn materialize(
             let documents = rebuild_all(url, &transaction, settings).await?;
             let report = MaterializeReport {
                 documents,
-                removed: 0,
+                ..MaterializeReport::default()
             };
             (report, r#"{"all":true}"#.to_string(), "all".to_string())
         }
@@ -259,6 +273,16 @@ async fn rebuild_some(
             "--products takes positive product ids".into(),
         ));
     }
+    let unknown: Vec<i32> = transaction.query_one(UNKNOWN_SQL, &[&ids]).await?.get(0);
+    let mut listed = ids.to_vec();
+    listed.sort_unstable();
+    listed.dedup();
+    if unknown.len() == listed.len() {
+        return Err(Error::InvalidInput(format!(
+            "{}; nothing was materialized",
+            not_in_catalog(&unknown)
+        )));
+    }
     transaction
         .batch_execute("SET CONSTRAINTS document_position_key DEFERRED")
         .await?;
@@ -272,7 +296,26 @@ async fn rebuild_some(
     Ok(MaterializeReport {
         documents: rows.len() as u64,
         removed,
+        unknown,
     })
+}
+
+/// "product 7 is not in the catalog", or "products 7, 9 are …", naming at most
+/// [`MAX_NAMED_IDS`] of `ids`.
+pub fn not_in_catalog(ids: &[i32]) -> String {
+    let mut named = ids
+        .iter()
+        .take(MAX_NAMED_IDS)
+        .map(i32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if ids.len() > MAX_NAMED_IDS {
+        named.push_str(&format!(" and {} more", ids.len() - MAX_NAMED_IDS));
+    }
+    match ids.len() {
+        1 => format!("product {named} is not in the catalog"),
+        _ => format!("products {named} are not in the catalog"),
+    }
 }
 
 /// The NOTIFY payload naming `ids`, or "all" when the list is too long for one message.
@@ -299,7 +342,13 @@ pub async fn run(args: &MaterializeArgs) -> Result<()> {
         jobs: args.jobs,
     };
     let report = materialize(&url, scope, &settings).await?;
-    eprintln!(
+    if !report.unknown.is_empty() {
+        tracing::warn!(
+            "{}; materialized the others",
+            not_in_catalog(&report.unknown)
+        );
+    }
+    println!(
         "materialized {} documents ({} removed) in {:.1?}",
         report.documents,
         report.removed,
@@ -317,5 +366,16 @@ mod tests {
         assert_eq!(products_payload(&[3, 1]), r#"{"products":[3,1]}"#);
         let many: Vec<i32> = (1_000_000..1_002_000).collect();
         assert_eq!(products_payload(&many), r#"{"all":true}"#);
+    }
+
+    #[test]
+    fn unknown_ids_are_named_up_to_a_limit() {
+        assert_eq!(not_in_catalog(&[7]), "product 7 is not in the catalog");
+        assert_eq!(
+            not_in_catalog(&[7, 9]),
+            "products 7, 9 are not in the catalog"
+        );
+        let many: Vec<i32> = (1..=25).collect();
+        assert!(not_in_catalog(&many).ends_with("19, 20 and 5 more are not in the catalog"));
     }
 }

@@ -350,6 +350,47 @@ async fn load_refuses_a_report_it_cannot_write_before_reading_the_files() {
 }
 
 #[tokio::test]
+async fn materialize_names_unknown_ids_and_fails_when_all_are_unknown() {
+    let db = TestDb::with_catalog(&sample("sara-2023")).await;
+    let output_for = |products: &str| {
+        output(atelier(&[
+            "materialize",
+            "--products",
+            products,
+            "--database-url",
+            &db.url,
+        ]))
+    };
+    let none = output_for("99999999").await;
+    assert!(!none.status.success());
+    assert_eq!(
+        text(&none.stderr),
+        "error: product 99999999 is not in the catalog; nothing was materialized\n"
+    );
+    assert_eq!(text(&none.stdout), "");
+
+    let some = output_for("1,99999999,99999998").await;
+    assert!(some.status.success(), "{}", text(&some.stderr));
+    let stderr = text(&some.stderr);
+    assert!(
+        stderr.contains(
+            "WARN atelier::materialize: products 99999998, 99999999 are not in the catalog; \
+             materialized the others"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        text(&some.stdout).starts_with("materialized 1 documents (0 removed) in "),
+        "{}",
+        text(&some.stdout)
+    );
+
+    let zero = output_for("0").await;
+    assert!(!zero.status.success());
+    assert!(text(&zero.stderr).contains("invalid value '0'"));
+}
+
+#[tokio::test]
 async fn a_lost_listen_connection_is_logged_with_its_cause() {
     let db = TestDb::new().await;
     let mut server = ServeProcess::start(&db.url, &[]).await;

@@ -79,7 +79,8 @@ async fn documents_follow_the_contract() {
         report,
         MaterializeReport {
             documents: 3,
-            removed: 0
+            removed: 0,
+            unknown: vec![]
         }
     );
 
@@ -190,7 +191,8 @@ async fn partial_rebuild_touches_only_the_listed_products_and_renumbers() {
         report,
         MaterializeReport {
             documents: 2,
-            removed: 1
+            removed: 1,
+            unknown: vec![]
         }
     );
     let [_, product, _, related] = documents(&client, 1).await;
@@ -228,6 +230,59 @@ async fn non_positive_ids_are_refused() {
     .await
     .unwrap_err();
     assert!(error.to_string().contains("positive"), "{error}");
+}
+
+#[tokio::test]
+async fn unknown_ids_are_named_and_the_known_ones_rebuilt() {
+    let (db, client) = catalog_db().await;
+    materialize::materialize(&db.url, Scope::All, &settings("hr-rfp".into()))
+        .await
+        .unwrap();
+    // Product 3 leaves the catalog: its document is removed, it is not unknown.
+    client
+        .batch_execute(
+            "DELETE FROM related WHERE related_product_id = 3; DELETE FROM product WHERE id = 3",
+        )
+        .await
+        .unwrap();
+    let report = materialize::materialize(
+        &db.url,
+        Scope::Products(vec![99_999_999, 1, 3, 99_999_998, 99_999_999]),
+        &settings("hr-rfp".into()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        report,
+        MaterializeReport {
+            documents: 1,
+            removed: 1,
+            unknown: vec![99_999_998, 99_999_999]
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_list_of_only_unknown_ids_fails_and_changes_nothing() {
+    let (db, client) = catalog_db().await;
+    materialize::materialize(&db.url, Scope::All, &settings("hr-rfp".into()))
+        .await
+        .unwrap();
+    let runs = "SELECT count(*) FROM catalog_run";
+    let before: i64 = client.query_one(runs, &[]).await.unwrap().get(0);
+    let error = materialize::materialize(
+        &db.url,
+        Scope::Products(vec![99_999_999, 99_999_998]),
+        &settings("hr-rfp".into()),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "products 99999998, 99999999 are not in the catalog; nothing was materialized"
+    );
+    let after: i64 = client.query_one(runs, &[]).await.unwrap().get(0);
+    assert_eq!(before, after);
 }
 
 /// A connection that LISTENs on the materialize channel and forwards each payload.
