@@ -25,10 +25,18 @@ pub enum Command {
     /// Write a synthetic catalog (the six CSV files) with the real data's shape and dirt.
     Generate(GenerateArgs),
     /// Replace the catalog with the six CSV files of a directory.
+    #[command(mut_arg("data_dir", |arg| arg.help(DATA_DIR_STARTED)))]
     Load(LoadArgs),
     /// Rebuild the stored response documents from the catalog tables.
+    #[command(mut_arg("data_dir", |arg| arg.help(DATA_DIR_STARTED)))]
     Materialize(MaterializeArgs),
     /// Serve the products API over HTTP.
+    #[command(mut_arg("data_dir", |arg| arg.help(
+        "Directory of the embedded PostgreSQL cluster, used when --database-url is unset: \
+         created and started if needed and left running; a database without a catalog \
+         first gets a generated demo catalog of 10,000 products. It is served as the \
+         read-only role atelier_reader"
+    )))]
     Serve(ServeArgs),
     /// Manage the embedded PostgreSQL cluster.
     Db {
@@ -37,17 +45,23 @@ pub enum Command {
     },
 }
 
-/// Which PostgreSQL to use.
+/// Which PostgreSQL to use. Each command says in the help of `--data-dir` what it does
+/// with the embedded cluster, since `db status` only looks and `db stop` stops it.
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
-    /// PostgreSQL connection URL (e.g. postgres://user@host/db). When unset, an embedded
-    /// cluster in --data-dir is created and started as needed.
+    /// PostgreSQL connection URL (e.g. postgres://user@host/db). When unset, the embedded
+    /// cluster in --data-dir is used.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
-    /// Directory holding the embedded PostgreSQL cluster.
+    /// Directory of the embedded PostgreSQL cluster, used when --database-url is unset.
     #[arg(long, env = "ATELIER_DATA_DIR", default_value = ".atelier")]
     pub data_dir: PathBuf,
 }
+
+/// `--data-dir` of the commands that work on the catalog database.
+const DATA_DIR_STARTED: &str = "Directory of the embedded PostgreSQL cluster, used when \
+    --database-url is unset: created and started if needed, and left running \
+    (`atelier db stop` stops it)";
 
 /// The two field layouts found in the real files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -162,7 +176,17 @@ pub struct ServeArgs {
 #[derive(Debug, Subcommand)]
 pub enum DbCommand {
     /// Say whether the embedded cluster exists and runs, and its connection URL.
+    #[command(mut_arg("data_dir", |arg| arg.help(
+        "Directory of the embedded PostgreSQL cluster to report on; it is neither created \
+         nor started"
+    )))]
     Status(DatabaseArgs),
-    /// Stop the embedded cluster.
+    /// Stop the embedded cluster, if it runs.
+    #[command(mut_arg("data_dir", |arg| arg.help(
+        "Directory of the embedded PostgreSQL cluster to stop"
+    )))]
+    #[command(mut_arg("database_url", |arg| arg.help(
+        "When set, no embedded cluster is in use and stop refuses to run"
+    )))]
     Stop(DatabaseArgs),
 }

@@ -80,7 +80,8 @@ pub async fn apply_schema(client: &Client) -> Result<()> {
     Ok(())
 }
 
-/// `atelier db status`: prints whether the embedded cluster exists and runs.
+/// `atelier db status`: prints whether the embedded cluster exists and runs; it never
+/// creates or starts one (nor the directory).
 pub fn status(args: &DatabaseArgs) -> Result<()> {
     if let Some(url) = &args.database_url {
         println!(
@@ -89,19 +90,18 @@ pub fn status(args: &DatabaseArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let cluster = Cluster::new(&args.data_dir)?;
-    if !cluster.is_initialized() {
-        println!(
-            "no embedded cluster in {} yet (any command creates it)",
+    match existing_cluster(&args.data_dir)? {
+        None => println!(
+            "no embedded cluster in {} (load, materialize or serve creates it)",
             args.data_dir.display()
-        );
-    } else if cluster.is_running() {
-        println!("running: {}", cluster.url(EMBEDDED_DATABASE)?);
-    } else {
-        println!(
-            "stopped: {} (any command starts it)",
+        ),
+        Some(cluster) if cluster.is_running() => {
+            println!("running: {}", cluster.url(EMBEDDED_DATABASE)?);
+        }
+        Some(cluster) => println!(
+            "stopped: {} (load, materialize or serve starts it)",
             cluster.pgdata().display()
-        );
+        ),
     }
     Ok(())
 }
@@ -113,10 +113,25 @@ pub fn stop(args: &DatabaseArgs) -> Result<()> {
             "DATABASE_URL is set: the embedded cluster is not in use, nothing to stop".into(),
         ));
     }
-    let cluster = Cluster::new(&args.data_dir)?;
-    cluster.stop()?;
-    println!("stopped");
+    match existing_cluster(&args.data_dir)? {
+        None => println!("no embedded cluster in {}", args.data_dir.display()),
+        Some(cluster) if !cluster.is_running() => println!("not running"),
+        Some(cluster) => {
+            cluster.stop()?;
+            println!("stopped");
+        }
+    }
     Ok(())
+}
+
+/// The embedded cluster in `data_dir`, if one was ever created there; looking for it
+/// creates nothing.
+fn existing_cluster(data_dir: &std::path::Path) -> Result<Option<Cluster>> {
+    if !data_dir.is_dir() {
+        return Ok(None);
+    }
+    let cluster = Cluster::new(data_dir)?;
+    Ok(cluster.is_initialized().then_some(cluster))
 }
 
 /// `url` with its user replaced by `user` and any password dropped: the same database,

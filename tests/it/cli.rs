@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, ChildStderr};
 
 use crate::serving::{eventually, read_reply, request, send};
-use crate::support::{TestDb, read_report, sample};
+use crate::support::{OwnCluster, TestDb, read_report, sample};
 
 /// How long a process may take to say something or to end.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -388,6 +388,47 @@ async fn materialize_names_unknown_ids_and_fails_when_all_are_unknown() {
     let zero = output_for("0").await;
     assert!(!zero.status.success());
     assert!(text(&zero.stderr).contains("invalid value '0'"));
+}
+
+#[tokio::test]
+async fn db_status_and_stop_neither_create_nor_start_a_cluster() {
+    let tmp = TempDir::new().unwrap();
+    let nowhere = tmp.path().join("nowhere");
+    let dir = nowhere.to_str().unwrap();
+    let status = output(atelier(&["db", "status", "--data-dir", dir])).await;
+    assert!(status.status.success());
+    assert_eq!(
+        text(&status.stdout),
+        format!("no embedded cluster in {dir} (load, materialize or serve creates it)\n")
+    );
+    let stop = output(atelier(&["db", "stop", "--data-dir", dir])).await;
+    assert!(stop.status.success());
+    assert_eq!(
+        text(&stop.stdout),
+        format!("no embedded cluster in {dir}\n")
+    );
+    assert!(!nowhere.exists());
+
+    // A stopped cluster is reported as such and stays stopped.
+    let own = OwnCluster::new();
+    own.cluster
+        .ensure_running(atelier::db::embedded::Durability::Throwaway)
+        .unwrap();
+    own.cluster.stop().unwrap();
+    let dir = own.dir.path().to_str().unwrap();
+    let status = output(atelier(&["db", "status", "--data-dir", dir])).await;
+    assert!(
+        text(&status.stdout).starts_with("stopped: "),
+        "{}",
+        text(&status.stdout)
+    );
+    assert!(!own.cluster.is_running());
+    let stop = output(atelier(&["db", "stop", "--data-dir", dir])).await;
+    assert_eq!(text(&stop.stdout), "not running\n");
+
+    let help = output_of_help(&["db", "status"]).await;
+    assert!(help.contains("it is neither created nor started"), "{help}");
+    assert!(!help.contains("started if needed"), "{help}");
 }
 
 #[tokio::test]
