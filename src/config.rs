@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+
+use crate::catalog::Variant;
 
 pub use crate::logging::LogFormat;
 
@@ -62,15 +64,6 @@ pub struct DatabaseArgs {
 const DATA_DIR_STARTED: &str = "Directory of the embedded PostgreSQL cluster, used when \
     --database-url is unset: created and started if needed, and left running \
     (`atelier db stop` stops it)";
-
-/// The two field layouts found in the real files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Variant {
-    /// `,` between fields, camelCase `productId`/`styleId` headers.
-    Compact,
-    /// `, ` between fields (photos.csv stays compact), snake_case headers.
-    Spaced,
-}
 
 /// Arguments of `atelier generate`.
 #[derive(Debug, Clone, Args)]

@@ -3,7 +3,8 @@
 
 use tokio_postgres::Client;
 
-use crate::config::{DatabaseArgs, GenerateArgs, Variant};
+use crate::catalog::Variant;
+use crate::config::{DatabaseArgs, GenerateArgs};
 use crate::materialize::{self, Scope};
 use crate::{Result, db, generate, load};
 

@@ -6,6 +6,7 @@
 //! [`demo`] gives an empty embedded database a catalog to serve; [`logging`] sets up the
 //! log output.
 
+pub mod catalog;
 pub mod config;
 pub mod db;
 pub mod demo;

@@ -7,7 +7,8 @@
 
 #![no_main]
 
-use atelier::load::reader::{MAX_RECORD_BYTES, RecordReader};
+use atelier::catalog::Variant;
+use atelier::catalog::reader::{MAX_RECORD_BYTES, RecordReader};
 use libfuzzer_sys::fuzz_target;
 
 const BYTE_ORDER_MARK: &[u8] = b"\xEF\xBB\xBF";
@@ -26,7 +27,11 @@ fuzz_target!(|data: &[u8]| {
         rebuilt.extend_from_slice(BYTE_ORDER_MARK);
     }
     rebuilt.extend_from_slice(header);
-    reader.set_spaced(flags & 1 == 1);
+    reader.set_variant(if flags & 1 == 1 {
+        Variant::Spaced
+    } else {
+        Variant::Compact
+    });
     let mut previous_line = 1;
     while reader.next_record().expect("reading memory cannot fail") {
         assert!(reader.line() > previous_line, "line numbers went back");

@@ -7,9 +7,10 @@
 
 #![no_main]
 
+use atelier::catalog::reader::RecordReader;
+use atelier::catalog::{FileKind, Variant};
 use atelier::load::ids::{IdMap, IdSet};
-use atelier::load::reader::RecordReader;
-use atelier::load::rows::{FileKind, Ids, check};
+use atelier::load::rows::{Ids, check};
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 
@@ -17,9 +18,9 @@ use libfuzzer_sys::fuzz_target;
 const PRODUCTS: u32 = 20;
 const STYLES: u32 = 40;
 
-/// The file's header, with the separator of its variant.
-fn header(kind: FileKind, spaced: bool) -> String {
-    kind.header().join(if spaced { ", " } else { "," })
+/// The file's header, with the separator of `variant`.
+fn header(kind: FileKind, variant: Variant) -> String {
+    kind.header().join(if variant == Variant::Spaced { ", " } else { "," })
 }
 
 /// The number of fields of the binary COPY tuple at the start of `tuple`, and its length.
@@ -45,12 +46,16 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let kind = FileKind::ALL[usize::from(selector & 0x7f) % FileKind::ALL.len()];
-    let spaced = selector & 0x80 != 0;
-    let file = [header(kind, spaced).as_bytes(), b"\n", records].concat();
+    let variant = if selector & 0x80 != 0 {
+        Variant::Spaced
+    } else {
+        Variant::Compact
+    };
+    let file = [header(kind, variant).as_bytes(), b"\n", records].concat();
     let mut reader = RecordReader::new(&file[..]);
     let first_line = reader.header().unwrap().expect("a header");
-    assert_eq!(kind.parse_header(first_line), Ok(spaced));
-    reader.set_spaced(spaced);
+    assert_eq!(kind.parse_header(first_line), Ok(variant));
+    reader.set_variant(variant);
 
     let mut products = IdSet::default();
     let mut styles = IdMap::default();

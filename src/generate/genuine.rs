@@ -8,16 +8,19 @@
 
 use std::sync::OnceLock;
 
+use crate::catalog::FileKind;
+use crate::catalog::reader::RecordReader;
+
 /// The products written from the genuine rows rather than generated.
 pub(super) const PRODUCTS: u32 = 11;
 
 /// A genuine product row.
 pub(super) struct Product {
     pub id: u32,
-    pub name: &'static str,
-    pub slogan: &'static str,
-    pub description: &'static str,
-    pub category: &'static str,
+    pub name: String,
+    pub slogan: String,
+    pub description: String,
+    pub category: String,
     pub default_price: u64,
 }
 
@@ -25,7 +28,7 @@ pub(super) struct Product {
 pub(super) struct Style {
     pub id: u32,
     pub product_id: u32,
-    pub name: &'static str,
+    pub name: String,
     pub sale_price: Option<u64>,
     pub original_price: u64,
     pub default_style: bool,
@@ -35,8 +38,8 @@ pub(super) struct Style {
 pub(super) struct Feature {
     pub id: u32,
     pub product_id: u32,
-    pub feature: &'static str,
-    pub value: Option<&'static str>,
+    pub feature: String,
+    pub value: Option<String>,
 }
 
 /// A genuine photo line, kept as written (it is compact in every layout).
@@ -49,7 +52,7 @@ pub(super) struct Photo {
 pub(super) struct Sku {
     pub id: u32,
     pub style_id: u32,
-    pub size: &'static str,
+    pub size: String,
     pub quantity: u64,
 }
 
@@ -79,31 +82,31 @@ impl Genuine {
 
     fn parse() -> Genuine {
         Genuine {
-            products: rows(include_str!("genuine/product.csv"), 6)
+            products: rows(FileKind::Product, include_str!("genuine/product.csv"))
                 .map(|f| Product {
                     id: int(&f[0]),
-                    name: f[1].text,
-                    slogan: f[2].text,
-                    description: f[3].text,
-                    category: f[4].text,
+                    name: f[1].text.clone(),
+                    slogan: f[2].text.clone(),
+                    description: f[3].text.clone(),
+                    category: f[4].text.clone(),
                     default_price: int(&f[5]),
                 })
                 .collect(),
-            styles: rows(include_str!("genuine/styles.csv"), 6)
+            styles: rows(FileKind::Styles, include_str!("genuine/styles.csv"))
                 .map(|f| Style {
                     id: int(&f[0]),
                     product_id: int(&f[1]),
-                    name: f[2].text,
+                    name: f[2].text.clone(),
                     sale_price: f[3].nullable().map(|_| int(&f[3])),
                     original_price: int(&f[4]),
                     default_style: f[5].text == "1",
                 })
                 .collect(),
-            features: rows(include_str!("genuine/features.csv"), 4)
+            features: rows(FileKind::Features, include_str!("genuine/features.csv"))
                 .map(|f| Feature {
                     id: int(&f[0]),
                     product_id: int(&f[1]),
-                    feature: f[2].text,
+                    feature: f[2].text.clone(),
                     value: f[3].nullable(),
                 })
                 .collect(),
@@ -119,15 +122,15 @@ impl Genuine {
                     line,
                 })
                 .collect(),
-            skus: rows(include_str!("genuine/skus.csv"), 4)
+            skus: rows(FileKind::Skus, include_str!("genuine/skus.csv"))
                 .map(|f| Sku {
                     id: int(&f[0]),
                     style_id: int(&f[1]),
-                    size: f[2].text,
+                    size: f[2].text.clone(),
                     quantity: int(&f[3]),
                 })
                 .collect(),
-            related: rows(include_str!("genuine/related.csv"), 3)
+            related: rows(FileKind::Related, include_str!("genuine/related.csv"))
                 .map(|f| Related {
                     id: int(&f[0]),
                     current: int(&f[1]),
@@ -155,14 +158,14 @@ impl Genuine {
 
 /// One field of a genuine row: its text without quotes, and whether it was quoted.
 struct Field {
-    text: &'static str,
+    text: String,
     quoted: bool,
 }
 
 impl Field {
     /// The text, or `None` for a bare `null`.
-    fn nullable(&self) -> Option<&'static str> {
-        (self.quoted || self.text != "null").then_some(self.text)
+    fn nullable(&self) -> Option<String> {
+        (self.quoted || self.text != "null").then(|| self.text.clone())
     }
 }
 
@@ -173,46 +176,33 @@ fn int<T: std::str::FromStr>(field: &Field) -> T {
         .unwrap_or_else(|_| panic!("genuine field {:?} is an integer", field.text))
 }
 
-/// The data rows of an embedded CSV file (either layout), each split into `width`
-/// fields. The embedded files are fixed and well formed, so a malformed one is a
-/// build mistake, not an input error.
-fn rows(file: &'static str, width: usize) -> impl Iterator<Item = Vec<Field>> {
-    file.split('\n').skip(1).map(move |line| {
-        let fields = split(line);
-        assert_eq!(fields.len(), width, "genuine row {line:?}");
-        fields
-    })
-}
-
-fn split(line: &'static str) -> Vec<Field> {
-    let mut fields = Vec::new();
-    let mut rest = line;
-    loop {
-        rest = rest.strip_prefix(' ').unwrap_or(rest);
-        let (field, after) = match rest.strip_prefix('"') {
-            Some(quoted) => {
-                let end = quoted.find('"').expect("a quoted genuine field is closed");
-                let field = Field {
-                    text: &quoted[..end],
-                    quoted: true,
-                };
-                (field, &quoted[end + 1..])
-            }
-            None => {
-                let end = rest.find(',').unwrap_or(rest.len());
-                let field = Field {
-                    text: &rest[..end],
-                    quoted: false,
-                };
-                (field, &rest[end..])
-            }
-        };
-        fields.push(field);
-        match after.strip_prefix(',') {
-            Some(next) => rest = next,
-            None => return fields,
-        }
+/// The data rows of an embedded `kind` file (either variant), read by the loader's own
+/// record reader. The embedded files are fixed and well formed, so a malformed one is
+/// a build mistake, not an input error.
+fn rows(kind: FileKind, file: &'static str) -> impl Iterator<Item = Vec<Field>> {
+    let mut reader = RecordReader::new(file.as_bytes());
+    let header = reader.header().expect("reading memory cannot fail");
+    let variant = kind
+        .parse_header(header.expect("a genuine file has a header"))
+        .expect("a genuine file has its catalog header");
+    reader.set_variant(variant);
+    let mut rows = Vec::new();
+    while reader.next_record().expect("reading memory cannot fail") {
+        assert!(
+            reader.field_count() == kind.header().len() && !reader.missing_close(),
+            "genuine row {:?}",
+            String::from_utf8_lossy(reader.raw())
+        );
+        let fields = (0..reader.field_count())
+            .map(|index| Field {
+                text: String::from_utf8(reader.field(index).to_vec())
+                    .expect("genuine rows are UTF-8"),
+                quoted: reader.info(index).quoted,
+            })
+            .collect();
+        rows.push(fields);
     }
+    rows.into_iter()
 }
 
 #[cfg(test)]
@@ -229,7 +219,7 @@ mod tests {
         assert_eq!(genuine.styles[0].sale_price, None);
         assert_eq!(genuine.features.len(), 30);
         assert_eq!(genuine.features[3].value, None);
-        assert_eq!(genuine.features[9].value, Some("Rubber"));
+        assert_eq!(genuine.features[9].value.as_deref(), Some("Rubber"));
         assert_eq!(genuine.photos.len(), 287);
         assert_eq!(genuine.skus.len(), 350);
         assert_eq!(genuine.related.len(), 50);
@@ -238,12 +228,12 @@ mod tests {
     }
 
     #[test]
-    fn fields_split_in_both_layouts() {
-        let spaced = split(r#"40, 17, "Fabric", "95% Cotton, 5% Elastic""#);
-        let texts: Vec<_> = spaced.iter().map(|f| f.text).collect();
-        assert_eq!(texts, ["40", "17", "Fabric", "95% Cotton, 5% Elastic"]);
-        let compact = split("4,2,\"UV Protection\",null");
-        assert_eq!(compact[3].nullable(), None);
-        assert_eq!(compact[2].nullable(), Some("UV Protection"));
+    fn quoted_commas_and_nulls_are_read_as_the_loader_reads_them() {
+        let genuine = Genuine::get();
+        assert_eq!(genuine.products[1].slogan, "You've got to wear shades");
+        assert!(genuine.products[1].description.contains("roads, but"));
+        assert_eq!(genuine.features[3].feature, "UV Protection");
+        assert_eq!(genuine.features[3].value, None);
+        assert_eq!(genuine.styles[0].name, "Forest Green & Black");
     }
 }

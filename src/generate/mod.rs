@@ -26,42 +26,13 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::config::{GenerateArgs, Variant};
+use crate::catalog::{FILE_NAMES, FileKind, PerFile};
+use crate::config::GenerateArgs;
 use crate::{Error, Result};
 use genuine::Genuine;
 use images::Images;
 use plan::Ids;
 use render::Catalog;
-
-/// The six files of a catalog, in the order of every per-file list.
-pub const FILES: [&str; 6] = [
-    "product.csv",
-    "styles.csv",
-    "features.csv",
-    "photos.csv",
-    "skus.csv",
-    "related.csv",
-];
-
-/// Headers of the compact layout (sara-2023).
-const COMPACT_HEADERS: [&str; 6] = [
-    "id,name,slogan,description,category,default_price",
-    "id,productId,name,sale_price,original_price,default_style",
-    "id,product_id,feature,value",
-    "id,styleId,url,thumbnail_url",
-    "id,styleId,size,quantity",
-    "id,current_product_id,related_product_id",
-];
-
-/// Headers of the spaced layout (beck-2021), whose photos.csv is compact.
-const SPACED_HEADERS: [&str; 6] = [
-    "id, name, slogan, description, category, default_price",
-    "id, product_id, name, sale_price, original_price, default_style",
-    "id, product_id, feature, value",
-    "id,style_id,url,thumbnail_url",
-    "id, style_id, size, quantity",
-    "id, current_product_id, related_product_id",
-];
 
 /// What `generate` wrote: rows per file, in the order product, styles, features,
 /// photos, skus, related.
@@ -132,19 +103,13 @@ fn write_catalog(args: &GenerateArgs, threads: usize, progress: bool) -> Result<
         seed: args.seed,
         products: args.products,
         clean: args.clean,
-        separator: match args.variant {
-            Variant::Compact => b",",
-            Variant::Spaced => b", ",
-        },
+        variant: args.variant,
         genuine,
         images: &images,
         ends: starts[chunks as usize],
     };
-    let headers = match args.variant {
-        Variant::Compact => &COMPACT_HEADERS,
-        Variant::Spaced => &SPACED_HEADERS,
-    };
-    let mut output = Output::create(&args.out, headers)?;
+    let headers = PerFile(FileKind::ALL.map(|kind| kind.header_line(args.variant)));
+    let mut output = Output::create(&args.out, &headers)?;
     let bar = progress_bar(progress, args.products);
     ordered::run(
         chunks as usize,
@@ -164,8 +129,8 @@ fn write_catalog(args: &GenerateArgs, threads: usize, progress: bool) -> Result<
     )?;
     bar.finish_and_clear();
     Ok(GenerateReport {
-        files: FILES.iter().copied().zip(output.rows).collect(),
-        bytes: output.bytes.to_vec(),
+        files: FILE_NAMES.into_iter().zip(output.rows.0).collect(),
+        bytes: output.bytes.0.to_vec(),
         elapsed: started.elapsed(),
     })
 }
@@ -186,26 +151,26 @@ fn progress_bar(progress: bool, products: u32) -> ProgressBar {
 /// The six files being written, with what went into each.
 struct Output {
     files: Vec<(PathBuf, File)>,
-    rows: [u64; 6],
-    bytes: [u64; 6],
+    rows: PerFile<u64>,
+    bytes: PerFile<u64>,
 }
 
 impl Output {
     /// Creates (or truncates) the six files in `dir` and writes their headers.
-    fn create(dir: &Path, headers: &[&str; 6]) -> Result<Output> {
+    fn create(dir: &Path, headers: &PerFile<&str>) -> Result<Output> {
         std::fs::create_dir_all(dir).map_err(|source| Error::io("create", dir, source))?;
         let mut output = Output {
-            files: Vec::with_capacity(FILES.len()),
-            rows: [0; 6],
-            bytes: [0; 6],
+            files: Vec::with_capacity(FileKind::ALL.len()),
+            rows: PerFile::default(),
+            bytes: PerFile::default(),
         };
-        for (index, name) in FILES.iter().enumerate() {
-            let path = dir.join(name);
+        for (kind, header) in headers.iter() {
+            let path = dir.join(kind.file_name());
             let mut file =
                 File::create(&path).map_err(|source| Error::io("create", &path, source))?;
-            file.write_all(headers[index].as_bytes())
+            file.write_all(header.as_bytes())
                 .map_err(|source| Error::io("write", &path, source))?;
-            output.bytes[index] = headers[index].len() as u64;
+            output.bytes[kind] = header.len() as u64;
             output.files.push((path, file));
         }
         Ok(output)
@@ -214,11 +179,11 @@ impl Output {
     /// Appends a rendered chunk. Its buffers are megabytes each, so they go straight
     /// to the files without another buffer.
     fn write(&mut self, rendered: &render::Rendered) -> Result<()> {
-        for (index, (path, file)) in self.files.iter_mut().enumerate() {
-            file.write_all(&rendered.files[index])
+        for (kind, (path, file)) in FileKind::ALL.into_iter().zip(&mut self.files) {
+            file.write_all(&rendered.files[kind])
                 .map_err(|source| Error::io("write", path, source))?;
-            self.rows[index] += rendered.rows[index];
-            self.bytes[index] += rendered.files[index].len() as u64;
+            self.rows[kind] += rendered.rows[kind];
+            self.bytes[kind] += rendered.files[kind].len() as u64;
         }
         Ok(())
     }
@@ -234,12 +199,12 @@ mod tests {
             seed: 9,
             out: dir.to_path_buf(),
             clean,
-            variant: Variant::Compact,
+            variant: crate::catalog::Variant::Compact,
         }
     }
 
     fn read_all(dir: &Path) -> Vec<Vec<u8>> {
-        FILES
+        FILE_NAMES
             .iter()
             .map(|name| std::fs::read(dir.join(name)).unwrap())
             .collect()
@@ -261,7 +226,7 @@ mod tests {
         let report = write_catalog(&args(dir.path(), 1500, true), 2, false).unwrap();
         let files = read_all(dir.path());
         for (index, (name, rows)) in report.files.iter().enumerate() {
-            assert_eq!(*name, FILES[index]);
+            assert_eq!(*name, FILE_NAMES[index]);
             assert_eq!(report.bytes[index], files[index].len() as u64);
             let lines = files[index].iter().filter(|&&byte| byte == b'\n').count() as u64;
             assert_eq!(*rows, lines, "{name}: a clean file has one line per row");

@@ -239,14 +239,14 @@ fn generated_product(rng: &mut Rand, id: u32, products: u32, plan: &mut ChunkPla
 /// generated, without dirt.
 fn genuine_product(
     rng: &mut Rand,
-    genuine: &Genuine,
+    genuine: &'static Genuine,
     id: u32,
     plan: &mut ChunkPlan,
 ) -> ProductPlan {
     let row = &genuine.products[(id - 1) as usize];
     let first_style = plan.styles.len();
     for style in genuine.styles.iter().filter(|style| style.product_id == id) {
-        let planned = generated_style(rng, row.category, false, Some(style.id));
+        let planned = generated_style(rng, &row.category, false, Some(style.id));
         if !planned.genuine_children {
             plan.ids.sku += planned.sizes.len() as u64;
         }
@@ -259,7 +259,7 @@ fn genuine_product(
     };
     ProductPlan {
         id,
-        category: row.category,
+        category: &row.category,
         default_price: row.default_price,
         styles: first_style..plan.styles.len(),
         style_extra: None,

@@ -12,6 +12,7 @@ use super::plan::{ChunkPlan, Extra, Ids, MAX_RELATED, ProductPlan, StylePlan};
 use super::rng::{Rand, Stream};
 use super::row::{Junk, Row, push_int};
 use super::text;
+use crate::catalog::{FileKind, PerFile, Variant};
 
 /// Junk around numbers comes in cohorts of neighbouring products: in a few cohorts
 /// (per million), a share of the rows (per million) carry it.
@@ -38,8 +39,8 @@ pub(super) struct Catalog<'a> {
     pub seed: u64,
     pub products: u32,
     pub clean: bool,
-    /// Between the fields of every file but photos.csv, which is always compact.
-    pub separator: &'static [u8],
+    /// The field layout of the files.
+    pub variant: Variant,
     pub genuine: &'static Genuine,
     pub images: &'a Images,
     /// The first ids past every row: ids from there on name no row.
@@ -63,8 +64,8 @@ impl Catalog<'_> {
 /// The rows of one chunk: the bytes and the number of rows for each file, in the
 /// order product, styles, features, photos, skus, related.
 pub(super) struct Rendered {
-    pub files: [Vec<u8>; 6],
-    pub rows: [u64; 6],
+    pub files: PerFile<Vec<u8>>,
+    pub rows: PerFile<u64>,
 }
 
 /// Renders chunk `chunk` from its plan, its ids starting at `starts`.
@@ -88,15 +89,18 @@ pub(super) fn chunk(catalog: &Catalog, plan: &ChunkPlan, chunk: u32, starts: Ids
         skus_out,
         related_out,
     ] = &mut files;
-    let rows = [
+    let rows = PerFile([
         product_rows(catalog, plan, chunk, starts, product_out),
         style_rows(catalog, plan, chunk, starts, styles_out),
         feature_rows(catalog, plan, chunk, starts, features_out),
         photo_rows(catalog, plan, chunk, starts, photos_out),
         sku_rows(catalog, plan, chunk, starts, skus_out),
         related_rows(catalog, plan, chunk, starts, related_out),
-    ];
-    Rendered { files, rows }
+    ]);
+    Rendered {
+        files: PerFile(files),
+        rows,
+    }
 }
 
 fn product_rows(
@@ -107,7 +111,7 @@ fn product_rows(
     out: &mut Vec<u8>,
 ) -> u64 {
     let rng = &mut catalog.rng(chunk, Stream::Product);
-    let separator = catalog.separator;
+    let separator = FileKind::Product.separator(catalog.variant);
     let mut cohorts = Cohorts::new();
     let mut extra_id = starts.extra_product;
     let mut rows = 0;
@@ -117,10 +121,10 @@ fn product_rows(
             let row = &catalog.genuine.products[(product.id - 1) as usize];
             Row::start(out, separator)
                 .int(u64::from(row.id))
-                .text(row.name)
-                .text(row.slogan)
-                .text(row.description)
-                .text(row.category)
+                .text(&row.name)
+                .text(&row.slogan)
+                .text(&row.description)
+                .text(&row.category)
                 .int(row.default_price);
             continue;
         }
@@ -159,7 +163,7 @@ fn style_rows(
     out: &mut Vec<u8>,
 ) -> u64 {
     let rng = &mut catalog.rng(chunk, Stream::Styles);
-    let separator = catalog.separator;
+    let separator = FileKind::Styles.separator(catalog.variant);
     let mut cohorts = Cohorts::new();
     let mut next_id = starts.style;
     let mut rows = 0;
@@ -174,7 +178,7 @@ fn style_rows(
                 Row::start(out, separator)
                     .int(u64::from(row.id))
                     .int(u64::from(row.product_id))
-                    .text(row.name)
+                    .text(&row.name)
                     .int_or_null(row.sale_price)
                     .int(row.original_price)
                     .int(u64::from(row.default_style));
@@ -249,7 +253,7 @@ fn feature_rows(
     out: &mut Vec<u8>,
 ) -> u64 {
     let rng = &mut catalog.rng(chunk, Stream::Features);
-    let separator = catalog.separator;
+    let separator = FileKind::Features.separator(catalog.variant);
     let mut next_id = starts.feature;
     let mut rows = 0;
     for product in &plan.products {
@@ -263,8 +267,8 @@ fn feature_rows(
                 Row::start(out, separator)
                     .int(u64::from(row.id))
                     .int(u64::from(row.product_id))
-                    .text(row.feature)
-                    .text_or_null(row.value);
+                    .text(&row.feature)
+                    .text_or_null(row.value.as_deref());
                 rows += 1;
             }
             continue;
@@ -372,7 +376,7 @@ fn sku_rows(
     out: &mut Vec<u8>,
 ) -> u64 {
     let rng = &mut catalog.rng(chunk, Stream::Skus);
-    let separator = catalog.separator;
+    let separator = FileKind::Skus.separator(catalog.variant);
     let mut cohorts = Cohorts::new();
     let mut rows = 0;
     walk_styles(plan, starts, |product, style, ids| {
@@ -386,7 +390,7 @@ fn sku_rows(
                 Row::start(out, separator)
                     .int(u64::from(row.id))
                     .int(u64::from(row.style_id))
-                    .text(row.size)
+                    .text(&row.size)
                     .int(row.quantity);
                 rows += 1;
             }
@@ -438,7 +442,7 @@ fn related_rows(
     out: &mut Vec<u8>,
 ) -> u64 {
     let rng = &mut catalog.rng(chunk, Stream::Related);
-    let separator = catalog.separator;
+    let separator = FileKind::Related.separator(catalog.variant);
     let products = u64::from(catalog.products);
     let mut next_id = starts.related;
     let mut rows = 0;

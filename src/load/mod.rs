@@ -9,7 +9,6 @@
 mod binary;
 pub mod ids;
 mod pipeline;
-pub mod reader;
 mod rejects;
 pub mod rows;
 mod schedule;
@@ -23,10 +22,10 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
+use crate::catalog::FileKind;
 use crate::config::LoadArgs;
 use crate::{Error, Result};
 use pipeline::Source;
-use rows::FileKind;
 
 /// How the loaded products compare with the catalog they replaced.
 pub use staging::ProductChanges;

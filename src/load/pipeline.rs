@@ -26,10 +26,11 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 use super::FileCounts;
 use super::binary;
 use super::ids::{IdMap, IdSet};
-use super::reader::RecordReader;
 use super::rejects::{Outcome, Part};
-use super::rows::{self, FileKind, Ids};
+use super::rows::{self, Ids};
 use super::staging;
+use crate::catalog::FileKind;
+use crate::catalog::reader::RecordReader;
 use crate::{Error, Result};
 
 /// Size of the COPY data chunks sent to a connection.
@@ -65,10 +66,10 @@ impl Source {
             .header()
             .map_err(|e| Error::io("read", &path, e))?
             .ok_or_else(|| Error::InvalidInput(format!("{}: the file is empty", path.display())))?;
-        let spaced = kind
+        let variant = kind
             .parse_header(header)
             .map_err(|reason| Error::InvalidInput(format!("{}: {reason}", path.display())))?;
-        reader.set_spaced(spaced);
+        reader.set_variant(variant);
         Ok(Source {
             kind,
             path,

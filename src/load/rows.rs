@@ -1,5 +1,5 @@
-//! The six catalog files: their headers, and the rules that turn one record into one
-//! binary COPY tuple or into a rejection, noting every repair made.
+//! The rules that turn one record of a catalog file into one binary COPY tuple or into
+//! a rejection, noting every repair made.
 
 use std::borrow::Cow;
 use std::io::BufRead;
@@ -9,136 +9,11 @@ use memchr::memchr;
 
 use super::binary;
 use super::ids::{IdMap, IdSet};
-use super::reader::{MAX_RECORD_BYTES, RecordReader};
+use crate::catalog::FileKind;
+use crate::catalog::reader::{MAX_RECORD_BYTES, RecordReader};
 
 /// Largest price numeric(12,2) holds in whole dollars.
 const MAX_PRICE: i64 = 9_999_999_999;
-
-/// One of the six catalog files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FileKind {
-    Product,
-    Styles,
-    Features,
-    Photos,
-    Skus,
-    Related,
-}
-
-impl FileKind {
-    /// The six files, parents before children.
-    pub const ALL: [FileKind; 6] = [
-        FileKind::Product,
-        FileKind::Styles,
-        FileKind::Features,
-        FileKind::Photos,
-        FileKind::Skus,
-        FileKind::Related,
-    ];
-
-    /// The file's name in the catalog directory.
-    pub fn file_name(self) -> &'static str {
-        match self {
-            FileKind::Product => "product.csv",
-            FileKind::Styles => "styles.csv",
-            FileKind::Features => "features.csv",
-            FileKind::Photos => "photos.csv",
-            FileKind::Skus => "skus.csv",
-            FileKind::Related => "related.csv",
-        }
-    }
-
-    /// The catalog table the file fills.
-    pub fn table(self) -> &'static str {
-        match self {
-            FileKind::Product => "product",
-            FileKind::Styles => "style",
-            FileKind::Features => "feature",
-            FileKind::Photos => "photo",
-            FileKind::Skus => "sku",
-            FileKind::Related => "related",
-        }
-    }
-
-    /// The file whose catalog table is `name` (`public.style` → styles.csv).
-    pub fn of_live_table(name: &str) -> Option<FileKind> {
-        let table = name.strip_prefix("public.")?;
-        FileKind::ALL.into_iter().find(|kind| kind.table() == table)
-    }
-
-    /// The table columns a row fills, in the order of [`check`]'s tuples.
-    pub fn columns(self) -> &'static str {
-        match self {
-            FileKind::Product => "id, name, slogan, description, category, default_price",
-            FileKind::Styles => "id, product_id, name, sale_price, original_price, default_style",
-            FileKind::Features => "id, product_id, feature, value",
-            FileKind::Photos => "id, style_id, url, thumbnail_url",
-            FileKind::Skus => "id, style_id, size, quantity",
-            FileKind::Related => "id, product_id, related_product_id",
-        }
-    }
-
-    /// The header's column names in compact form.
-    pub fn header(self) -> &'static [&'static str] {
-        match self {
-            FileKind::Product => &[
-                "id",
-                "name",
-                "slogan",
-                "description",
-                "category",
-                "default_price",
-            ],
-            FileKind::Styles => &[
-                "id",
-                "productId",
-                "name",
-                "sale_price",
-                "original_price",
-                "default_style",
-            ],
-            FileKind::Features => &["id", "product_id", "feature", "value"],
-            FileKind::Photos => &["id", "styleId", "url", "thumbnail_url"],
-            FileKind::Skus => &["id", "styleId", "size", "quantity"],
-            FileKind::Related => &["id", "current_product_id", "related_product_id"],
-        }
-    }
-
-    /// Reads the header line: Ok(true) for the spaced variant (`, `), Ok(false) for the
-    /// compact one (`,`). Column names may be camelCase or snake_case.
-    pub fn parse_header(self, header: &[u8]) -> Result<bool, String> {
-        let expected = self.header();
-        let unknown = || {
-            format!(
-                "not a catalog {}: its first line {:?} is not the header `{}`",
-                self.file_name(),
-                String::from_utf8_lossy(&header[..header.len().min(200)]),
-                expected.join(",")
-            )
-        };
-        let text = std::str::from_utf8(header).map_err(|_| unknown())?;
-        let names: Vec<&str> = text.split(',').collect();
-        if names.len() != expected.len() {
-            return Err(unknown());
-        }
-        let spaced = names[1..]
-            .iter()
-            .filter(|name| name.starts_with(' '))
-            .count();
-        if spaced != 0 && spaced != names.len() - 1 {
-            return Err(unknown());
-        }
-        let fold = |name: &str| name.trim().replace('_', "").to_ascii_lowercase();
-        if names
-            .iter()
-            .zip(expected)
-            .any(|(name, want)| fold(name) != fold(want))
-        {
-            return Err(unknown());
-        }
-        Ok(spaced != 0)
-    }
-}
 
 /// The id sets a file's rows are checked against and added to.
 pub enum Ids<'a> {
@@ -554,10 +429,10 @@ mod tests {
         let header = kind.header().join(",");
         let text = format!("{header}\n{line}");
         let mut reader = RecordReader::new(text.as_bytes());
-        let spaced = kind
+        let variant = kind
             .parse_header(reader.header().unwrap().unwrap())
             .unwrap();
-        reader.set_spaced(spaced);
+        reader.set_variant(variant);
         assert!(reader.next_record().unwrap());
         let mut out = BytesMut::new();
         let mut repairs = Vec::new();
@@ -574,36 +449,6 @@ mod tests {
             assert!(out.is_empty());
         }
         (outcome, repairs)
-    }
-
-    #[test]
-    fn headers_of_both_variants_and_unknown_ones() {
-        assert_eq!(
-            FileKind::Styles
-                .parse_header(b"id,productId,name,sale_price,original_price,default_style"),
-            Ok(false)
-        );
-        assert_eq!(
-            FileKind::Styles
-                .parse_header(b"id, product_id, name, sale_price, original_price, default_style"),
-            Ok(true)
-        );
-        assert_eq!(
-            FileKind::Photos.parse_header(b"id,style_id,url,thumbnail_url"),
-            Ok(false)
-        );
-        assert!(FileKind::Photos.parse_header(b"id,style_id,url").is_err());
-        assert!(
-            FileKind::Photos
-                .parse_header(b"id, style_id,url,thumbnail_url")
-                .is_err()
-        );
-        assert!(FileKind::Skus.parse_header(b"\x00\x01binary").is_err());
-        let error = FileKind::Related.parse_header(b"a,b,c").unwrap_err();
-        assert!(
-            error.contains("related.csv") && error.contains("id,current_product_id"),
-            "{error}"
-        );
     }
 
     #[test]

@@ -20,9 +20,9 @@ use tokio_postgres::Client;
 use super::ids::IdMap;
 use super::pipeline::{self, Job, LaneOutput, Milestone, Reached, Shared, Source};
 use super::rejects::{self, Part};
-use super::rows::FileKind;
 use super::staging::{self, Definition, ProductChanges, Step};
 use super::{FileCounts, LoadReport};
+use crate::catalog::FileKind;
 use crate::{Error, Result};
 
 /// The tables a lane copies, each with the channel its rows arrive on.

@@ -11,8 +11,8 @@ use futures_util::SinkExt;
 use tokio_postgres::Client;
 
 use super::ids::{IdMap, IdSet};
-use super::rows::FileKind;
 use crate::Result;
+use crate::catalog::FileKind;
 
 /// The schema a load builds its tables in; it exists only while a load runs.
 pub const SCHEMA: &str = "atelier_load";

@@ -284,7 +284,7 @@ async fn load_writes_the_rejects_report_beside_the_files_and_prints_its_absolute
     let tmp = TempDir::new().unwrap();
     let catalog = tmp.path().join("catalog");
     std::fs::create_dir(&catalog).unwrap();
-    for file in atelier::generate::FILES {
+    for file in atelier::catalog::FILE_NAMES {
         std::fs::copy(sample("sara-2023").join(file), catalog.join(file)).unwrap();
     }
     let mut command = atelier(&["load", "catalog", "--database-url", &db.url]);

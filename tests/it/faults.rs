@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use atelier::config::{GenerateArgs, Variant};
-use atelier::generate::FILES;
+use atelier::catalog::FILE_NAMES;
+use atelier::catalog::Variant;
+use atelier::config::GenerateArgs;
 use atelier::load;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -43,7 +44,7 @@ fn generate(dir: &Path, name: &str, products: u32, clean: bool) -> PathBuf {
 /// A copy of the catalog in `from`, in a new temporary directory.
 fn copy_catalog(from: &Path) -> TempDir {
     let dir = TempDir::new().unwrap();
-    for file in FILES {
+    for file in FILE_NAMES {
         std::fs::copy(from.join(file), dir.path().join(file)).unwrap();
     }
     dir
@@ -268,7 +269,7 @@ async fn one_percent_of_rows_damaged_are_each_rejected_or_repaired_and_reported(
     // (file, physical line) of every damaged record; data lines start at line 2.
     let mut damaged: Vec<(&str, u64)> = Vec::new();
     let mut data_lines = std::collections::HashMap::new();
-    for file in FILES {
+    for file in FILE_NAMES {
         let text = std::fs::read(clean.join(file)).unwrap();
         let lines: Vec<&[u8]> = text
             .split(|&b| b == b'\n')
@@ -317,7 +318,7 @@ async fn one_percent_of_rows_damaged_are_each_rejected_or_repaired_and_reported(
         }
     }
     // Counts add up: every line was read, and loaded unless it was rejected.
-    for (file, table) in FILES
+    for (file, table) in FILE_NAMES
         .iter()
         .zip(["product", "style", "feature", "photo", "sku", "related"])
     {

@@ -5,8 +5,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use atelier::config::{GenerateArgs, Variant};
-use atelier::generate::{FILES, generate};
+use atelier::catalog::FILE_NAMES;
+use atelier::catalog::Variant;
+use atelier::config::GenerateArgs;
+use atelier::generate::generate;
 
 use crate::support;
 
@@ -110,7 +112,7 @@ impl Catalog {
         };
         let report = generate(&args, false).unwrap();
         assert_eq!(report.files.len(), 6);
-        let files = FILES
+        let files = FILE_NAMES
             .iter()
             .map(|name| std::fs::read_to_string(dir.path().join(name)).unwrap())
             .collect();
@@ -144,7 +146,7 @@ impl Catalog {
             .into_iter()
             .map(|line| {
                 parse(line, self.separator(file), SCHEMAS[file])
-                    .unwrap_or_else(|| panic!("{}: malformed line {line:?}", FILES[file]))
+                    .unwrap_or_else(|| panic!("{}: malformed line {line:?}", FILE_NAMES[file]))
             })
             .collect()
     }
@@ -218,7 +220,7 @@ fn the_same_seed_gives_the_same_bytes_and_another_seed_does_not() {
         "same arguments, different bytes"
     );
     for file in [PRODUCT, STYLES, FEATURES, PHOTOS, SKUS, RELATED] {
-        assert_ne!(first.files[file], other.files[file], "{}", FILES[file]);
+        assert_ne!(first.files[file], other.files[file], "{}", FILE_NAMES[file]);
     }
 }
 
@@ -235,10 +237,10 @@ fn both_layouts_have_the_real_headers_and_row_formats() {
             assert!(
                 !text.ends_with('\n'),
                 "{} ends without a newline",
-                FILES[file]
+                FILE_NAMES[file]
             );
             assert!(!text.contains('\r') && !text.starts_with('\u{feff}'));
-            assert!(catalog.lines(file).len() > 1000, "{}", FILES[file]);
+            assert!(catalog.lines(file).len() > 1000, "{}", FILE_NAMES[file]);
             // Every line matches its file's format (rows() panics on one that does not).
             catalog.rows(file);
         }
@@ -472,7 +474,7 @@ fn products_1_to_11_are_the_genuine_rows() {
     };
     // Compact: the sara-2023 files, header included, are where the catalog starts.
     let compact = Catalog::generate(1200, 3, false, Variant::Compact);
-    for (file, name) in FILES.iter().enumerate() {
+    for (file, name) in FILE_NAMES.iter().enumerate() {
         let sample = sample_lines("sara-2023", name);
         let generated: Vec<&str> = compact.files[file].split('\n').take(sample.len()).collect();
         assert_eq!(generated, sample, "{name} starts with sara-2023's rows");
@@ -487,12 +489,12 @@ fn products_1_to_11_are_the_genuine_rows() {
         (PHOTOS, 287),
         (SKUS, 350),
     ] {
-        let sample = &sample_lines("beck-2021", FILES[file])[..=rows];
+        let sample = &sample_lines("beck-2021", FILE_NAMES[file])[..=rows];
         let generated: Vec<&str> = spaced.files[file].split('\n').take(rows + 1).collect();
         assert_eq!(
             generated, sample,
             "{} starts with beck-2021's rows",
-            FILES[file]
+            FILE_NAMES[file]
         );
         // A clean catalog closes the genuine photo lines' missing quotes, nothing else.
         let clean: Vec<&str> = clean_spaced.files[file]
@@ -535,7 +537,7 @@ fn a_clean_catalog_loads_without_repairs_or_rejects() {
             "{variant:?} rejects: {:?}",
             loaded.rejected
         );
-        for (file, name) in FILES.iter().enumerate() {
+        for (file, name) in FILE_NAMES.iter().enumerate() {
             assert_eq!(loaded.rows[file].len(), catalog.lines(file).len(), "{name}");
         }
     }
@@ -615,7 +617,7 @@ fn a_repaired_dirty_catalog_is_the_clean_catalog() {
         let dirty = load(&Catalog::generate(6000, 11, false, variant));
         let clean = Catalog::generate(6000, 11, true, variant);
         assert!(!dirty.repaired.is_empty() && !dirty.rejected.is_empty());
-        for (file, name) in FILES.iter().enumerate() {
+        for (file, name) in FILE_NAMES.iter().enumerate() {
             let expected = clean.lines(file);
             assert_eq!(dirty.rows[file].len(), expected.len(), "{variant:?} {name}");
             for (row, line) in dirty.rows[file].iter().zip(expected) {
@@ -651,7 +653,7 @@ impl Loaded {
 
 fn tally(counts: &mut HashMap<String, usize>, file: usize, what: &str) {
     *counts
-        .entry(format!("{}: {what}", FILES[file]))
+        .entry(format!("{}: {what}", FILE_NAMES[file]))
         .or_insert(0) += 1;
 }
 

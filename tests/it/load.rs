@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use atelier::generate::FILES;
+use atelier::catalog::FILE_NAMES;
 use atelier::load::{self, LoadReport};
 use tempfile::TempDir;
 use tokio_postgres::Client;
@@ -45,7 +45,7 @@ const RELATED: &str = "id,current_product_id,related_product_id
 fn catalog(replaced: &[(&str, &str)]) -> TempDir {
     let dir = TempDir::new().unwrap();
     let defaults = [PRODUCT, STYLES, FEATURES, PHOTOS, SKUS, RELATED];
-    for (file, text) in FILES.iter().zip(defaults) {
+    for (file, text) in FILE_NAMES.iter().zip(defaults) {
         let text = replaced
             .iter()
             .find(|(name, _)| name == file)
@@ -940,7 +940,8 @@ async fn two_connections_load_the_same_catalog_as_one() {
 
 #[tokio::test]
 async fn a_generated_dirty_catalog_loads_as_its_clean_twin() {
-    use atelier::config::{GenerateArgs, Variant};
+    use atelier::catalog::Variant;
+    use atelier::config::GenerateArgs;
     let out = TempDir::new().unwrap();
     let generate = |name: &str, clean: bool, variant: Variant| {
         let args = GenerateArgs {

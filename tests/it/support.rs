@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use atelier::catalog::FileKind;
 use atelier::db::{self, embedded::Cluster, embedded::Durability};
 use atelier::materialize::{Scope, Settings};
 use tokio_postgres::Client;
@@ -94,20 +95,14 @@ pub fn sample(name: &str) -> PathBuf {
 /// none), copied into a temporary directory.
 pub fn beck_with_related() -> tempfile::TempDir {
     let dir = tempfile::TempDir::new().unwrap();
-    for file in [
-        "product.csv",
-        "styles.csv",
-        "features.csv",
-        "photos.csv",
-        "skus.csv",
-    ] {
-        std::fs::copy(sample("beck-2021").join(file), dir.path().join(file)).unwrap();
+    for kind in FileKind::ALL {
+        let from = match kind {
+            FileKind::Related => "sara-2023",
+            _ => "beck-2021",
+        };
+        let file = kind.file_name();
+        std::fs::copy(sample(from).join(file), dir.path().join(file)).unwrap();
     }
-    std::fs::copy(
-        sample("sara-2023").join("related.csv"),
-        dir.path().join("related.csv"),
-    )
-    .unwrap();
     dir
 }
 

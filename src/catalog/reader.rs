@@ -9,6 +9,8 @@ use std::ops::Range;
 
 use memchr::memchr;
 
+use super::Variant;
+
 /// Longest record kept whole; a longer one is cut there and must be rejected.
 pub const MAX_RECORD_BYTES: usize = 1 << 20;
 
@@ -68,8 +70,8 @@ impl<R: BufRead> RecordReader<R> {
 
     /// Chooses the separator: `,` (compact) or `, ` (spaced). With the spaced variant one
     /// space after each comma belongs to the separator, not to the field.
-    pub fn set_spaced(&mut self, spaced: bool) {
-        self.spaced = spaced;
+    pub fn set_variant(&mut self, variant: Variant) {
+        self.spaced = variant == Variant::Spaced;
     }
 
     /// Bytes of the file consumed so far.
@@ -324,7 +326,11 @@ mod tests {
     fn records(text: &str, spaced: bool) -> Vec<(u64, Vec<String>, bool)> {
         let mut reader = RecordReader::new(text.as_bytes());
         reader.header().unwrap().expect("a header");
-        reader.set_spaced(spaced);
+        reader.set_variant(if spaced {
+            Variant::Spaced
+        } else {
+            Variant::Compact
+        });
         let mut out = Vec::new();
         while reader.next_record().unwrap() {
             let fields = (0..reader.field_count())
@@ -356,7 +362,7 @@ mod tests {
     fn spaced_separator_is_not_part_of_the_value() {
         let mut reader = RecordReader::new(&b"id, name, price\n1, \"Camo  Onesie\", 140"[..]);
         reader.header().unwrap();
-        reader.set_spaced(true);
+        reader.set_variant(Variant::Spaced);
         assert!(reader.next_record().unwrap());
         assert_eq!(reader.field(1), b"Camo  Onesie");
         assert_eq!(reader.field(2), b"140");
