@@ -1,11 +1,19 @@
 //! The embedded default database: a PostgreSQL cluster this project creates and runs
-//! itself from the system's server binaries, in a directory of its own, reachable on
-//! loopback only. It is left running between commands (`atelier db stop` ends it).
-//! A cluster can also be made a primary and get streaming replicas of its own.
+//! itself from the system's server binaries, in a directory of its own. It is left
+//! running between commands (`atelier db stop` ends it). A cluster can also be made a
+//! primary and get streaming replicas of its own.
+//!
+//! Only the OS user the server runs as (and root) can connect: the server takes no TCP
+//! connections, and its Unix socket lies in a directory of mode 0700 that only that user
+//! can enter. Its `pg_hba.conf` trusts that socket and accepts nothing else, so every
+//! role, the superuser and the read-only reader alike, is closed to other local users,
+//! with no password to keep. A cluster made by an older version, which trusted every
+//! connection on 127.0.0.1, is rewritten this way and restarted on its next
+//! [`Cluster::ensure_running`].
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::net::TcpListener;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,10 +22,27 @@ use crate::{Error, Result};
 
 /// The OS user PostgreSQL runs as when this process is root (postgres refuses root).
 const SERVICE_USER: &str = "postgres";
-/// The superuser role created by initdb; connections are trusted on loopback only.
+/// The superuser role created by initdb.
 const SUPERUSER: &str = "postgres";
 /// Our settings, kept apart from the stock postgresql.conf.
 const SETTINGS_FILE: &str = "atelier.conf";
+/// The port of a new cluster. With no TCP it only names the socket file
+/// (`.s.PGSQL.<port>`), which lies in the cluster's own directory.
+const PORT: u16 = 5432;
+/// The directory, under the cluster's root, that holds its socket.
+const SOCKET_DIR: &str = "socket";
+/// The longest socket path the kernel takes (`sun_path` less its terminating NUL).
+const MAX_SOCKET_PATH: usize = 107;
+/// The client authentication of every embedded cluster: the socket, whose directory
+/// only the cluster's OS user can enter, and nothing else (no `host` line: TCP is
+/// refused even where `listen_addresses` is set).
+const HBA: &str = "\
+# Written by atelier, which puts it back whenever it differs. The server listens on a Unix
+# socket only, in a directory of mode 0700 that only its OS user can enter; whoever
+# reaches the socket owns the cluster's files anyway. No TCP connection is accepted.
+local   all           all   trust
+local   replication   all   trust
+";
 
 /// How a cluster is tuned when it is created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +93,12 @@ impl Cluster {
         self.pgdata().join("PG_VERSION").exists()
     }
 
-    /// The loopback port chosen when the cluster was created.
+    /// The directory holding the server's Unix socket (mode 0700, the server's OS user's).
+    pub fn socket_dir(&self) -> PathBuf {
+        self.root.join(SOCKET_DIR)
+    }
+
+    /// The port in the cluster's settings; it names the socket file.
     pub fn port(&self) -> Result<u16> {
         let path = self.pgdata().join(SETTINGS_FILE);
         let text = fs::read_to_string(&path).map_err(|e| Error::io("read", &path, e))?;
@@ -78,11 +108,22 @@ impl Cluster {
             .ok_or_else(|| Error::Embedded(format!("no port in {}", path.display())))
     }
 
-    /// The connection URL of database `dbname` in this cluster.
+    /// The host and port of this cluster in a connection URL: the socket directory,
+    /// percent-encoded, and the port. URLs that list several clusters join these with `,`.
+    pub fn host_and_port(&self) -> Result<String> {
+        Ok(format!(
+            "{}:{}",
+            percent_encode(self.socket_dir().as_os_str().as_bytes()),
+            self.port()?
+        ))
+    }
+
+    /// The connection URL of database `dbname` in this cluster, as the superuser, over
+    /// the socket (libpq and psql take it too).
     pub fn url(&self, dbname: &str) -> Result<String> {
         Ok(format!(
-            "postgres://{SUPERUSER}@127.0.0.1:{}/{dbname}",
-            self.port()?
+            "postgres://{SUPERUSER}@{}/{dbname}",
+            self.host_and_port()?
         ))
     }
 
@@ -98,20 +139,98 @@ impl Cluster {
                 .is_ok_and(|out| out.status.success())
     }
 
-    /// Creates the cluster if needed and starts it if it is not running. Several
-    /// processes may call this at once: a lock file serialises them.
+    /// Creates the cluster if needed, makes sure it takes connections on its socket
+    /// only, and starts it if it is not running. A running server whose settings had to
+    /// change (a cluster made by an older version) is restarted. Several processes may
+    /// call this at once: a lock file serialises them.
     pub fn ensure_running(&self, durability: Durability) -> Result<()> {
         let _lock = DirLock::acquire(&self.root.join("cluster.lock"))?;
         if !self.is_initialized() {
             self.init(durability)?;
         }
-        if !self.is_running() {
-            self.start()?;
+        let changed = self.secure()?;
+        if self.is_running() {
+            // A server with no socket file runs with settings other than these.
+            if !changed && self.socket_path(self.port()?)?.exists() {
+                return Ok(());
+            }
+            tracing::warn!(
+                "restarting the embedded PostgreSQL in {} so that it takes connections \
+                 only on its own socket, from its own OS user",
+                self.root.display()
+            );
+            self.stop()?;
         }
-        Ok(())
+        self.start()
+    }
+
+    /// Writes the settings and `pg_hba.conf` that close the cluster to other users (no
+    /// TCP, the socket in a directory only the server's OS user can enter) where they
+    /// differ, and prepares that directory. Returns whether a file changed, so that a
+    /// running server must restart to apply it.
+    fn secure(&self) -> Result<bool> {
+        let path = self.pgdata().join(SETTINGS_FILE);
+        let text = fs::read_to_string(&path).map_err(|e| Error::io("read", &path, e))?;
+        let settings = with_setting(&text, "listen_addresses", "''");
+        let settings = with_setting(
+            &settings,
+            "unix_socket_directories",
+            &self.socket_setting()?,
+        );
+        let mut changed = false;
+        if settings != text {
+            write_file(&path, settings.as_bytes())?;
+            changed = true;
+        }
+        let hba = self.pgdata().join("pg_hba.conf");
+        if fs::read_to_string(&hba).ok().as_deref() != Some(HBA) {
+            // Rewritten in place, so the file keeps its owner and mode.
+            write_file(&hba, HBA.as_bytes())?;
+            changed = true;
+        }
+        self.socket_path(self.port()?)?;
+        self.prepare_socket_dir()?;
+        Ok(changed)
+    }
+
+    /// The path of the server's socket file on `port`, checked against the kernel's limit.
+    fn socket_path(&self, port: u16) -> Result<PathBuf> {
+        let path = self.socket_dir().join(format!(".s.PGSQL.{port}"));
+        if path.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(Error::Embedded(format!(
+                "the cluster's socket path {} is longer than the {MAX_SOCKET_PATH} bytes a \
+                 Unix socket path may have; choose a shorter --data-dir (ATELIER_DATA_DIR)",
+                path.display()
+            )));
+        }
+        Ok(path)
+    }
+
+    /// `unix_socket_directories` naming the socket directory, quoted for the settings file.
+    fn socket_setting(&self) -> Result<String> {
+        let dir = self.socket_dir();
+        let text = dir.to_str().ok_or_else(|| {
+            Error::Embedded(format!(
+                "the cluster's directory {} is not valid UTF-8; choose another --data-dir",
+                dir.display()
+            ))
+        })?;
+        Ok(socket_setting(text))
+    }
+
+    /// Creates the socket directory if needed: mode 0700, owned by the server's OS user,
+    /// so that no other user (root aside) can reach the socket.
+    fn prepare_socket_dir(&self) -> Result<()> {
+        let dir = self.socket_dir();
+        fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io("set permissions of", &dir, e))?;
+        self.give_to_service_user(&dir)
     }
 
     fn init(&self, durability: Durability) -> Result<()> {
+        // A cluster whose socket could not be made is not worth creating.
+        self.socket_path(PORT)?;
         let pgdata = self.pgdata();
         if pgdata.exists() {
             // A half-made cluster from an interrupted initdb: start again.
@@ -122,11 +241,11 @@ impl Cluster {
             self.pg_command("initdb")
                 .arg("-D")
                 .arg(&pgdata)
-                .args(["-U", SUPERUSER, "--auth=trust", "--encoding=UTF8"])
-                .args(["--locale=C", "--no-sync"]),
+                .args(["-U", SUPERUSER, "--auth-local=trust", "--auth-host=reject"])
+                .args(["--encoding=UTF8", "--locale=C", "--no-sync"]),
             "initdb",
         )?;
-        let port = free_loopback_port()?;
+        let socket_dirs = self.socket_setting()?;
         let fsync = match durability {
             Durability::Durable => "on",
             Durability::Throwaway => "off",
@@ -135,9 +254,9 @@ impl Cluster {
         // the WAL, which roughly halves load time; a replica needs `replica` instead.
         let settings = format!(
             "# Written by atelier when it created this cluster.\n\
-             listen_addresses = '127.0.0.1'\n\
-             port = {port}\n\
-             unix_socket_directories = ''\n\
+             listen_addresses = ''\n\
+             port = {PORT}\n\
+             unix_socket_directories = {socket_dirs}\n\
              max_connections = 200\n\
              shared_buffers = 256MB\n\
              work_mem = 64MB\n\
@@ -191,7 +310,7 @@ impl Cluster {
 
     /// Creates a streaming replica of this running cluster in `root`, which must hold no
     /// cluster yet: a base backup (`pg_basebackup -R`, so it follows this cluster as its
-    /// primary) on a loopback port of its own, started and answering read-only queries.
+    /// primary) with a socket of its own, started and answering read-only queries.
     /// This cluster must allow replicas ([`Cluster::allow_replicas`]).
     pub fn create_replica(&self, root: &Path) -> Result<Cluster> {
         let replica = Cluster::new(root)?;
@@ -206,23 +325,23 @@ impl Cluster {
         let port = self.port()?.to_string();
         self.run(
             self.pg_command("pg_basebackup")
-                .args(["-h", "127.0.0.1", "-p", &port, "-U", SUPERUSER])
+                .arg("-h")
+                .arg(self.socket_dir())
+                .args(["-p", &port, "-U", SUPERUSER])
                 .arg("-D")
                 .arg(replica.pgdata())
                 .args(["-R", "-X", "stream", "-c", "fast"]),
             "pg_basebackup",
         )?;
-        // The copied settings still name this cluster's port.
-        let path = replica.pgdata().join(SETTINGS_FILE);
-        let text = fs::read_to_string(&path).map_err(|e| Error::io("read", &path, e))?;
-        let port = free_loopback_port()?.to_string();
-        write_file(&path, with_setting(&text, "port", &port).as_bytes())?;
+        // The copied settings still name this cluster's socket directory.
+        replica.secure()?;
         replica.start()?;
         Ok(replica)
     }
 
     /// Starts the server and waits until it accepts connections.
     pub fn start(&self) -> Result<()> {
+        self.prepare_socket_dir()?;
         let log = self.log_file();
         if !log.exists() {
             write_file(&log, b"")?;
@@ -402,13 +521,32 @@ fn user_ids(name: &str) -> Option<(u32, u32)> {
     Some((record.pw_uid, record.pw_gid))
 }
 
-fn free_loopback_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| Error::Embedded(format!("cannot find a free loopback port: {e}")))?;
-    listener
-        .local_addr()
-        .map(|addr| addr.port())
-        .map_err(|e| Error::Embedded(format!("cannot find a free loopback port: {e}")))
+/// `bytes` with every byte but the URL-unreserved ones as `%XX`: a socket directory as
+/// the host of a connection URL.
+fn percent_encode(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|&b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The `unix_socket_directories` value naming one directory: a quoted string of the
+/// settings file holding a list of one element, double-quoted unless plain.
+fn socket_setting(dir: &str) -> String {
+    let plain = dir
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/-._~+".contains(&b));
+    let element = if plain {
+        dir.to_string()
+    } else {
+        format!("\"{}\"", dir.replace('"', "\"\""))
+    };
+    format!("'{}'", element.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 /// Settings text with `name = value`, replacing the line that set `name` or appended.
@@ -463,6 +601,23 @@ mod tests {
         assert_eq!(
             with_setting("wal_level_x = 1\n", "wal_level", "replica"),
             "wal_level_x = 1\nwal_level = replica\n"
+        );
+    }
+
+    #[test]
+    fn a_socket_directory_becomes_a_url_host_and_a_setting() {
+        assert_eq!(
+            percent_encode(b"/tmp/a b/.atelier/socket"),
+            "%2Ftmp%2Fa%20b%2F.atelier%2Fsocket"
+        );
+        assert_eq!(
+            socket_setting("/srv/.atelier/socket"),
+            "'/srv/.atelier/socket'"
+        );
+        // Commas would split the list, quotes end the string: such a name is quoted twice.
+        assert_eq!(
+            socket_setting("/srv/it's, \"x\"\\y"),
+            "'\"/srv/it''s, \"\"x\"\"\\\\y\"'"
         );
     }
 }

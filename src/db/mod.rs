@@ -182,6 +182,10 @@ mod tests {
             "postgresql://r@db:5432/x?sslmode=require"
         );
         assert_eq!(
+            with_user("postgres://postgres@%2Ftmp%2Fa%2Fsocket:5432/atelier", "r").unwrap(),
+            "postgres://r@%2Ftmp%2Fa%2Fsocket:5432/atelier"
+        );
+        assert_eq!(
             with_user("postgres://localhost/x", "r").unwrap(),
             "postgres://r@localhost/x"
         );

@@ -646,9 +646,9 @@ impl Replicated {
     /// The replica first, the primary when the replica does not answer.
     fn read_url(&self) -> String {
         format!(
-            "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/atelier",
-            self.replica.port().unwrap(),
-            self.primary.port().unwrap()
+            "postgres://postgres@{},{}/atelier",
+            self.replica.host_and_port().unwrap(),
+            self.primary.host_and_port().unwrap()
         )
     }
 
