@@ -18,13 +18,14 @@ const DEMO_LOCK_KEY: i64 = 0x6465_6d6f;
 /// Whether the database holds any catalog rows.
 const LOADED_SQL: &str = "SELECT EXISTS (SELECT 1 FROM product)";
 
-/// The URL to serve from: `DATABASE_URL` as given (not touched, so the server starts
-/// while that database is down; the operator picks the role), or the embedded cluster,
-/// started and given a catalog to serve if it has none: a loaded but never materialized
-/// catalog is materialized; an empty database gets the demo catalog, generated, loaded
-/// and materialized. The embedded cluster is then served as the read-only
-/// [`db::READER_ROLE`], so the server cannot change what it serves.
-pub async fn database_url(args: &DatabaseArgs) -> Result<String> {
+/// Makes the database ready to serve and returns the URL to serve from: `DATABASE_URL`
+/// as given (not touched, so the server starts while that database is down; the
+/// operator picks the role), or the embedded cluster, started and given a catalog to
+/// serve if it has none: a loaded but never materialized catalog is materialized; an
+/// empty database gets the demo catalog, generated, loaded and materialized. The
+/// embedded cluster is then served as the read-only [`db::READER_ROLE`], so the server
+/// cannot change what it serves.
+pub async fn prepare_database(args: &DatabaseArgs) -> Result<String> {
     if let Some(url) = &args.database_url {
         return Ok(url.clone());
     }

@@ -19,6 +19,10 @@ pub enum Error {
     /// The embedded PostgreSQL cluster could not be found, created, started or stopped.
     #[error("embedded PostgreSQL: {0}")]
     Embedded(String),
+    /// A part of a load that stopped because another part failed; that failure is the
+    /// one to report.
+    #[error("load aborted: another part of it failed")]
+    LoadAborted,
     /// Input that is not what the command expects (an unknown CSV header, a bad argument).
     #[error("{0}")]
     InvalidInput(String),

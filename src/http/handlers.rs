@@ -24,27 +24,24 @@ pub async fn list_products(state: &AppState, query: Option<&str>) -> Result<Docu
 
 /// `GET /products/:id`.
 pub async fn get_product(state: &AppState, id: i32) -> Result<Document, HttpError> {
-    state
-        .cache
-        .get(Key::Product(id))
-        .await?
-        .ok_or(HttpError::NoSuchProduct(id))
+    product_document(state, id, Key::Product(id)).await
 }
 
 /// `GET /products/:id/styles`.
 pub async fn get_product_styles(state: &AppState, id: i32) -> Result<Document, HttpError> {
-    state
-        .cache
-        .get(Key::Styles(id))
-        .await?
-        .ok_or(HttpError::NoSuchProduct(id))
+    product_document(state, id, Key::Styles(id)).await
 }
 
 /// `GET /products/:id/related`.
 pub async fn get_related_products(state: &AppState, id: i32) -> Result<Document, HttpError> {
+    product_document(state, id, Key::Related(id)).await
+}
+
+/// One of product `id`'s documents; 404 when the catalog has no such product.
+async fn product_document(state: &AppState, id: i32, key: Key) -> Result<Document, HttpError> {
     state
         .cache
-        .get(Key::Related(id))
+        .get(key)
         .await?
         .ok_or(HttpError::NoSuchProduct(id))
 }

@@ -26,7 +26,7 @@ use crate::{Error, Result};
 /// `atelier serve`: finds the database (preparing the demo catalog on first use of the
 /// embedded one), binds the address and serves until SIGTERM or SIGINT.
 pub async fn run(args: ServeArgs) -> Result<()> {
-    let url = crate::demo::database_url(&args.db).await?;
+    let url = crate::demo::prepare_database(&args.db).await?;
     let state = AppState::new(&args, &url)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -8,6 +8,7 @@
 
 mod binary;
 pub mod ids;
+mod lanes;
 mod pipeline;
 mod rejects;
 pub mod rows;

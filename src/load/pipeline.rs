@@ -13,28 +13,26 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::SinkExt;
 use indicatif::ProgressBar;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_postgres::Client;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use super::FileCounts;
 use super::binary;
 use super::ids::{IdMap, IdSet};
+use super::lanes::{Milestone, Shared};
 use super::rejects::{Outcome, Part};
 use super::rows::{self, Ids};
-use super::staging;
+use super::staging::{self, CHUNK_BYTES};
 use crate::catalog::FileKind;
 use crate::catalog::reader::RecordReader;
 use crate::{Error, Result};
 
-/// Size of the COPY data chunks sent to a connection.
-pub const CHUNK_BYTES: usize = 256 * 1024;
 /// Chunks that may wait in a channel: the parser's lead over COPY.
 pub const CHANNEL_CHUNKS: usize = 16;
 /// Read buffer of each file.
@@ -98,132 +96,6 @@ pub struct LaneOutput {
     pub parts: Vec<(FileKind, PathBuf)>,
     /// Per product id, the wrapping sum of the hashes of its rows read by this lane.
     pub fingerprints: IdMap<u64>,
-}
-
-/// What the lanes tell each other: the product and style ids, published by the lane
-/// that reads them; the milestones reached; whether to stop.
-pub struct Shared {
-    published: Mutex<Published>,
-    changed: Condvar,
-    aborted: AtomicBool,
-    /// One bit per milestone reached, and [`ABORTED_BIT`].
-    milestones: watch::Sender<u16>,
-}
-
-/// A point of a load another lane may wait for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Milestone {
-    /// The staging table of a file is committed.
-    Copied(FileKind),
-    /// The staging product table is built.
-    ProductsBuilt,
-    /// Every primary and unique key of a file's staging table is built.
-    Keyed(FileKind),
-}
-
-impl Milestone {
-    fn bit(self) -> u16 {
-        match self {
-            Milestone::Copied(kind) => 1 << (kind as u16),
-            Milestone::ProductsBuilt => 1 << 6,
-            Milestone::Keyed(kind) => 1 << (7 + kind as u16),
-        }
-    }
-}
-
-/// The milestones reached at some moment.
-#[derive(Debug, Clone, Copy)]
-pub struct Reached(u16);
-
-impl Reached {
-    /// Whether `milestone` was reached.
-    pub fn has(self, milestone: Milestone) -> bool {
-        self.0 & milestone.bit() != 0
-    }
-}
-
-const ABORTED_BIT: u16 = 1 << 15;
-
-impl Default for Shared {
-    fn default() -> Self {
-        Shared {
-            published: Mutex::default(),
-            changed: Condvar::new(),
-            aborted: AtomicBool::new(false),
-            milestones: watch::Sender::new(0),
-        }
-    }
-}
-
-#[derive(Default)]
-struct Published {
-    products: Option<Arc<IdSet>>,
-    styles: Option<Arc<IdMap<u32>>>,
-}
-
-impl Shared {
-    /// Stops every lane at its next chunk or wait.
-    pub fn abort(&self) {
-        self.aborted.store(true, Ordering::SeqCst);
-        self.milestones.send_modify(|bits| *bits |= ABORTED_BIT);
-        let _guard = self.published.lock().expect("lane lock");
-        self.changed.notify_all();
-    }
-
-    /// Tells the other lanes that `milestone` is reached.
-    pub fn reach(&self, milestone: Milestone) {
-        self.milestones.send_modify(|bits| *bits |= milestone.bit());
-    }
-
-    /// Waits until `ready` finds what it needs in the milestones reached; an error if
-    /// the load is stopped first.
-    pub async fn wait_until<T>(&self, mut ready: impl FnMut(Reached) -> Option<T>) -> Result<T> {
-        let mut bits = self.milestones.subscribe();
-        loop {
-            let reached = *bits.borrow_and_update();
-            if reached & ABORTED_BIT != 0 {
-                return Err(aborted());
-            }
-            if let Some(found) = ready(Reached(reached)) {
-                return Ok(found);
-            }
-            bits.changed().await.map_err(|_| aborted())?;
-        }
-    }
-
-    fn is_aborted(&self) -> bool {
-        self.aborted.load(Ordering::SeqCst)
-    }
-
-    /// The loaded product ids, once product.csv has been read.
-    pub fn products(&self) -> Option<Arc<IdSet>> {
-        self.published.lock().expect("lane lock").products.clone()
-    }
-
-    fn wait<T>(&self, pick: impl Fn(&Published) -> Option<T>) -> Result<T> {
-        let mut published = self.published.lock().expect("lane lock");
-        loop {
-            if self.is_aborted() {
-                return Err(aborted());
-            }
-            if let Some(value) = pick(&published) {
-                return Ok(value);
-            }
-            published = self.changed.wait(published).expect("lane lock");
-        }
-    }
-
-    fn publish(&self, update: impl FnOnce(&mut Published)) {
-        update(&mut self.published.lock().expect("lane lock"));
-        self.changed.notify_all();
-    }
-}
-
-/// The error of a lane stopped because another lane failed.
-pub const ABORTED: &str = "load aborted: another part of it failed";
-
-fn aborted() -> Error {
-    Error::InvalidInput(ABORTED.into())
 }
 
 /// One file for a lane's parser: where to read, where to send rows, where to report.
@@ -362,17 +234,18 @@ impl FileParse<'_> {
             }
             if out.len() >= CHUNK_BYTES {
                 if shared.is_aborted() {
-                    return Err(aborted());
+                    return Err(Error::LoadAborted);
                 }
                 rows.blocking_send(out.split().freeze())
-                    .map_err(|_| aborted())?;
+                    .map_err(|_| Error::LoadAborted)?;
                 let read = reader.bytes_read();
                 progress.inc(read - reported_bytes);
                 reported_bytes = read;
             }
         }
         if !out.is_empty() {
-            rows.blocking_send(out.freeze()).map_err(|_| aborted())?;
+            rows.blocking_send(out.freeze())
+                .map_err(|_| Error::LoadAborted)?;
         }
         progress.inc(reader.bytes_read() - reported_bytes);
         Ok((counts, report.finish()?))
@@ -410,7 +283,7 @@ async fn copy_table(
         sink.send(chunk).await?;
     }
     if shared.is_aborted() {
-        return Err(aborted());
+        return Err(Error::LoadAborted);
     }
     sink.send(Bytes::from_static(binary::TRAILER)).await?;
     let rows = sink.as_mut().finish().await?;

@@ -18,7 +18,8 @@ use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
 use super::ids::IdMap;
-use super::pipeline::{self, Job, LaneOutput, Milestone, Reached, Shared, Source};
+use super::lanes::{Milestone, Reached, Shared};
+use super::pipeline::{self, Job, LaneOutput, Source};
 use super::rejects::{self, Part};
 use super::staging::{self, Definition, ProductChanges, Step};
 use super::{FileCounts, LoadReport};
@@ -302,7 +303,7 @@ async fn join_parsers(
 /// The error that caused the others: a lane stopped because another failed reports
 /// only that it was stopped.
 fn first_cause(errors: Vec<Error>) -> Option<Error> {
-    let stopped = |e: &Error| matches!(e, Error::InvalidInput(m) if m == pipeline::ABORTED);
+    let stopped = |e: &Error| matches!(e, Error::LoadAborted);
     let (stops, causes): (Vec<_>, Vec<_>) = errors.into_iter().partition(stopped);
     causes
         .into_iter()

@@ -20,6 +20,9 @@ pub const SCHEMA: &str = "atelier_load";
 /// Serialises loads of one database (an arbitrary, fixed advisory-lock key).
 const LOAD_LOCK_KEY: i64 = 0x6174_656c_6c6f_6164;
 
+/// Size of the COPY data chunks sent to a connection.
+pub const CHUNK_BYTES: usize = 256 * 1024;
+
 /// The staging table product.csv is copied into; the product table proper is built from
 /// it once every product's fingerprint is known.
 const PRODUCT_ROWS: &str = "product_rows";
@@ -265,7 +268,7 @@ pub async fn build_products(
         chunk.put_u8(b'\t');
         chunk.put_slice(itoa::Buffer::new().format(fingerprint).as_bytes());
         chunk.put_u8(b'\n');
-        if chunk.len() >= super::pipeline::CHUNK_BYTES {
+        if chunk.len() >= CHUNK_BYTES {
             sink.send(chunk.split().freeze()).await?;
         }
     }

@@ -344,7 +344,7 @@ async fn the_embedded_default_serves_as_the_reader() {
         .await
         .unwrap();
 
-    let served_url = atelier::demo::database_url(&own.args()).await.unwrap();
+    let served_url = atelier::demo::prepare_database(&own.args()).await.unwrap();
     assert!(
         served_url.starts_with(&format!("postgres://{READER_ROLE}@")),
         "{served_url}"
