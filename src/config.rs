@@ -1,11 +1,17 @@
 //! The command line: every subcommand and setting, each with a flag, an environment
 //! variable where it makes sense, a safe default and a doc line (shown by `--help`).
+//! The library takes plain settings types ([`Database`], [`http::Settings`],
+//! [`generate::Spec`], …) whose defaults are the flags' defaults; the arguments here
+//! convert to them, so the library never sees clap.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::catalog::Variant;
+use crate::db::Database;
+use crate::{generate, http};
 
 pub use crate::logging::LogFormat;
 
@@ -60,6 +66,16 @@ pub struct DatabaseArgs {
     pub data_dir: PathBuf,
 }
 
+impl DatabaseArgs {
+    /// The database these arguments choose.
+    pub fn database(&self) -> Database {
+        match &self.database_url {
+            Some(url) => Database::Url(url.clone()),
+            None => Database::Embedded(self.data_dir.clone()),
+        }
+    }
+}
+
 /// `--data-dir` of the commands that work on the catalog database.
 const DATA_DIR_STARTED: &str = "Directory of the embedded PostgreSQL cluster, used when \
     --database-url is unset: created and started if needed, and left running \
@@ -83,6 +99,19 @@ pub struct GenerateArgs {
     /// Field layout of the files.
     #[arg(long, value_enum, default_value_t = Variant::Compact)]
     pub variant: Variant,
+}
+
+impl GenerateArgs {
+    /// The catalog these arguments describe.
+    pub fn spec(&self) -> generate::Spec {
+        generate::Spec {
+            products: self.products,
+            seed: self.seed,
+            out: self.out.clone(),
+            clean: self.clean,
+            variant: self.variant,
+        }
+    }
 }
 
 /// Arguments of `atelier load`.
@@ -125,36 +154,36 @@ pub struct ServeArgs {
     #[arg(long, env = "ATELIER_LISTEN", default_value = "127.0.0.1:3000")]
     pub listen: std::net::SocketAddr,
     /// Memory the document cache may hold, in bytes (bodies, validators and keys).
-    #[arg(long, env = "ATELIER_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]
+    #[arg(long, env = "ATELIER_CACHE_BYTES", default_value_t = serve_defaults().cache_bytes)]
     pub cache_bytes: u64,
     /// Seconds a cached document is kept at most; a backstop behind NOTIFY invalidation.
-    #[arg(long, env = "ATELIER_CACHE_TTL", default_value_t = 300)]
+    #[arg(long, env = "ATELIER_CACHE_TTL", default_value_t = serve_defaults().cache_ttl.as_secs())]
     pub cache_ttl: u64,
     /// Seconds an unknown product id is remembered as unknown.
-    #[arg(long, env = "ATELIER_NOT_FOUND_TTL", default_value_t = 5)]
+    #[arg(long, env = "ATELIER_NOT_FOUND_TTL", default_value_t = serve_defaults().not_found_ttl.as_secs())]
     pub not_found_ttl: u64,
     /// `Cache-Control: max-age` sent with documents, in seconds.
-    #[arg(long, env = "ATELIER_MAX_AGE", default_value_t = 60)]
+    #[arg(long, env = "ATELIER_MAX_AGE", default_value_t = serve_defaults().max_age)]
     pub max_age: u32,
     /// Database connections kept open. Each carries many concurrent reads, pipelined, so
     /// a few per database core are enough.
-    #[arg(long, env = "ATELIER_POOL_SIZE", default_value_t = 4)]
+    #[arg(long, env = "ATELIER_POOL_SIZE", default_value_t = serve_defaults().pool_size)]
     pub pool_size: u32,
     /// Milliseconds a request waits for a pooled connection (or to open one) before 503.
-    #[arg(long, env = "ATELIER_POOL_TIMEOUT_MS", default_value_t = 1000)]
+    #[arg(long, env = "ATELIER_POOL_TIMEOUT_MS", default_value_t = millis(serve_defaults().pool_timeout))]
     pub pool_timeout_ms: u64,
     /// Milliseconds a database read may take in all, connection wait included, before 503.
-    #[arg(long, env = "ATELIER_QUERY_TIMEOUT_MS", default_value_t = 3000)]
+    #[arg(long, env = "ATELIER_QUERY_TIMEOUT_MS", default_value_t = millis(serve_defaults().query_timeout))]
     pub query_timeout_ms: u64,
     /// Open client connections at most; further clients wait in the listen backlog.
-    #[arg(long, env = "ATELIER_MAX_CONNECTIONS", default_value_t = 4096)]
+    #[arg(long, env = "ATELIER_MAX_CONNECTIONS", default_value_t = serve_defaults().max_connections)]
     pub max_connections: usize,
     /// Milliseconds a client has to send a request's headers; idle keep-alive
     /// connections are closed after it too.
-    #[arg(long, env = "ATELIER_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(long, env = "ATELIER_HEADER_TIMEOUT_MS", default_value_t = millis(serve_defaults().header_timeout))]
     pub header_timeout_ms: u64,
     /// Milliseconds in-flight requests get to finish on SIGTERM/SIGINT.
-    #[arg(long, env = "ATELIER_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(long, env = "ATELIER_DRAIN_TIMEOUT_MS", default_value_t = millis(serve_defaults().drain_timeout))]
     pub drain_timeout_ms: u64,
     /// PostgreSQL URL of the primary, for the LISTEN connection and its WAL position,
     /// when --database-url names streaming replicas. Default: the --database-url hosts
@@ -163,6 +192,34 @@ pub struct ServeArgs {
     pub primary_url: Option<String>,
     #[command(flatten)]
     pub db: DatabaseArgs,
+}
+
+/// The server's defaults, which the flags show and use.
+fn serve_defaults() -> http::Settings {
+    http::Settings::default()
+}
+
+fn millis(duration: Duration) -> u64 {
+    duration.as_millis() as u64
+}
+
+impl ServeArgs {
+    /// The server settings these arguments give.
+    pub fn settings(&self) -> http::Settings {
+        http::Settings {
+            cache_bytes: self.cache_bytes,
+            cache_ttl: Duration::from_secs(self.cache_ttl),
+            not_found_ttl: Duration::from_secs(self.not_found_ttl),
+            max_age: self.max_age,
+            pool_size: self.pool_size,
+            pool_timeout: Duration::from_millis(self.pool_timeout_ms),
+            query_timeout: Duration::from_millis(self.query_timeout_ms),
+            primary_url: self.primary_url.clone(),
+            max_connections: self.max_connections,
+            header_timeout: Duration::from_millis(self.header_timeout_ms),
+            drain_timeout: Duration::from_millis(self.drain_timeout_ms),
+        }
+    }
 }
 
 /// `atelier db` subcommands.

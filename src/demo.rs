@@ -1,10 +1,12 @@
 //! The demo catalog: on a fresh machine, `atelier serve` without `DATABASE_URL` fills
 //! the embedded cluster with a generated catalog first, so it serves real data at once.
 
+use std::path::Path;
+
 use tokio_postgres::Client;
 
 use crate::catalog::Variant;
-use crate::config::{DatabaseArgs, GenerateArgs};
+use crate::db::Database;
 use crate::materialize::{self, Scope};
 use crate::{Result, db, generate, load};
 
@@ -25,22 +27,23 @@ const LOADED_SQL: &str = "SELECT EXISTS (SELECT 1 FROM product)";
 /// empty database gets the demo catalog, generated, loaded and materialized. The
 /// embedded cluster is then served as the read-only [`db::READER_ROLE`], so the server
 /// cannot change what it serves.
-pub async fn prepare_database(args: &DatabaseArgs) -> Result<String> {
-    if let Some(url) = &args.database_url {
-        return Ok(url.clone());
-    }
-    let url = db::resolve_url(args).await?;
+pub async fn prepare_database(database: &Database) -> Result<String> {
+    let data_dir = match database {
+        Database::Url(url) => return Ok(url.clone()),
+        Database::Embedded(data_dir) => data_dir,
+    };
+    let url = db::resolve_url(database).await?;
     let mut client = db::connect(&url).await?;
     db::apply_schema(&client).await?;
     // The lock is the session's: it goes with the connection, whatever happens below.
     client
         .execute("SELECT pg_advisory_lock($1)", &[&DEMO_LOCK_KEY])
         .await?;
-    provide_catalog(&mut client, &url, args).await?;
+    provide_catalog(&mut client, &url, data_dir).await?;
     db::with_user(&url, db::READER_ROLE)
 }
 
-async fn provide_catalog(client: &mut Client, url: &str, args: &DatabaseArgs) -> Result<()> {
+async fn provide_catalog(client: &mut Client, url: &str, data_dir: &Path) -> Result<()> {
     let materialized: bool = client
         .query_one(materialize::MATERIALIZED_SQL, &[])
         .await?
@@ -50,20 +53,20 @@ async fn provide_catalog(client: &mut Client, url: &str, args: &DatabaseArgs) ->
     }
     let loaded: bool = client.query_one(LOADED_SQL, &[]).await?.get(0);
     if !loaded {
-        let dir = args.data_dir.join("demo-catalog");
+        let dir = data_dir.join("demo-catalog");
         tracing::info!(
             "the embedded database holds no catalog yet: generating a demo catalog of \
              {DEMO_PRODUCTS} products in {}",
             dir.display()
         );
-        let generate_args = GenerateArgs {
+        let spec = generate::Spec {
             products: DEMO_PRODUCTS,
             seed: DEMO_SEED,
             out: dir.clone(),
             clean: false,
             variant: Variant::Compact,
         };
-        tokio::task::spawn_blocking(move || generate::generate(&generate_args, true))
+        tokio::task::spawn_blocking(move || generate::generate(&spec, true))
             .await
             .expect("catalog generation panicked")?;
         tracing::info!("loading the demo catalog");

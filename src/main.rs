@@ -16,13 +16,15 @@ fn main() -> ExitCode {
         .expect("cannot start the async runtime");
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Generate(args) => atelier::generate::run(&args),
+            Command::Generate(args) => atelier::generate::run(&args.spec()),
             Command::Load(args) => atelier::load::run(&args).await,
             Command::Materialize(args) => atelier::materialize::run(&args).await,
-            Command::Serve(args) => atelier::http::run(args).await,
+            Command::Serve(args) => {
+                atelier::http::run(args.listen, &args.db.database(), &args.settings()).await
+            }
             Command::Db { command } => match command {
-                DbCommand::Status(args) => atelier::db::status(&args),
-                DbCommand::Stop(args) => atelier::db::stop(&args),
+                DbCommand::Status(args) => atelier::db::status(&args.database()),
+                DbCommand::Stop(args) => atelier::db::stop(&args.database()),
             },
         }
     });

@@ -5,7 +5,8 @@ pub mod embedded;
 
 use tokio_postgres::{Client, NoTls};
 
-use crate::config::DatabaseArgs;
+use std::path::{Path, PathBuf};
+
 use crate::{Error, Result};
 
 use embedded::{Cluster, Durability};
@@ -23,13 +24,22 @@ pub const READER_ROLE: &str = "atelier_reader";
 /// Serialises concurrent schema applications (an arbitrary, fixed advisory-lock key).
 const SCHEMA_LOCK_KEY: i64 = 0x0061_7465_6c69_6572;
 
-/// The connection URL to use: `--database-url`/`DATABASE_URL` when given, otherwise the
-/// embedded cluster in `--data-dir`, created and started on first use.
-pub async fn resolve_url(args: &DatabaseArgs) -> Result<String> {
-    if let Some(url) = &args.database_url {
-        return Ok(url.clone());
-    }
-    let data_dir = args.data_dir.clone();
+/// Which PostgreSQL a command uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// A server reached through this URL, used as it is.
+    Url(String),
+    /// The embedded cluster in this data directory.
+    Embedded(PathBuf),
+}
+
+/// The connection URL of `database`; the embedded cluster is created and started on
+/// first use.
+pub async fn resolve_url(database: &Database) -> Result<String> {
+    let data_dir = match database {
+        Database::Url(url) => return Ok(url.clone()),
+        Database::Embedded(data_dir) => data_dir.clone(),
+    };
     let cluster = tokio::task::spawn_blocking(move || -> Result<Cluster> {
         let cluster = Cluster::new(&data_dir)?;
         cluster.ensure_running(Durability::Durable)?;
@@ -82,18 +92,21 @@ pub async fn apply_schema(client: &Client) -> Result<()> {
 
 /// `atelier db status`: prints whether the embedded cluster exists and runs; it never
 /// creates or starts one (nor the directory).
-pub fn status(args: &DatabaseArgs) -> Result<()> {
-    if let Some(url) = &args.database_url {
-        println!(
-            "using DATABASE_URL ({}); no embedded cluster is managed",
-            redact(url)
-        );
-        return Ok(());
-    }
-    match existing_cluster(&args.data_dir)? {
+pub fn status(database: &Database) -> Result<()> {
+    let data_dir = match database {
+        Database::Url(url) => {
+            println!(
+                "using DATABASE_URL ({}); no embedded cluster is managed",
+                redact(url)
+            );
+            return Ok(());
+        }
+        Database::Embedded(data_dir) => data_dir,
+    };
+    match existing_cluster(data_dir)? {
         None => println!(
             "no embedded cluster in {} (load, materialize or serve creates it)",
-            args.data_dir.display()
+            data_dir.display()
         ),
         Some(cluster) if cluster.is_running() => {
             println!("running: {}", cluster.url(EMBEDDED_DATABASE)?);
@@ -107,14 +120,14 @@ pub fn status(args: &DatabaseArgs) -> Result<()> {
 }
 
 /// `atelier db stop`: stops the embedded cluster if it runs.
-pub fn stop(args: &DatabaseArgs) -> Result<()> {
-    if args.database_url.is_some() {
+pub fn stop(database: &Database) -> Result<()> {
+    let Database::Embedded(data_dir) = database else {
         return Err(Error::InvalidInput(
             "DATABASE_URL is set: the embedded cluster is not in use, nothing to stop".into(),
         ));
-    }
-    match existing_cluster(&args.data_dir)? {
-        None => println!("no embedded cluster in {}", args.data_dir.display()),
+    };
+    match existing_cluster(data_dir)? {
+        None => println!("no embedded cluster in {}", data_dir.display()),
         Some(cluster) if !cluster.is_running() => println!("not running"),
         Some(cluster) => {
             cluster.stop()?;
@@ -126,7 +139,7 @@ pub fn stop(args: &DatabaseArgs) -> Result<()> {
 
 /// The embedded cluster in `data_dir`, if one was ever created there; looking for it
 /// creates nothing.
-fn existing_cluster(data_dir: &std::path::Path) -> Result<Option<Cluster>> {
+fn existing_cluster(data_dir: &Path) -> Result<Option<Cluster>> {
     if !data_dir.is_dir() {
         return Ok(None);
     }

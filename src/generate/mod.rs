@@ -26,13 +26,27 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::catalog::{FILE_NAMES, FileKind, PerFile};
-use crate::config::GenerateArgs;
+use crate::catalog::{FILE_NAMES, FileKind, PerFile, Variant};
 use crate::{Error, Result};
 use genuine::Genuine;
 use images::Images;
 use plan::Ids;
 use render::Catalog;
+
+/// The catalog to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    /// Number of products (1,000,011 is the full dataset's size).
+    pub products: u32,
+    /// The same seed and spec give byte-identical files.
+    pub seed: u64,
+    /// Directory to write the six files into (created if missing).
+    pub out: PathBuf,
+    /// Write no dirt at all.
+    pub clean: bool,
+    /// Field layout of the files.
+    pub variant: Variant,
+}
 
 /// What `generate` wrote: rows per file, in the order product, styles, features,
 /// photos, skus, related.
@@ -48,13 +62,13 @@ pub struct GenerateReport {
 
 /// Writes the six files described by `args` into `args.out`; `progress` shows a bar on
 /// a terminal.
-pub fn generate(args: &GenerateArgs, progress: bool) -> Result<GenerateReport> {
+pub fn generate(args: &Spec, progress: bool) -> Result<GenerateReport> {
     let threads = std::thread::available_parallelism().map_or(1, |threads| threads.get());
     write_catalog(args, threads, progress)
 }
 
 /// `atelier generate`.
-pub fn run(args: &GenerateArgs) -> Result<()> {
+pub fn run(args: &Spec) -> Result<()> {
     let report = generate(args, true)?;
     let mut summary = format!(
         "generated {} products into {} in {:.1} s\n",
@@ -75,7 +89,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
 /// Results kept waiting for their turn to be written, per thread.
 const WINDOW_PER_THREAD: usize = 2;
 
-fn write_catalog(args: &GenerateArgs, threads: usize, progress: bool) -> Result<GenerateReport> {
+fn write_catalog(args: &Spec, threads: usize, progress: bool) -> Result<GenerateReport> {
     let started = Instant::now();
     if args.products == 0 {
         return Err(Error::InvalidInput(
@@ -193,13 +207,13 @@ impl Output {
 mod tests {
     use super::*;
 
-    fn args(dir: &Path, products: u32, clean: bool) -> GenerateArgs {
-        GenerateArgs {
+    fn args(dir: &Path, products: u32, clean: bool) -> Spec {
+        Spec {
             products,
             seed: 9,
             out: dir.to_path_buf(),
             clean,
-            variant: crate::catalog::Variant::Compact,
+            variant: Variant::Compact,
         }
     }
 

@@ -18,25 +18,27 @@ pub mod state;
 pub mod store;
 
 pub use server::serve;
-pub use state::AppState;
+pub use state::{AppState, Settings};
 
-use crate::config::ServeArgs;
+use std::net::SocketAddr;
+
+use crate::db::Database;
 use crate::{Error, Result};
 
 /// `atelier serve`: finds the database (preparing the demo catalog on first use of the
 /// embedded one), binds the address and serves until SIGTERM or SIGINT.
-pub async fn run(args: ServeArgs) -> Result<()> {
-    let url = crate::demo::prepare_database(&args.db).await?;
-    let state = AppState::new(&args, &url)?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
+pub async fn run(listen: SocketAddr, database: &Database, settings: &Settings) -> Result<()> {
+    let url = crate::demo::prepare_database(database).await?;
+    let state = AppState::new(settings, &url)?;
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| Error::Io {
-            context: format!("listen on {}", args.listen),
+            context: format!("listen on {listen}"),
             source,
         })?;
     let shutdown = shutdown_signal()?;
     // The bound address, which differs from the flag's when that asks for port 0.
-    let address = listener.local_addr().unwrap_or(args.listen);
+    let address = listener.local_addr().unwrap_or(listen);
     tracing::info!(
         %address,
         database = %crate::db::redact(&url),

@@ -183,22 +183,12 @@ mod tests {
 
     /// State whose database is a closed port: only answers that need no database work.
     fn state_without_database() -> std::sync::Arc<AppState> {
-        use clap::Parser;
-        let cli = crate::config::Cli::try_parse_from([
-            "atelier",
-            "serve",
-            "--database-url",
-            "postgres://nobody@127.0.0.1:1/none",
-            "--pool-timeout-ms",
-            "200",
-            "--query-timeout-ms",
-            "400",
-        ])
-        .unwrap();
-        let crate::config::Command::Serve(args) = cli.command else {
-            unreachable!()
+        let settings = crate::http::Settings {
+            pool_timeout: std::time::Duration::from_millis(200),
+            query_timeout: std::time::Duration::from_millis(400),
+            ..Default::default()
         };
-        AppState::new(&args, args.db.database_url.as_deref().unwrap()).unwrap()
+        AppState::new(&settings, "postgres://nobody@127.0.0.1:1/none").unwrap()
     }
 
     async fn call(state: &AppState, method: Method, uri: &str) -> Response<Full<Bytes>> {

@@ -12,8 +12,54 @@ use tokio_postgres::config::TargetSessionAttrs;
 use super::cache::{CacheSettings, Document, DocumentCache};
 use super::metrics::Metrics;
 use super::store::{PoolSettings, Store};
-use crate::config::ServeArgs;
 use crate::{Error, Result};
+
+/// How a server runs: every setting of `atelier serve` but the address and the
+/// database. The defaults are the command line's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Memory the document cache may hold, in bytes (bodies, validators and keys).
+    pub cache_bytes: u64,
+    /// How long a cached document is kept at most; a backstop behind NOTIFY.
+    pub cache_ttl: Duration,
+    /// How long an unknown product id is remembered as unknown.
+    pub not_found_ttl: Duration,
+    /// `Cache-Control: max-age` sent with documents, in seconds.
+    pub max_age: u32,
+    /// Database connections kept open, shared by concurrent reads.
+    pub pool_size: u32,
+    /// How long a read waits for a pooled connection (or to open one).
+    pub pool_timeout: Duration,
+    /// How long a database read may take in all, connection wait included.
+    pub query_timeout: Duration,
+    /// The primary's URL, when the database URL names streaming replicas; by default
+    /// the hosts of the database URL that accept writes.
+    pub primary_url: Option<String>,
+    /// Client connections open at once, at most.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers (and an idle connection is kept).
+    pub header_timeout: Duration,
+    /// Time in-flight requests get to finish once shutdown begins.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            cache_bytes: 256 * 1024 * 1024,
+            cache_ttl: Duration::from_secs(300),
+            not_found_ttl: Duration::from_secs(5),
+            max_age: 60,
+            pool_size: 4,
+            pool_timeout: Duration::from_millis(1000),
+            query_timeout: Duration::from_millis(3000),
+            primary_url: None,
+            max_connections: 4096,
+            header_timeout: Duration::from_millis(10_000),
+            drain_timeout: Duration::from_millis(10_000),
+        }
+    }
+}
 
 /// Connection handling settings.
 #[derive(Debug, Clone, Copy)]
@@ -46,21 +92,21 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State for serving the documents of the database at `database_url` with the
-    /// settings of `args`. Opens no connection: the database may be down.
-    pub fn new(args: &ServeArgs, database_url: &str) -> Result<Arc<AppState>> {
+    /// State for serving the documents of the database at `database_url` with
+    /// `settings`. Opens no connection: the database may be down.
+    pub fn new(settings: &Settings, database_url: &str) -> Result<Arc<AppState>> {
         let mut database: tokio_postgres::Config = database_url.parse().map_err(|error| {
             Error::InvalidInput(format!(
                 "invalid database URL {}: {error}",
                 crate::db::redact(database_url)
             ))
         })?;
-        let pool_wait = Duration::from_millis(args.pool_timeout_ms);
+        let pool_wait = settings.pool_timeout;
         database
             .application_name("atelier serve")
             .connect_timeout(pool_wait)
             .keepalives_idle(Duration::from_secs(30));
-        let primary = match &args.primary_url {
+        let primary = match &settings.primary_url {
             Some(url) => {
                 let mut primary: tokio_postgres::Config = url.parse().map_err(|error| {
                     Error::InvalidInput(format!(
@@ -83,20 +129,20 @@ impl AppState {
         let store = Store::new(
             database.clone(),
             PoolSettings {
-                size: args.pool_size,
+                size: settings.pool_size,
                 wait: pool_wait,
-                read: Duration::from_millis(args.query_timeout_ms),
+                read: settings.query_timeout,
             },
         );
         let cache = DocumentCache::new(
             store.clone(),
             CacheSettings {
-                capacity_bytes: args.cache_bytes,
-                ttl: Duration::from_secs(args.cache_ttl),
-                not_found_ttl: Duration::from_secs(args.not_found_ttl),
+                capacity_bytes: settings.cache_bytes,
+                ttl: settings.cache_ttl,
+                not_found_ttl: settings.not_found_ttl,
             },
         );
-        let cache_control = HeaderValue::try_from(format!("public, max-age={}", args.max_age))
+        let cache_control = HeaderValue::try_from(format!("public, max-age={}", settings.max_age))
             .expect("a number makes a valid header value");
         Ok(Arc::new(AppState {
             cache,
@@ -109,9 +155,9 @@ impl AppState {
             cache_control,
             empty_page: Document::new(Bytes::from_static(b"[]")),
             limits: Limits {
-                max_connections: args.max_connections,
-                header_timeout: Duration::from_millis(args.header_timeout_ms),
-                drain_timeout: Duration::from_millis(args.drain_timeout_ms),
+                max_connections: settings.max_connections,
+                header_timeout: settings.header_timeout,
+                drain_timeout: settings.drain_timeout,
             },
         }))
     }

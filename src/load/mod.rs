@@ -170,7 +170,7 @@ pub async fn run(args: &LoadArgs) -> Result<()> {
         .unwrap_or_else(|| args.dir.join(REJECTS_FILE));
     let rejects = std::path::absolute(&rejects).map_err(|e| Error::io("resolve", &rejects, e))?;
     check_report_writable(&rejects)?;
-    let url = crate::db::resolve_url(&args.db).await?;
+    let url = crate::db::resolve_url(&args.db.database()).await?;
     let mut client = crate::db::connect(&url).await?;
     let mut second = crate::db::connect(&url).await?;
     let progress = std::io::stderr().is_terminal();

@@ -330,7 +330,7 @@ fn products_payload(ids: &[i32]) -> String {
 
 /// `atelier materialize`.
 pub async fn run(args: &MaterializeArgs) -> Result<()> {
-    let url = crate::db::resolve_url(&args.db).await?;
+    let url = crate::db::resolve_url(&args.db.database()).await?;
     crate::db::apply_schema(&crate::db::connect(&url).await?).await?;
     let scope = match &args.products {
         Some(ids) => Scope::Products(ids.clone()),

@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use atelier::db::{self, READER_ROLE, embedded::Durability};
-use atelier::materialize::{self, Scope, Settings};
+use atelier::http::Settings;
+use atelier::materialize::{self, Scope};
 use serde_json::json;
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
@@ -26,10 +27,12 @@ const QUERY_TIMEOUT: Duration = Duration::from_millis(1000);
 const SLACK: Duration = Duration::from_secs(4);
 
 /// Server flags bounding every database wait.
-fn bounded<'a>(extra: &[&'a str]) -> Vec<&'a str> {
-    let mut flags = vec!["--pool-timeout-ms", "500", "--query-timeout-ms", "1000"];
-    flags.extend_from_slice(extra);
-    flags
+fn bounded() -> Settings {
+    Settings {
+        pool_timeout: Duration::from_millis(500),
+        query_timeout: Duration::from_millis(1000),
+        ..Settings::default()
+    }
 }
 
 /// `GET path`, failing the test if no answer comes within a generous bound.
@@ -59,7 +62,14 @@ const UNCACHED: [i32; 10] = [2, 3, 4, 5, 6, 8, 9, 10, 11, 12];
 async fn a_held_lock_exhausts_the_pool_and_uncached_reads_answer_503_in_bounded_time() {
     let db = TestDb::new().await;
     seed_catalog(&db.url, 40).await;
-    let server = Server::start_listening(&db.url, &bounded(&["--pool-size", "2"])).await;
+    let server = Server::start_listening(
+        &db.url,
+        Settings {
+            pool_size: 2,
+            ..bounded()
+        },
+    )
+    .await;
     let cached = server.get("/products/1").await;
     assert_eq!(cached.status, 200);
 
@@ -128,7 +138,14 @@ async fn postgres_restarted_under_load_gives_quick_503s_then_recovers_by_itself(
         .unwrap();
     seed_catalog(&url, 200).await;
     // A cache of one byte holds nothing: every request reads the database.
-    let server = Server::start_listening(&url, &bounded(&["--cache-bytes", "1"])).await;
+    let server = Server::start_listening(
+        &url,
+        Settings {
+            cache_bytes: 1,
+            ..bounded()
+        },
+    )
+    .await;
     let addr = server.addr;
     assert_eq!(server.get("/products/1").await.status, 200);
 
@@ -262,7 +279,7 @@ async fn the_reader_role_reads_documents_only_across_rematerializes_and_reloads(
     assert_read_only(&reader).await;
 
     // A full materialize swaps in a new document table; a load swaps the catalog.
-    materialize::materialize(&db.url, Scope::All, &Settings::default())
+    materialize::materialize(&db.url, Scope::All, &materialize::Settings::default())
         .await
         .unwrap();
     assert_read_only(&reader).await;
@@ -271,13 +288,13 @@ async fn the_reader_role_reads_documents_only_across_rematerializes_and_reloads(
     atelier::load::load_catalog(&mut owner, &sample("sara-2023"), rejects.path(), false)
         .await
         .unwrap();
-    materialize::materialize(&db.url, Scope::All, &Settings::default())
+    materialize::materialize(&db.url, Scope::All, &materialize::Settings::default())
         .await
         .unwrap();
     assert_read_only(&reader).await;
 
     // A server reading as the reader serves, is ready and follows materialize.
-    let server = Server::start_listening(&reader_url, &[]).await;
+    let server = Server::start_listening(&reader_url, Settings::default()).await;
     assert_eq!(
         server.get("/products/1").await.json()["name"],
         "Camo Onesie"
@@ -287,9 +304,13 @@ async fn the_reader_role_reads_documents_only_across_rematerializes_and_reloads(
         .batch_execute("UPDATE product SET name = 'Renamed' WHERE id = 1")
         .await
         .unwrap();
-    materialize::materialize(&db.url, Scope::Products(vec![1]), &Settings::default())
-        .await
-        .unwrap();
+    materialize::materialize(
+        &db.url,
+        Scope::Products(vec![1]),
+        &materialize::Settings::default(),
+    )
+    .await
+    .unwrap();
     eventually(10, "the change is served", || async {
         server.get("/products/1").await.json()["name"] == "Renamed"
     })
@@ -307,7 +328,7 @@ async fn a_role_without_privileges_gets_503s_that_name_no_internals() {
         .await
         .unwrap();
     let url = db::with_user(&db.url, &role).unwrap();
-    let server = Server::start(&url, &bounded(&[])).await;
+    let server = Server::start(&url, bounded()).await;
     for path in ["/products/1", "/products/1/styles", "/products?page=1"] {
         let (reply, took) = get_bounded(&server, path).await;
         assert!(took < QUERY_TIMEOUT + SLACK, "{path} took {took:?}");
@@ -336,7 +357,7 @@ async fn a_role_without_privileges_gets_503s_that_name_no_internals() {
 #[tokio::test]
 async fn the_embedded_default_serves_as_the_reader() {
     let own = OwnCluster::new();
-    let owner_url = db::resolve_url(&own.args()).await.unwrap();
+    let owner_url = db::resolve_url(&own.database()).await.unwrap();
     let mut owner = db::connect(&owner_url).await.unwrap();
     db::apply_schema(&owner).await.unwrap();
     let rejects = own.dir.path().join("rejects.csv");
@@ -344,13 +365,15 @@ async fn the_embedded_default_serves_as_the_reader() {
         .await
         .unwrap();
 
-    let served_url = atelier::demo::prepare_database(&own.args()).await.unwrap();
+    let served_url = atelier::demo::prepare_database(&own.database())
+        .await
+        .unwrap();
     assert!(
         served_url.starts_with(&format!("postgres://{READER_ROLE}@")),
         "{served_url}"
     );
     assert_read_only(&db::connect(&served_url).await.unwrap()).await;
-    let server = Server::start_listening(&served_url, &[]).await;
+    let server = Server::start_listening(&served_url, Settings::default()).await;
     assert_eq!(
         server.get("/products/3/related").await.json(),
         json!([5, 9, 7, 2, 1])

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use atelier::catalog::FILE_NAMES;
 use atelier::catalog::Variant;
-use atelier::config::GenerateArgs;
+use atelier::generate::Spec;
+use atelier::http::Settings;
 use atelier::load;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -30,7 +31,7 @@ const SERVED_PATHS: [&str; 6] = [
 
 /// Writes a generated catalog of `products` products into `dir/name`.
 fn generate(dir: &Path, name: &str, products: u32, clean: bool) -> PathBuf {
-    let args = GenerateArgs {
+    let args = Spec {
         products,
         seed: 11,
         out: dir.join(name),
@@ -94,7 +95,7 @@ async fn count(client: &Client, sql: &str) -> i64 {
 #[tokio::test]
 async fn bad_files_give_clear_errors_or_reported_rejects_and_the_served_catalog_stays() {
     let db = TestDb::with_catalog(&sample("sara-2023")).await;
-    let server = Server::start_listening(&db.url, &[]).await;
+    let server = Server::start_listening(&db.url, Settings::default()).await;
     let before = served(&server).await;
     assert_eq!(before[0].0, 200);
     let client = db.client().await;
@@ -512,7 +513,7 @@ async fn kill_half_way(client: &Client, args: &[&str], pattern: &str) {
 #[tokio::test]
 async fn load_or_materialize_killed_half_way_leaves_the_previous_catalog_served() {
     let db = TestDb::with_catalog(&sample("sara-2023")).await;
-    let server = Server::start_listening(&db.url, &[]).await;
+    let server = Server::start_listening(&db.url, Settings::default()).await;
     let before = served(&server).await;
     let client = db.client().await;
     let digest_before = digest(&client).await;

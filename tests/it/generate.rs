@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use atelier::catalog::FILE_NAMES;
 use atelier::catalog::Variant;
-use atelier::config::GenerateArgs;
+use atelier::generate::Spec;
 use atelier::generate::generate;
 
 use crate::support;
@@ -103,7 +103,7 @@ struct Catalog {
 impl Catalog {
     fn generate(products: u32, seed: u64, clean: bool, variant: Variant) -> Catalog {
         let dir = tempfile::tempdir().unwrap();
-        let args = GenerateArgs {
+        let args = Spec {
             products,
             seed,
             out: dir.path().to_path_buf(),

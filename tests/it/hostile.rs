@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use atelier::http::Settings;
 use futures_util::future::join_all;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -34,8 +35,11 @@ const WORST_BOUND: Duration = Duration::from_secs(3);
 async fn target() -> (TestDb, Server) {
     let db = TestDb::new().await;
     seed_catalog(&db.url, 20).await;
-    let timeout = HEADER_TIMEOUT.as_millis().to_string();
-    let server = Server::start(&db.url, &["--header-timeout-ms", &timeout]).await;
+    let settings = Settings {
+        header_timeout: HEADER_TIMEOUT,
+        ..Settings::default()
+    };
+    let server = Server::start(&db.url, settings).await;
     // Warm the document the normal client asks for, so it measures serving alone.
     assert_eq!(server.get("/products/1").await.status, 200);
     (db, server)

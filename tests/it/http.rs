@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use atelier::db::embedded::Durability;
+use atelier::http::Settings;
 use atelier::materialize::{self, Scope};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
@@ -34,7 +35,14 @@ fn ids_of(page: &serde_json::Value) -> Vec<i64> {
 async fn documents_are_the_stored_bytes_with_validators() {
     let db = catalog().await;
     let client = db.client().await;
-    let server = Server::start(&db.url, &["--max-age", "123"]).await;
+    let server = Server::start(
+        &db.url,
+        Settings {
+            max_age: 123,
+            ..Settings::default()
+        },
+    )
+    .await;
     for (path, column) in [
         ("/products/8", "product"),
         ("/products/8/styles", "styles"),
@@ -72,7 +80,7 @@ async fn documents_are_the_stored_bytes_with_validators() {
 #[tokio::test]
 async fn pages_hold_positions_in_id_order_and_end_empty() {
     let db = catalog().await;
-    let server = Server::start(&db.url, &[]).await;
+    let server = Server::start(&db.url, Settings::default()).await;
     assert_eq!(
         ids_of(&server.get("/products").await.json()),
         [1, 2, 3, 4, 5]
@@ -136,7 +144,7 @@ async fn pages_hold_positions_in_id_order_and_end_empty() {
 #[tokio::test]
 async fn malformed_ids_and_parameters_are_400_naming_the_value() {
     let db = catalog().await;
-    let server = Server::start(&db.url, &[]).await;
+    let server = Server::start(&db.url, Settings::default()).await;
     for id in [
         "abc",
         "-1",
@@ -188,7 +196,7 @@ async fn malformed_ids_and_parameters_are_400_naming_the_value() {
 #[tokio::test]
 async fn unknown_products_paths_and_methods_are_json_errors() {
     let db = catalog().await;
-    let server = Server::start(&db.url, &[]).await;
+    let server = Server::start(&db.url, Settings::default()).await;
     for path in [
         "/products/7",
         "/products/7/styles",
@@ -244,7 +252,7 @@ async fn unknown_products_paths_and_methods_are_json_errors() {
 #[tokio::test]
 async fn trailing_slashes_queries_and_authorization_change_nothing() {
     let db = catalog().await;
-    let server = Server::start(&db.url, &[]).await;
+    let server = Server::start(&db.url, Settings::default()).await;
     for base in [
         "/products/3",
         "/products/3/styles",
@@ -275,7 +283,7 @@ async fn trailing_slashes_queries_and_authorization_change_nothing() {
 #[tokio::test]
 async fn if_none_match_gives_304_and_head_gives_headers_only() {
     let db = catalog().await;
-    let server = Server::start(&db.url, &[]).await;
+    let server = Server::start(&db.url, Settings::default()).await;
     let first = server.get("/products/2/styles").await;
     let etag = first.header("etag").unwrap().to_string();
     for header in [
@@ -340,7 +348,7 @@ async fn if_none_match_gives_304_and_head_gives_headers_only() {
 #[tokio::test]
 async fn keep_alive_serves_many_requests_on_one_connection() {
     let db = catalog().await;
-    let server = Server::start(&db.url, &[]).await;
+    let server = Server::start(&db.url, Settings::default()).await;
     let mut stream = BufReader::new(TcpStream::connect(server.addr).await.unwrap());
     for id in 1..=6 {
         send(
@@ -361,7 +369,7 @@ async fn keep_alive_serves_many_requests_on_one_connection() {
 #[tokio::test]
 async fn concurrent_misses_on_one_key_read_the_database_once() {
     let db = catalog().await;
-    let server = Server::start_listening(&db.url, &[]).await;
+    let server = Server::start_listening(&db.url, Settings::default()).await;
     assert_eq!(server.metric("atelier_cache_misses_total").await, 0.0);
     let addr = server.addr;
     let requests: Vec<_> = (0..64)
@@ -382,7 +390,14 @@ async fn concurrent_misses_on_one_key_read_the_database_once() {
 #[tokio::test]
 async fn unknown_ids_are_remembered_briefly() {
     let db = catalog().await;
-    let server = Server::start_listening(&db.url, &["--not-found-ttl", "2"]).await;
+    let server = Server::start_listening(
+        &db.url,
+        Settings {
+            not_found_ttl: Duration::from_secs(2),
+            ..Settings::default()
+        },
+    )
+    .await;
     for _ in 0..5 {
         assert_eq!(server.get("/products/700").await.status, 404);
     }
@@ -410,8 +425,8 @@ async fn unknown_ids_are_remembered_briefly() {
 async fn rematerialize_invalidates_every_running_instance() {
     let db = catalog().await;
     let client = db.client().await;
-    let first = Server::start_listening(&db.url, &[]).await;
-    let second = Server::start_listening(&db.url, &[]).await;
+    let first = Server::start_listening(&db.url, Settings::default()).await;
+    let second = Server::start_listening(&db.url, Settings::default()).await;
     for server in [&first, &second] {
         assert_eq!(server.get("/products/2").await.json()["name"], "Product 2");
         assert_eq!(
@@ -468,7 +483,7 @@ async fn rematerialize_invalidates_every_running_instance() {
 async fn a_lost_listen_connection_drops_the_cache_on_reconnect() {
     let db = catalog().await;
     let client = db.client().await;
-    let server = Server::start_listening(&db.url, &[]).await;
+    let server = Server::start_listening(&db.url, Settings::default()).await;
     assert_eq!(server.get("/products/4").await.json()["name"], "Product 4");
     // Cut the LISTEN connection, then change a document with no one listening.
     let cut = client
@@ -501,7 +516,7 @@ async fn a_lost_listen_connection_drops_the_cache_on_reconnect() {
 #[tokio::test]
 async fn readyz_needs_a_materialized_catalog() {
     let db = TestDb::new().await;
-    let server = Server::start(&db.url, &[]).await;
+    let server = Server::start(&db.url, Settings::default()).await;
     assert_eq!(
         server.get("/healthz").await.json(),
         json!({ "status": "ok" })
@@ -524,7 +539,14 @@ async fn readyz_needs_a_materialized_catalog() {
 #[tokio::test]
 async fn metrics_report_requests_cache_and_pool() {
     let db = catalog().await;
-    let server = Server::start_listening(&db.url, &["--pool-size", "3"]).await;
+    let server = Server::start_listening(
+        &db.url,
+        Settings {
+            pool_size: 3,
+            ..Settings::default()
+        },
+    )
+    .await;
     server.get("/products/1").await;
     server.get("/products/1").await;
     server.get("/products/7").await;
@@ -565,7 +587,14 @@ async fn metrics_report_requests_cache_and_pool() {
 #[tokio::test]
 async fn shutdown_lets_requests_in_flight_finish_within_the_drain() {
     let db = catalog().await;
-    let mut server = Server::start(&db.url, &["--drain-timeout-ms", "10000"]).await;
+    let mut server = Server::start(
+        &db.url,
+        Settings {
+            drain_timeout: Duration::from_millis(10000),
+            ..Settings::default()
+        },
+    )
+    .await;
     assert_eq!(server.get("/products/1").await.status, 200);
     // Hold the document table so that a cache miss waits inside the database.
     let mut locker = db.client().await;
@@ -605,7 +634,14 @@ async fn closed_within(stream: &mut BufReader<TcpStream>, limit: Duration) -> Ve
 #[tokio::test]
 async fn shutdown_closes_idle_keep_alive_connections_at_once() {
     let db = catalog().await;
-    let mut server = Server::start(&db.url, &["--drain-timeout-ms", "10000"]).await;
+    let mut server = Server::start(
+        &db.url,
+        Settings {
+            drain_timeout: Duration::from_millis(10000),
+            ..Settings::default()
+        },
+    )
+    .await;
     let mut idle = BufReader::new(TcpStream::connect(server.addr).await.unwrap());
     send(&mut idle, "GET", "/products/1", &[], false).await;
     assert_eq!(read_reply(&mut idle, false).await.status, 200);
@@ -626,7 +662,14 @@ async fn shutdown_closes_idle_keep_alive_connections_at_once() {
 #[tokio::test]
 async fn shutdown_answers_the_request_in_flight_while_idle_connections_close() {
     let db = catalog().await;
-    let mut server = Server::start(&db.url, &["--drain-timeout-ms", "10000"]).await;
+    let mut server = Server::start(
+        &db.url,
+        Settings {
+            drain_timeout: Duration::from_millis(10000),
+            ..Settings::default()
+        },
+    )
+    .await;
     let mut idle = BufReader::new(TcpStream::connect(server.addr).await.unwrap());
     send(&mut idle, "GET", "/products/1", &[], false).await;
     assert_eq!(read_reply(&mut idle, false).await.status, 200);
@@ -656,7 +699,11 @@ async fn shutdown_gives_up_on_requests_after_the_drain_timeout() {
     let db = catalog().await;
     let mut server = Server::start(
         &db.url,
-        &["--drain-timeout-ms", "500", "--query-timeout-ms", "20000"],
+        Settings {
+            drain_timeout: Duration::from_millis(500),
+            query_timeout: Duration::from_millis(20000),
+            ..Settings::default()
+        },
     )
     .await;
     assert_eq!(server.get("/products/1").await.status, 200);
@@ -697,8 +744,12 @@ async fn database_outage_serves_the_cache_answers_503_and_recovers() {
     atelier::db::apply_schema(&client).await.unwrap();
     seed_catalog(&url, PRODUCTS).await;
     drop(client);
-    let bounded = ["--pool-timeout-ms", "300", "--query-timeout-ms", "1000"];
-    let server = Server::start_listening(&url, &bounded).await;
+    let bounded = Settings {
+        pool_timeout: Duration::from_millis(300),
+        query_timeout: Duration::from_millis(1000),
+        ..Settings::default()
+    };
+    let server = Server::start_listening(&url, bounded.clone()).await;
     let cached = server.get("/products/1").await;
     assert_eq!(cached.status, 200);
     assert_eq!(server.get("/readyz").await.status, 200);
@@ -734,7 +785,7 @@ async fn database_outage_serves_the_cache_answers_503_and_recovers() {
         .await;
 
     // A server also starts while its database is down.
-    let late = Server::start(&url, &bounded).await;
+    let late = Server::start(&url, bounded).await;
     assert_eq!(late.get("/healthz").await.status, 200);
     assert_eq!(late.get("/products/2").await.status, 503);
     assert_eq!(late.get("/readyz").await.status, 503);
@@ -795,7 +846,7 @@ async fn genuine_samples_are_served_as_the_legacy_api_answered() {
     materialize::materialize(&db.url, Scope::All, &materialize::Settings::default())
         .await
         .unwrap();
-    let server = Server::start(&db.url, &[]).await;
+    let server = Server::start(&db.url, Settings::default()).await;
 
     let reader = &server;
     assert_genuine_answers(|body, id| async move {

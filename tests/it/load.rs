@@ -941,10 +941,10 @@ async fn two_connections_load_the_same_catalog_as_one() {
 #[tokio::test]
 async fn a_generated_dirty_catalog_loads_as_its_clean_twin() {
     use atelier::catalog::Variant;
-    use atelier::config::GenerateArgs;
+    use atelier::generate::Spec;
     let out = TempDir::new().unwrap();
     let generate = |name: &str, clean: bool, variant: Variant| {
-        let args = GenerateArgs {
+        let args = Spec {
             products: 3000,
             seed: 7,
             out: out.path().join(name),

@@ -3,7 +3,9 @@
 //! headers and a body valid against the documented schema.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
+use atelier::http::Settings;
 use serde_json::{Value, json};
 
 use crate::serving::{Reply, Server, request, seed_catalog};
@@ -165,11 +167,15 @@ async fn real_answers_match_the_document_and_cover_it() {
     let spec = Spec::load();
     let db = TestDb::new().await;
     seed_catalog(&db.url, 40).await;
-    let server = Server::start(&db.url, &[]).await;
+    let server = Server::start(&db.url, Settings::default()).await;
     // A server whose database never answers, for the 503s.
     let down = Server::start(
         "postgres://nobody@127.0.0.1:1/none",
-        &["--pool-timeout-ms", "200", "--query-timeout-ms", "400"],
+        Settings {
+            pool_timeout: Duration::from_millis(200),
+            query_timeout: Duration::from_millis(400),
+            ..Settings::default()
+        },
     )
     .await;
 

@@ -6,10 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use atelier::config::{Cli, Command};
-use atelier::http::{AppState, serve};
+use atelier::http::{AppState, Settings, serve};
 use atelier::materialize::{self, Scope};
-use clap::Parser;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -24,14 +22,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// Serves the database at `url`, with `settings` as extra `atelier serve` flags.
-    pub async fn start(url: &str, settings: &[&str]) -> Server {
-        let mut argv = vec!["atelier", "serve", "--database-url", url];
-        argv.extend_from_slice(settings);
-        let Command::Serve(args) = Cli::try_parse_from(argv).expect("valid flags").command else {
-            unreachable!("parsed a serve command")
-        };
-        let state: Arc<AppState> = AppState::new(&args, url).expect("server state");
+    /// Serves the database at `url` with `settings`.
+    pub async fn start(url: &str, settings: Settings) -> Server {
+        let state: Arc<AppState> = AppState::new(&settings, url).expect("server state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -47,7 +40,7 @@ impl Server {
 
     /// Starts and waits until the server listens for invalidations (it drops its cache
     /// when it begins to, so cache counts are stable from then on).
-    pub async fn start_listening(url: &str, settings: &[&str]) -> Server {
+    pub async fn start_listening(url: &str, settings: Settings) -> Server {
         let server = Server::start(url, settings).await;
         server
             .wait_for_metric("atelier_notify_listening", 1.0)

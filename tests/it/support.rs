@@ -121,12 +121,9 @@ impl OwnCluster {
         OwnCluster { dir, cluster }
     }
 
-    /// Database arguments that select this directory's embedded cluster.
-    pub fn args(&self) -> atelier::config::DatabaseArgs {
-        atelier::config::DatabaseArgs {
-            database_url: None,
-            data_dir: self.dir.path().to_path_buf(),
-        }
+    /// The database this directory's embedded cluster holds.
+    pub fn database(&self) -> atelier::db::Database {
+        atelier::db::Database::Embedded(self.dir.path().to_path_buf())
     }
 }
 
