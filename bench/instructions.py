@@ -9,7 +9,7 @@ the service answers from its cache), has its counters zeroed, serves a fixed num
 requests driven by oha, and has its counters dumped: instructions / requests.
 
 Usage: instructions.py --atelier PATH --bare-hyper PATH --database-url URL
-                       [--paths FILE] [--urls N] [--requests N]
+                       [--paths FILE] [--urls N] [--requests N] [--port PORT]
 The default URL list is the hot scenario's (run `bench/run hot` once to draw it).
 """
 
@@ -23,10 +23,9 @@ import urllib.request
 
 import drive
 
-PORT = 3110
 
 
-def start(command, name, directory):
+def start(command, name, directory, port):
     out = os.path.join(directory, f"callgrind-{name}.out")
     for old in glob.glob(out + "*"):
         os.remove(old)
@@ -39,8 +38,11 @@ def start(command, name, directory):
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
+        if process.poll() is not None:
+            # Most often the port is taken, and another server there would answer for it.
+            raise SystemExit(f"{name} exited at start; see its log")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/products/1", timeout=5):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/products/1", timeout=5):
                 return process, out
         except OSError:
             time.sleep(0.5)
@@ -74,7 +76,7 @@ def instructions(process, out, urls, requests, connections):
 
 
 def measure(name, command, directory, urls, args):
-    process, out = start(command, name, directory)
+    process, out = start(command, name, directory, args.port)
     try:
         oha(urls, args.warmup, args.connections)
         per_request = instructions(process, out, urls, args.requests, args.connections)
@@ -98,17 +100,18 @@ def main():
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--body-bytes", type=int, default=2154)
+    parser.add_argument("--port", type=int, default=3110, help="where the servers listen")
     args = parser.parse_args()
     directory = os.path.join(drive.WORK, "instructions")
     os.makedirs(directory, exist_ok=True)
     urls = os.path.join(directory, "urls.txt")
     with open(args.paths) as src, open(urls, "w") as dst:
         for _, line in zip(range(args.urls), src):
-            dst.write(f"http://127.0.0.1:{PORT}{line}")
+            dst.write(f"http://127.0.0.1:{args.port}{line}")
     service = measure("service", [
-        args.atelier, "serve", "--listen", f"127.0.0.1:{PORT}",
+        args.atelier, "serve", "--listen", f"127.0.0.1:{args.port}",
         "--database-url", args.database_url], directory, urls, args)
-    bare = measure("bare", [args.bare_hyper, f"127.0.0.1:{PORT}", str(args.body_bytes)],
+    bare = measure("bare", [args.bare_hyper, f"127.0.0.1:{args.port}", str(args.body_bytes)],
                    directory, urls, args)
     drive.log(f"service / bare hyper: {service / bare:.2f}")
 
