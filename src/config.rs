@@ -81,6 +81,12 @@ pub struct LoadArgs {
     /// `rejects.csv` in the data directory.
     #[arg(long)]
     pub rejects: Option<PathBuf>,
+    /// Apply DIR as changes to the live catalog instead of replacing it: any of the six
+    /// files (rows inserted or replacing the row of the same id) and `deleted.csv`
+    /// (a `product_id` header, then the ids of the products to remove), in one
+    /// transaction.
+    #[arg(long)]
+    pub changes: bool,
     #[command(flatten)]
     pub db: DatabaseArgs,
 }
@@ -88,9 +94,17 @@ pub struct LoadArgs {
 /// Arguments of `atelier materialize`.
 #[derive(Debug, Clone, Args)]
 pub struct MaterializeArgs {
-    /// Rebuild only these product ids (comma-separated); default: every product.
-    #[arg(long, value_delimiter = ',')]
+    /// Rebuild only these product ids (comma-separated); default: the products added,
+    /// changed or removed since the documents were last built.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["all", "follow"])]
     pub products: Option<Vec<i32>>,
+    /// Rebuild every document (a new table, swapped in atomically).
+    #[arg(long, conflicts_with = "follow")]
+    pub all: bool,
+    /// Run until stopped, rebuilding the documents of changed products in small batches
+    /// as soon as their changes commit, and notifying servers after each batch.
+    #[arg(long)]
+    pub follow: bool,
     /// The `campus` value written into every product document.
     #[arg(long, env = "ATELIER_CAMPUS", default_value = crate::materialize::DEFAULT_CAMPUS)]
     pub campus: String,
@@ -140,6 +154,10 @@ pub struct ServeArgs {
     /// Milliseconds in-flight requests get to finish on SIGTERM/SIGINT.
     #[arg(long, env = "ATELIER_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
     pub drain_timeout_ms: u64,
+    /// The `campus` value of the documents the embedded default rebuilds as it follows
+    /// catalog changes (the same setting as materialize's).
+    #[arg(long, env = "ATELIER_CAMPUS", default_value = crate::materialize::DEFAULT_CAMPUS)]
+    pub campus: String,
     /// PostgreSQL URL of the primary, for the LISTEN connection and its WAL position,
     /// when --database-url names streaming replicas. Default: the --database-url hosts
     /// that accept writes.

@@ -24,8 +24,14 @@ const LOADED_SQL: &str = "SELECT EXISTS (SELECT 1 FROM product)";
 /// and materialized. The embedded cluster is then served as the read-only
 /// [`db::READER_ROLE`], so the server cannot change what it serves.
 pub async fn database_url(args: &DatabaseArgs) -> Result<String> {
+    Ok(database_urls(args).await?.0)
+}
+
+/// [`database_url`], and with it, on the embedded cluster, the URL of the tables' owner,
+/// for the server to follow catalog changes itself (`materialize::follow`).
+pub async fn database_urls(args: &DatabaseArgs) -> Result<(String, Option<String>)> {
     if let Some(url) = &args.database_url {
-        return Ok(url.clone());
+        return Ok((url.clone(), None));
     }
     let url = db::resolve_url(args).await?;
     let mut client = db::connect(&url).await?;
@@ -35,7 +41,7 @@ pub async fn database_url(args: &DatabaseArgs) -> Result<String> {
         .execute("SELECT pg_advisory_lock($1)", &[&DEMO_LOCK_KEY])
         .await?;
     provide_catalog(&mut client, &url, args).await?;
-    db::with_user(&url, db::READER_ROLE)
+    Ok((db::with_user(&url, db::READER_ROLE)?, Some(url)))
 }
 
 async fn provide_catalog(client: &mut Client, url: &str, args: &DatabaseArgs) -> Result<()> {

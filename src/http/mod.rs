@@ -24,9 +24,20 @@ use crate::config::ServeArgs;
 use crate::{Error, Result};
 
 /// `atelier serve`: finds the database (preparing the demo catalog on first use of the
-/// embedded one), binds the address and serves until SIGTERM or SIGINT.
+/// embedded one), binds the address and serves until SIGTERM or SIGINT. On the embedded
+/// database it also follows catalog changes itself, as `materialize --follow` does.
 pub async fn run(args: ServeArgs) -> Result<()> {
-    let url = crate::demo::database_url(&args.db).await?;
+    let (url, owner_url) = crate::demo::database_urls(&args.db).await?;
+    let _follower = owner_url.map(|owner_url| {
+        let settings = crate::materialize::Settings {
+            campus: args.campus.clone(),
+            ..crate::materialize::Settings::default()
+        };
+        tracing::info!("following catalog changes of the embedded database");
+        AbortOnDrop(tokio::spawn(async move {
+            crate::materialize::follow::follow(&owner_url, &settings, std::future::pending()).await;
+        }))
+    });
     let state = AppState::new(&args, &url)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -49,5 +60,14 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
+    }
+}
+
+/// A task aborted when this handle goes: the follower ends with the server.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
