@@ -184,7 +184,7 @@ async fn batch(client: &mut Client, campus: &str) -> Result<Batch> {
         "SELECT id FROM unnest($1::int[]) id WHERE pg_try_advisory_xact_lock($2, id)";
     const BACKLOG_SQL: &str = "
         SELECT (SELECT count(*) FROM document_queue)
-               > (SELECT count(*) FROM product) * $1::float8";
+               > greatest((SELECT count(*) FROM product) * $1::float8, $2::bigint)";
     const DONE_SQL: &str = "DELETE FROM document_queue WHERE id = ANY($1)";
     let transaction = client.transaction().await?;
     transaction
@@ -209,7 +209,10 @@ async fn batch(client: &mut Client, campus: &str) -> Result<Batch> {
     }
     if taken.len() as i64 == BATCH {
         let backlog: bool = transaction
-            .query_one(BACKLOG_SQL, &[&super::FULL_REBUILD_SHARE])
+            .query_one(
+                BACKLOG_SQL,
+                &[&super::FULL_REBUILD_SHARE, &super::FULL_REBUILD_MIN],
+            )
             .await?
             .get(0);
         if backlog {

@@ -46,6 +46,10 @@ const MATERIALIZE_LOCK_KEY: i64 = 0x6d61_7465_7269_616c;
 /// against 0.25 ms for a full one).
 const FULL_REBUILD_SHARE: f64 = 0.25;
 
+/// A queue naming at most this many products is rebuilt in place whatever the catalog's
+/// size: a small catalog gains nothing from a new table.
+const FULL_REBUILD_MIN: i64 = 1_000;
+
 /// Past this many products a partial rebuild drops every list page rather than
 /// computing which ones moved: the ranks cost more than they save then.
 const MAX_RANKED_PRODUCTS: usize = 5_000;
@@ -228,7 +232,7 @@ async fn needs_full_rebuild(transaction: &Transaction<'_>) -> Result<bool> {
     if never || truncated || unqueued_load {
         return Ok(true);
     }
-    let threshold = (products as f64 * FULL_REBUILD_SHARE) as i64;
+    let threshold = ((products as f64 * FULL_REBUILD_SHARE) as i64).max(FULL_REBUILD_MIN);
     if queued <= threshold {
         return Ok(false);
     }

@@ -12,6 +12,7 @@ mod generate;
 mod golden;
 mod hostile;
 mod http;
+mod live;
 mod load;
 mod materialize;
 mod openapi;
