@@ -16,9 +16,20 @@ use crate::Result;
 /// a million products.
 pub const BLOCK: i64 = 256;
 
-/// Serialises the partial rebuilds that add or remove documents, so that two never
-/// shift the same blocks at once (an arbitrary, fixed advisory-lock key).
+/// Serialises the ends of partial rebuilds, from the blocks' shift to the commit (an
+/// arbitrary, fixed advisory-lock key): two never shift the same blocks at once, and the
+/// ranks one reports hold whatever another added or removed before it, so a page that
+/// moves under a concurrent rebuild is never left in a cache.
 const LIST_LOCK_KEY: i64 = 0x6c69_7374_626c_6f6b;
+
+/// Waits for the partial rebuilds ending before this one, and holds off the others until
+/// this transaction ends; call before [`apply`] and [`ranks`].
+pub async fn lock(transaction: &Transaction<'_>) -> Result<()> {
+    transaction
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&LIST_LOCK_KEY])
+        .await?;
+    Ok(())
+}
 
 /// The document id at 1-based rank $1 and the next $2 - $1 entries: what a page holds.
 /// Servers prepare this statement; it returns nothing past the end of the list.
@@ -51,7 +62,7 @@ pub async fn rebuild(transaction: &Transaction<'_>) -> Result<()> {
 
 /// Takes account of documents added (`inserted`) and removed (`removed`) in this
 /// transaction: shifts the blocks after them and splits blocks grown too large. Returns
-/// the first rank whose entry moved, if any did.
+/// the first rank whose entry moved, if any did. Needs [`lock`].
 pub async fn apply(
     transaction: &Transaction<'_>,
     inserted: &[i32],
@@ -105,9 +116,6 @@ pub async fn apply(
     if inserted.is_empty() && removed.is_empty() {
         return Ok(None);
     }
-    transaction
-        .execute("SELECT pg_advisory_xact_lock($1)", &[&LIST_LOCK_KEY])
-        .await?;
     transaction
         .execute(SHIFT_SQL, &[&inserted, &removed])
         .await?;

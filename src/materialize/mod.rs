@@ -366,6 +366,7 @@ pub(crate) async fn rebuild_some(
             inserted.push(id);
         }
     }
+    list::lock(transaction).await?;
     let shift = list::apply(transaction, &inserted, &removed).await?;
     let pages = if ids.len() > MAX_RANKED_PRODUCTS {
         Pages::All
