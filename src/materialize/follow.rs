@@ -154,7 +154,7 @@ async fn session(
     });
     let outcome = async {
         loop {
-            let batch = batch(&mut client, &settings.campus).await?;
+            let batch = batch(&mut client, settings).await?;
             if std::mem::replace(failing, false) {
                 tracing::info!("following catalog changes again");
             }
@@ -177,7 +177,7 @@ async fn session(
 }
 
 /// Takes and rebuilds one batch of the queue in one transaction.
-async fn batch(client: &mut Client, campus: &str) -> Result<Batch> {
+async fn batch(client: &mut Client, settings: &Settings) -> Result<Batch> {
     const TAKE_SQL: &str = "SELECT id, product_id FROM document_queue \
                             ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED";
     const LOCK_PRODUCTS_SQL: &str =
@@ -237,7 +237,7 @@ async fn batch(client: &mut Client, campus: &str) -> Result<Batch> {
         .filter(|(_, product)| locked.binary_search(product).is_ok())
         .map(|&(row, _)| row)
         .collect();
-    let rebuilt = super::rebuild_some(&transaction, &locked, campus).await?;
+    let rebuilt = super::rebuild_some(&transaction, &locked, settings, None).await?;
     transaction.execute(DONE_SQL, &[&done]).await?;
     super::announce(&transaction, &rebuilt.notice).await?;
     transaction.commit().await?;

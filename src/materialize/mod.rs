@@ -98,6 +98,27 @@ const UPSERT_SOME_SQL: &str = "
         styles = EXCLUDED.styles, related = EXCLUDED.related
     RETURNING product_id, (xmax = 0) AS inserted";
 
+/// A partial rebuild of at least this many products builds its documents on several
+/// connections at once (into `document_batch`) before writing them in its transaction:
+/// building is most of the work, and reads of rows not in memory overlap.
+const PARALLEL_MIN: usize = 2_000;
+
+/// Fills `document_batch` with the documents of the products in $2.
+const FILL_BATCH_SQL: &str = "
+    INSERT INTO document_batch (product_id, list_entry, product, styles, related)
+    SELECT product_id, list_entry, product, styles, related
+    FROM built";
+
+/// Writes the documents of `document_batch` in place; says which ones are new.
+const UPSERT_BATCH_SQL: &str = "
+    INSERT INTO document (product_id, list_entry, product, styles, related)
+    SELECT product_id, list_entry, product, styles, related
+    FROM document_batch
+    ON CONFLICT (product_id) DO UPDATE
+    SET list_entry = EXCLUDED.list_entry, product = EXCLUDED.product,
+        styles = EXCLUDED.styles, related = EXCLUDED.related
+    RETURNING product_id, (xmax = 0) AS inserted";
+
 /// Removes documents of listed products that the catalog no longer has.
 const DELETE_GONE_SQL: &str = "
     DELETE FROM document
@@ -183,7 +204,7 @@ pub async fn materialize(
                 };
                 (report, Notice::All, "all".to_string())
             } else {
-                let rebuilt = rebuild_some(&transaction, &ids, &settings.campus).await?;
+                let rebuilt = rebuild_some(&transaction, &ids, settings, Some(url)).await?;
                 (rebuilt.report, rebuilt.notice, "changed".to_string())
             }
         }
@@ -193,7 +214,7 @@ pub async fn materialize(
                     "--products takes positive product ids".into(),
                 ));
             }
-            let rebuilt = rebuild_some(&transaction, ids, &settings.campus).await?;
+            let rebuilt = rebuild_some(&transaction, ids, settings, Some(url)).await?;
             let text = format!("{} products", ids.len());
             (rebuilt.report, rebuilt.notice, text)
         }
@@ -342,21 +363,43 @@ pub(crate) struct Rebuilt {
     pub notice: Notice,
 }
 
-/// Rewrites the documents of `ids` (positive, distinct) in place, removing those of
-/// vanished products, and keeps the list's blocks in step.
+/// Rewrites the documents of `ids` (positive) in place, removing those of vanished
+/// products, and keeps the list's blocks in step. Given the database's `url`, many
+/// products are built on `settings.jobs` connections at once; whatever connection
+/// builds them, they read the catalog after the transaction took its queue rows, so
+/// they hold every change those rows stand for.
 pub(crate) async fn rebuild_some(
     transaction: &Transaction<'_>,
     ids: &[i32],
-    campus: &str,
+    settings: &Settings,
+    url: Option<&str>,
 ) -> Result<Rebuilt> {
+    let started = Instant::now();
+    // A few thousand products' statements can cost enough to be compiled, which takes
+    // longer than it saves.
+    transaction.batch_execute("SET LOCAL jit = off").await?;
     let removed: Vec<i32> = transaction
         .query(DELETE_GONE_SQL, &[&ids])
         .await?
         .iter()
         .map(|row| row.get(0))
         .collect();
-    let upsert = format!("WITH {SOME_SOURCES}\n{BUILD_SQL}\n{UPSERT_SOME_SQL}");
-    let rows = transaction.query(&upsert, &[&campus, &ids]).await?;
+    let rows = match url {
+        Some(url) if ids.len() >= PARALLEL_MIN && settings.jobs > 1 => {
+            build_batch(url, ids, settings).await?;
+            let rows = transaction.query(UPSERT_BATCH_SQL, &[]).await?;
+            transaction
+                .batch_execute("DROP TABLE document_batch")
+                .await?;
+            rows
+        }
+        _ => {
+            let upsert = format!("WITH {SOME_SOURCES}\n{BUILD_SQL}\n{UPSERT_SOME_SQL}");
+            transaction
+                .query(&upsert, &[&settings.campus, &ids])
+                .await?
+        }
+    };
     let mut written = Vec::with_capacity(rows.len());
     let mut inserted = Vec::new();
     for row in &rows {
@@ -366,8 +409,10 @@ pub(crate) async fn rebuild_some(
             inserted.push(id);
         }
     }
+    let built = started.elapsed();
     list::lock(transaction).await?;
     let shift = list::apply(transaction, &inserted, &removed).await?;
+    let listed = started.elapsed();
     let pages = if ids.len() > MAX_RANKED_PRODUCTS {
         Pages::All
     } else {
@@ -378,6 +423,13 @@ pub(crate) async fn rebuild_some(
         }
         Pages::Ranks { ranks, shift }
     };
+    tracing::debug!(
+        products = ids.len(),
+        built_s = built.as_secs_f64(),
+        listed_s = listed.as_secs_f64(),
+        ranked_s = started.elapsed().as_secs_f64(),
+        "partial rebuild"
+    );
     let mut named = ids.to_vec();
     named.sort_unstable();
     named.dedup();
@@ -388,6 +440,37 @@ pub(crate) async fn rebuild_some(
         },
         notice: Notice::Products { ids: named, pages },
     })
+}
+
+/// Builds the documents of `ids` into a new `document_batch` table, in ranges of ids
+/// on `settings.jobs` connections at once. The table is unlogged (it lives for one
+/// transaction of the caller's) and committed apart so the caller can read it.
+async fn build_batch(url: &str, ids: &[i32], settings: &Settings) -> Result<()> {
+    let setup = crate::db::connect(url).await?;
+    setup
+        .batch_execute(
+            "DROP TABLE IF EXISTS document_batch;
+             CREATE UNLOGGED TABLE document_batch (LIKE document);",
+        )
+        .await?;
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    let fill = format!("WITH {SOME_SOURCES}\n{BUILD_SQL}\n{FILL_BATCH_SQL}");
+    let parts = sorted
+        .chunks(sorted.len().div_ceil(settings.jobs))
+        .map(|part| {
+            let fill = &fill;
+            async move {
+                let client = crate::db::connect(url).await?;
+                client.batch_execute("SET jit = off").await?;
+                client
+                    .execute(fill.as_str(), &[&settings.campus, &part])
+                    .await?;
+                Ok::<(), Error>(())
+            }
+        });
+    futures_util::future::try_join_all(parts).await?;
+    Ok(())
 }
 
 /// `atelier materialize`.

@@ -475,3 +475,63 @@ async fn product_ids(client: &Client) -> Vec<i64> {
         .map(|row| i64::from(row.get::<_, i32>(0)))
         .collect()
 }
+
+#[tokio::test]
+async fn a_large_partial_rebuild_is_built_on_several_connections_like_a_full_one() {
+    let (db, client) = catalog_db().await;
+    client
+        .batch_execute(
+            "INSERT INTO product (id, name, slogan, description, category, default_price)
+             SELECT g, 'P' || g, 's', 'd', 'Pants', g FROM generate_series(10, 2500) g;
+             INSERT INTO style (id, product_id, name, sale_price, original_price, default_style)
+             SELECT g, g, 'S' || g, NULL, g, true FROM generate_series(10, 2500) g;
+             INSERT INTO sku (id, style_id, size, quantity)
+             SELECT g, g, 'M', g % 9 FROM generate_series(20, 2500) g;",
+        )
+        .await
+        .unwrap();
+    let settings = Settings {
+        jobs: 2,
+        ..Settings::default()
+    };
+    materialize::materialize(&db.url, Scope::All, &settings)
+        .await
+        .unwrap();
+    let full: Vec<String> = client
+        .query("SELECT styles::text FROM document ORDER BY product_id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    client
+        .batch_execute(
+            "UPDATE sku SET quantity = quantity + 1; DELETE FROM document WHERE product_id > 2400",
+        )
+        .await
+        .unwrap();
+    let ids: Vec<i32> = (1..=2500).collect();
+    let report = materialize::materialize(&db.url, Scope::Products(ids), &settings)
+        .await
+        .unwrap();
+    assert_eq!(report.documents, 2494);
+    client
+        .batch_execute("UPDATE sku SET quantity = quantity - 1")
+        .await
+        .unwrap();
+    materialize::materialize(&db.url, Scope::Queued, &settings)
+        .await
+        .unwrap();
+    let partial: Vec<String> = client
+        .query("SELECT styles::text FROM document ORDER BY product_id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(partial, full);
+    assert_eq!(all_pages(&client, 100).await, product_ids(&client).await);
+    let leftover = "SELECT count(*) FROM pg_class WHERE relname = 'document_batch'";
+    let tables: i64 = client.query_one(leftover, &[]).await.unwrap().get(0);
+    assert_eq!(tables, 0);
+}
