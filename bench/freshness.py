@@ -140,7 +140,7 @@ def main():
     parser.add_argument("--sample", type=int, default=10_000)
     parser.add_argument("--cache-bytes", type=int, default=256 * MIB)
     parser.add_argument("--pool-size", type=int, default=4)
-    parser.add_argument("--poll-ms", type=int, default=10)
+    parser.add_argument("--poll-ms", type=int, default=20)
     parser.add_argument("--pages", type=int, default=2000,
                         help="list pages compared after each run")
     parser.add_argument("--seed", type=int, default=1)

@@ -91,28 +91,32 @@ pub async fn apply(
         UPDATE list_block b SET start = b.start + s.shift
         FROM shifts s WHERE b.first_id = s.first_id AND s.shift <> 0";
     // New blocks every BLOCK documents inside each block that an insert grew past twice
-    // BLOCK documents.
+    // BLOCK documents. A block's size is the next block's start less its own, so only
+    // the last block counts documents, and only grown blocks are read.
     const SPLIT_SQL: &str = "
-        WITH grown AS (
-            SELECT DISTINCT b.first_id, b.start
-            FROM unnest($1::int[]) i
-            CROSS JOIN LATERAL (SELECT first_id, start FROM list_block WHERE first_id <= i
-                                ORDER BY first_id DESC LIMIT 1) b
-        ), bounds AS (
-            SELECT g.first_id, g.start,
-                   (SELECT min(n.first_id) FROM list_block n WHERE n.first_id > g.first_id) AS next_id
-            FROM grown g
+        WITH sized AS (
+            SELECT first_id, start,
+                   lead(first_id) OVER w AS next_id, lead(start) OVER w AS next_start
+            FROM list_block WINDOW w AS (ORDER BY first_id)
+        ), grown AS (
+            SELECT s.first_id, s.start, s.next_id
+            FROM sized s
+            WHERE s.first_id IN (
+                      SELECT (SELECT first_id FROM list_block WHERE first_id <= i
+                              ORDER BY first_id DESC LIMIT 1)
+                      FROM unnest($1::int[]) i)
+              AND coalesce(s.next_start,
+                           s.start + (SELECT count(*) FROM document d
+                                      WHERE d.product_id >= s.first_id)) - s.start > 2 * $2::bigint
         ), ranked AS (
-            SELECT d.product_id, bo.start,
-                   row_number() OVER (PARTITION BY bo.first_id ORDER BY d.product_id) AS k,
-                   count(*) OVER (PARTITION BY bo.first_id) AS size
-            FROM bounds bo
-            JOIN document d ON d.product_id >= bo.first_id
-                           AND (bo.next_id IS NULL OR d.product_id < bo.next_id)
+            SELECT d.product_id, g.start,
+                   row_number() OVER (PARTITION BY g.first_id ORDER BY d.product_id) AS k
+            FROM grown g
+            JOIN document d ON d.product_id >= g.first_id
+                           AND d.product_id < coalesce(g.next_id, 2147483647)
         )
         INSERT INTO list_block (first_id, start)
-        SELECT product_id, start + k - 1 FROM ranked
-        WHERE size > 2 * $2::bigint AND k > 1 AND k % $2::bigint = 1";
+        SELECT product_id, start + k - 1 FROM ranked WHERE k > 1 AND k % $2::bigint = 1";
     if inserted.is_empty() && removed.is_empty() {
         return Ok(None);
     }

@@ -95,7 +95,7 @@ fn parse_args() -> Args {
         seconds: need("seconds").parse().expect("--seconds"),
         seed: get("seed").map_or(1, |v| v.parse().expect("--seed")),
         writers: get("writers").map_or(16, |v| v.parse().expect("--writers")),
-        poll: Duration::from_millis(get("poll-ms").map_or(10, |v| v.parse().expect("--poll-ms"))),
+        poll: Duration::from_millis(get("poll-ms").map_or(20, |v| v.parse().expect("--poll-ms"))),
         pages: get("pages").map_or(2000, |v| v.parse().expect("--pages")),
         token_base: get("token-base").map_or(1_000_000, |v| v.parse().expect("--token-base")),
         bare: get("bare").is_some_and(|v| v == "1"),
@@ -213,6 +213,22 @@ impl Http {
     }
 }
 
+/// Keep-alive connections shared by the pollers: a poll takes one and puts it back.
+#[derive(Clone, Default)]
+struct Pool(Arc<std::sync::Mutex<Vec<Http>>>);
+
+impl Pool {
+    async fn get(&self, server: &str, path: &str) -> (u16, Vec<u8>) {
+        let taken = self.0.lock().expect("pool lock").pop();
+        let mut http = taken;
+        let reply = get(&mut http, server, path).await;
+        if let Some(http) = http {
+            self.0.lock().expect("pool lock").push(http);
+        }
+        reply
+    }
+}
+
 /// A GET on a fresh connection if `http` broke.
 async fn get(http: &mut Option<Http>, server: &str, path: &str) -> (u16, Vec<u8>) {
     for _ in 0..3 {
@@ -308,6 +324,7 @@ async fn main() {
         .unwrap()
         .get(0);
 
+    let pool = Pool::default();
     eprintln!("freshness: {changes} changes at {}/s", args.rate);
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(changes);
@@ -318,6 +335,7 @@ async fn main() {
         let args = args.clone();
         let kind = Kind::ALL[i % Kind::ALL.len()];
         let token = args.token_base + i as i32;
+        let pool = pool.clone();
         tasks.push(tokio::spawn(async move {
             let (mut kind, mut sql, mut path, mut needle) = {
                 let (sql, path, needle) = kind.change(product, token);
@@ -351,10 +369,9 @@ async fn main() {
                     polls: 0,
                 };
             }
-            let mut http = None;
             let mut polls = 0;
             let latency = loop {
-                let (_, body) = get(&mut http, &args.server, &path).await;
+                let (_, body) = pool.get(&args.server, &path).await;
                 polls += 1;
                 let seen = Instant::now();
                 if body
@@ -387,6 +404,7 @@ async fn main() {
     for task in tasks {
         outcomes.push(task.await.expect("a change task"));
     }
+    let polled = started.elapsed();
     let wal_bytes: f64 = client
         .query_one(
             "SELECT pg_wal_lsn_diff($1::text::pg_lsn, $2::text::pg_lsn)::float8",
@@ -446,6 +464,7 @@ async fn main() {
         "changes": changes,
         "never_seen": never,
         "polls": polls,
+        "polls_per_s": polls as f64 / polled.as_secs_f64(),
         "poll_interval_ms": args.poll.as_secs_f64() * 1000.0,
         "latency": summary(&mut all),
         "by_kind": by_kind,
