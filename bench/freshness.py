@@ -19,6 +19,7 @@ import datetime
 import json
 import os
 import random
+import socket
 import statistics
 import subprocess
 import sys
@@ -27,7 +28,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import drive  # noqa: E402
-from drive import DRIVER_CPU, MIB, PORTS, RESULTS, SERVER_CPU, WORK, log  # noqa: E402
+from drive import DRIVER_CPU, MIB, RESULTS, SERVER_CPU, WORK, log  # noqa: E402
 
 GOALS_P99_MS = {100: 1000, 1000: 2000}
 FOLLOWER = "atelier follow"
@@ -54,6 +55,12 @@ def backend_pid(url, application):
     return int(pids[0]) if pids else None
 
 
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def build_paths(args, directory):
     """The storefront mix with one list page (of 5) for every four product documents."""
     rng = random.Random(args.seed)
@@ -67,9 +74,11 @@ def build_paths(args, directory):
     return path, len(paths)
 
 
-def run_phase(args, url, service, follower, paths_file, directory, rate, index):
+def run_phase(args, url, service, follower, paths_file, directory, rate, index, token_base):
     """One run: wrk for `args.seconds`, with the freshness tool writing at `rate` (or
-    nothing) meanwhile."""
+    nothing) meanwhile. Tokens start at `token_base`, so that no value a change writes
+    is in the catalog already (from an earlier run): a change would look visible at
+    once."""
     name = f"{rate}/s" if rate else "no writes"
     log(f"freshness: {name}")
     backend = backend_pid(url, FOLLOWER)
@@ -86,12 +95,15 @@ def run_phase(args, url, service, follower, paths_file, directory, rate, index):
              "--server", f"127.0.0.1:{service.port}", "--rate", str(rate),
              "--seconds", str(args.seconds), "--seed", str(args.seed + index),
              "--poll-ms", str(args.poll_ms), "--pages", str(args.pages),
-             "--token-base", str(1_000_000 + index * 1_000_000), "--out", out],
+             "--token-base", str(token_base + index * 200_000), "--out", out],
             stdout=subprocess.DEVNULL, stderr=open(os.path.join(directory, "freshness.log"), "a"))
     started = time.monotonic()
     reads = drive.wrk(service.port, paths_file, args.seconds, args.connections, directory)
     wall = time.monotonic() - started
     cpu = {k: (p.cpu_seconds() - cpu_before[k]) for k, p in watched.items()}
+    load_after = drive.loadavg()
+    if tool and tool.wait() != 0:
+        sys.exit("the freshness tool failed; see bench/work/scenarios/freshness/freshness.log")
     hits, misses = (a - b for a, b in zip(drive.metrics(service.port), hits_before))
     phase = {
         "rate_per_s": rate,
@@ -100,11 +112,9 @@ def run_phase(args, url, service, follower, paths_file, directory, rate, index):
         "cpu_s": cpu,
         "cache_hit_rate": hits / max(hits + misses, 1),
         "loadavg_before": load_before,
-        "loadavg_after": drive.loadavg(),
+        "loadavg_after": load_after,
     }
     if tool:
-        if tool.wait() != 0:
-            sys.exit("the freshness tool failed; see bench/work/scenarios/freshness/freshness.log")
         with open(out) as f:
             phase["freshness"] = json.load(f)
         f = phase["freshness"]
@@ -121,8 +131,15 @@ def bare_wal(args, url, directory):
     subprocess.run(
         ["taskset", "-c", DRIVER_CPU, args.freshness, "--database-url", url, "--server",
          "127.0.0.1:1", "--rate", "1000", "--seconds", "5", "--seed", str(args.seed + 99),
-         "--token-base", "900000000", "--bare", "1", "--out", out],
+         "--token-base", "2100000000", "--bare", "1", "--out", out],
         check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The tool queued the products it changed behind the triggers' back: the follower
+    # puts their documents right before it stops.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if drive.psql(url, "SELECT count(*) FROM document_queue;").strip() == "0":
+            break
+        time.sleep(0.5)
     with open(out) as f:
         return json.load(f)["wal_bytes_per_change"]
 
@@ -155,8 +172,16 @@ def main():
     paths_file, requests = build_paths(args, directory)
     log(f"freshness: {requests} read paths; rates {rates}; {args.seconds} s each")
 
-    service = drive.Server("service", drive.service_command(args, url, args.cache_bytes),
-                           PORTS["service"], directory, env={"ATELIER_LOG": "warn"}).start()
+    # A port of its own: another benchmark may hold the usual ones, and a server found
+    # there would be taken for ours.
+    port = free_port()
+    command = [args.atelier, "serve", "--listen", f"127.0.0.1:{port}", "--database-url", url,
+               "--cache-bytes", str(args.cache_bytes), "--pool-size", str(args.pool_size)]
+    service = drive.Server("service", command, port, directory,
+                           env={"ATELIER_LOG": "warn"}).start()
+    time.sleep(0.5)
+    if service.process.poll() is not None:
+        sys.exit("atelier serve exited at start; see its log")
     follower_log = open(os.path.join(directory, "follower.log"), "ab")
     follower = subprocess.Popen([args.atelier, "materialize", "--follow", "--database-url", url],
                                 stdout=follower_log, stderr=follower_log, start_new_session=True)
@@ -165,9 +190,12 @@ def main():
         time.sleep(1)
         drive.wrk(service.port, paths_file, args.warmup, args.connections, directory)
         schedule = [None] + rates + [None]
+        # Tokens unique to this run, whichever runs came before (ten-second steps over
+        # about five hours, then round again).
+        token_base = (int(time.time()) // 10 % 1900 + 100) * 1_000_000
         for index, rate in enumerate(schedule):
             phases.append(run_phase(args, url, service, follower, paths_file, directory, rate,
-                                    index))
+                                    index, token_base))
         wal_bare = bare_wal(args, url, directory)
     finally:
         follower.terminate()
