@@ -3,9 +3,10 @@
 -- embedded database) apply this file first, and `psql -f schema.sql` works too.
 
 -- The catalog, one table per CSV file. `atelier load` replaces all six tables at once
--- (it builds new ones in a staging schema and swaps them in inside one transaction), so
--- the live tables are never written row by row. Prices are whole dollars in the files;
--- numeric(12,2) keeps them exact and prints them with two decimals.
+-- (it builds new ones in a staging schema and swaps them in inside one transaction);
+-- `atelier load --changes` and any other application write rows in place, and the
+-- capture triggers below note which products that touches. Prices are whole dollars in
+-- the files; numeric(12,2) keeps them exact and prints them with two decimals.
 CREATE TABLE IF NOT EXISTS product (
     id            integer       PRIMARY KEY CHECK (id > 0),
     name          text          NOT NULL,
@@ -61,21 +62,196 @@ CREATE TABLE IF NOT EXISTS related (
     related_product_id integer NOT NULL REFERENCES product (id)
 );
 CREATE INDEX IF NOT EXISTS related_product_id_idx ON related (product_id);
+-- Deleting a product makes PostgreSQL look for related rows naming it: without this
+-- index, one scan of the whole table per product deleted.
+CREATE INDEX IF NOT EXISTS related_related_product_id_idx ON related (related_product_id);
 
 -- The served documents: one row per product, holding the exact response bodies.
--- `position` is the product's 1-based rank in id order, so page P of C entries is the
--- index range (P-1)*C+1 ..= P*C: O(log n) whatever P is. `atelier materialize`
--- rebuilds this table and swaps it in atomically; servers only ever read it.
+-- `atelier materialize` writes them (a full rebuild swaps in a new table atomically, a
+-- partial one rewrites rows in place); servers only ever read them.
 CREATE TABLE IF NOT EXISTS document (
     product_id integer PRIMARY KEY,
-    position   integer NOT NULL,
     list_entry jsonb   NOT NULL,  -- the product's entry in GET /products
     product    jsonb   NOT NULL,  -- GET /products/:id
     styles     jsonb   NOT NULL,  -- GET /products/:id/styles
-    related    jsonb   NOT NULL,  -- GET /products/:id/related
-    -- Deferrable so that a partial rebuild can renumber positions in one statement.
-    CONSTRAINT document_position_key UNIQUE (position) DEFERRABLE INITIALLY IMMEDIATE
+    related    jsonb   NOT NULL   -- GET /products/:id/related
 );
+-- Documents once carried their list rank in a `position` column, which made every
+-- product added or removed mid-list renumber all the documents after it; list_block
+-- below replaces it.
+ALTER TABLE document DROP COLUMN IF EXISTS position;
+
+-- The rank index of GET /products: page P of C entries starts at rank r = (P-1)*C+1.
+-- Documents are cut into blocks of consecutive ids; `start` is the number of documents
+-- before the block. The entry at rank r is found from the last block with start < r,
+-- skipping r - start - 1 ids of the document key, so a page costs O(log n + block).
+-- Adding or removing a product shifts the `start` of the blocks after it, a few hundred
+-- narrow rows at 1 M products instead of every document after it. The first block
+-- starts at id 0, so every id has a block. A full materialize cuts blocks of 256 afresh
+-- (materialize::list::BLOCK); partial ones split blocks that grew past twice that.
+CREATE TABLE IF NOT EXISTS list_block (
+    first_id integer PRIMARY KEY CHECK (first_id >= 0),
+    start    integer NOT NULL CHECK (start >= 0)
+);
+CREATE INDEX IF NOT EXISTS list_block_start_idx ON list_block (start, first_id);
+-- A database whose documents predate list_block gets its blocks here, once.
+INSERT INTO list_block (first_id, start)
+SELECT CASE WHEN rank = 1 THEN 0 ELSE product_id END, rank - 1
+FROM (SELECT product_id, row_number() OVER (ORDER BY product_id) AS rank FROM document) d
+WHERE rank % 256 = 1 AND NOT EXISTS (SELECT 1 FROM list_block);
+INSERT INTO list_block (first_id, start)
+SELECT 0, 0 WHERE NOT EXISTS (SELECT 1 FROM list_block);
+
+-- Change capture. Products whose documents are stale, one row per writing statement and
+-- product: appended by the triggers below inside the writer's own transaction, and by a
+-- load's swap for the products it added, changed or removed; taken and deleted by
+-- materialize (`--follow`, or once after a load) in the transaction that rewrites their
+-- documents. Rows are only ever inserted and deleted: writers never wait for each other
+-- or for materialize here, and a row becomes visible only when its writer commits, so
+-- whoever takes it rebuilds from a snapshot holding the change. product_id 0 stands for
+-- every product (a TRUNCATE).
+CREATE TABLE IF NOT EXISTS document_queue (
+    id         bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    product_id integer     NOT NULL,
+    queued_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- Products whose rows changed since the last full load by other writers than that load
+-- (SQL, `load --changes`), so their stored fingerprint no longer describes them: the
+-- next full load counts them as changed whatever their fingerprint. Emptied by every
+-- full load's swap; 0 stands for every product.
+CREATE TABLE IF NOT EXISTS product_edited (
+    product_id integer PRIMARY KEY
+);
+
+-- The capture functions, created or replaced only when their version differs, so that
+-- re-applying this file writes no catalog row. The trigger functions run as the
+-- tables' owner: an application allowed to write a catalog table need not be allowed to
+-- write the queue, and only they may call `atelier_mark`. Photos and skus reach their
+-- product through their style, looked up one style at a time (LATERAL ... LIMIT 1):
+-- plans of trigger statements are cached, and a plan first made for a bulk statement
+-- must not scan the style table for every later one-row statement.
+DO $capture$
+DECLARE
+    version constant text := 'atelier capture 1';
+    mark regprocedure := to_regprocedure('public.atelier_mark(integer[])');
+BEGIN
+    IF mark IS NOT NULL AND obj_description(mark, 'pg_proc') IS NOT DISTINCT FROM version THEN
+        RETURN;
+    END IF;
+    CREATE OR REPLACE FUNCTION public.atelier_mark(ids integer[]) RETURNS void
+    LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $body$
+        INSERT INTO public.document_queue (product_id) SELECT unnest(ids);
+        INSERT INTO public.product_edited (product_id) SELECT unnest(ids) ON CONFLICT DO NOTHING;
+    $body$;
+    REVOKE ALL ON FUNCTION public.atelier_mark(integer[]) FROM PUBLIC;
+
+    CREATE OR REPLACE FUNCTION public.atelier_capture_product() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
+    BEGIN
+        CASE TG_OP
+        WHEN 'INSERT' THEN
+            PERFORM public.atelier_mark(ARRAY(SELECT id FROM new_rows));
+        WHEN 'UPDATE' THEN
+            PERFORM public.atelier_mark(ARRAY(SELECT id FROM new_rows UNION SELECT id FROM old_rows));
+        ELSE
+            PERFORM public.atelier_mark(ARRAY(SELECT id FROM old_rows));
+        END CASE;
+        RETURN NULL;
+    END
+    $body$;
+
+    CREATE OR REPLACE FUNCTION public.atelier_capture_product_child() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
+    BEGIN
+        CASE TG_OP
+        WHEN 'INSERT' THEN
+            PERFORM public.atelier_mark(ARRAY(SELECT DISTINCT product_id FROM new_rows));
+        WHEN 'UPDATE' THEN
+            PERFORM public.atelier_mark(ARRAY(
+                SELECT product_id FROM new_rows UNION SELECT product_id FROM old_rows));
+        ELSE
+            PERFORM public.atelier_mark(ARRAY(SELECT DISTINCT product_id FROM old_rows));
+        END CASE;
+        RETURN NULL;
+    END
+    $body$;
+
+    CREATE OR REPLACE FUNCTION public.atelier_capture_style_child() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
+    BEGIN
+        CASE TG_OP
+        WHEN 'INSERT' THEN
+            PERFORM public.atelier_mark(ARRAY(
+                SELECT DISTINCT s.product_id
+                FROM (SELECT DISTINCT style_id FROM new_rows) r
+                CROSS JOIN LATERAL (SELECT product_id FROM public.style
+                                    WHERE id = r.style_id LIMIT 1) s));
+        WHEN 'UPDATE' THEN
+            PERFORM public.atelier_mark(ARRAY(
+                SELECT DISTINCT s.product_id
+                FROM (SELECT style_id FROM new_rows UNION SELECT style_id FROM old_rows) r
+                CROSS JOIN LATERAL (SELECT product_id FROM public.style
+                                    WHERE id = r.style_id LIMIT 1) s));
+        ELSE
+            PERFORM public.atelier_mark(ARRAY(
+                SELECT DISTINCT s.product_id
+                FROM (SELECT DISTINCT style_id FROM old_rows) r
+                CROSS JOIN LATERAL (SELECT product_id FROM public.style
+                                    WHERE id = r.style_id LIMIT 1) s));
+        END CASE;
+        RETURN NULL;
+    END
+    $body$;
+
+    CREATE OR REPLACE FUNCTION public.atelier_capture_truncate() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
+    BEGIN
+        PERFORM public.atelier_mark(ARRAY[0]);
+        RETURN NULL;
+    END
+    $body$;
+
+    EXECUTE format('COMMENT ON FUNCTION public.atelier_mark(integer[]) IS %L', version);
+END
+$capture$;
+
+-- The capture triggers, one per table and statement kind (a trigger with transition
+-- tables takes one kind only). A load's new tables get theirs when it swaps them in and
+-- re-applies this file; its own COPY into the staging tables is not captured.
+DO $triggers$
+DECLARE
+    capture record;
+    event text;
+BEGIN
+    FOR capture IN
+        SELECT * FROM (VALUES ('product', 'atelier_capture_product'),
+                              ('style', 'atelier_capture_product_child'),
+                              ('feature', 'atelier_capture_product_child'),
+                              ('related', 'atelier_capture_product_child'),
+                              ('photo', 'atelier_capture_style_child'),
+                              ('sku', 'atelier_capture_style_child')) AS t (tbl, fn)
+    LOOP
+        FOREACH event IN ARRAY ARRAY['insert', 'update', 'delete', 'truncate'] LOOP
+            CONTINUE WHEN EXISTS (
+                SELECT 1 FROM pg_trigger
+                WHERE tgrelid = format('public.%I', capture.tbl)::regclass
+                  AND tgname = 'atelier_capture_' || event);
+            EXECUTE format(
+                'CREATE TRIGGER %I AFTER %s ON public.%I %s FOR EACH STATEMENT '
+                'EXECUTE FUNCTION public.%I()',
+                'atelier_capture_' || event, upper(event), capture.tbl,
+                CASE event
+                    WHEN 'insert' THEN 'REFERENCING NEW TABLE AS new_rows'
+                    WHEN 'update' THEN 'REFERENCING NEW TABLE AS new_rows OLD TABLE AS old_rows'
+                    WHEN 'delete' THEN 'REFERENCING OLD TABLE AS old_rows'
+                    ELSE ''
+                END,
+                CASE event WHEN 'truncate' THEN 'atelier_capture_truncate' ELSE capture.fn END);
+        END LOOP;
+    END LOOP;
+END
+$triggers$;
 
 -- One row per completed load or materialize, for operators and readiness checks.
 CREATE TABLE IF NOT EXISTS catalog_run (
@@ -85,9 +261,9 @@ CREATE TABLE IF NOT EXISTS catalog_run (
     summary     jsonb       NOT NULL
 );
 
--- The role servers read as: it logs in, reads the documents and whether a materialize
--- has completed (`catalog_run.kind`, for /readyz), and nothing else. Roles are
--- cluster-wide while this file is applied per database, possibly by several databases
+-- The role servers read as: it logs in, reads the documents, the list's blocks and
+-- whether a materialize has completed (`catalog_run.kind`, for /readyz), and nothing
+-- else. Roles are cluster-wide while this file is applied per database, possibly by several databases
 -- at once, so creating the role tolerates losing that race. Grants are made only when
 -- missing, so re-applying writes no catalog row. The materialize swap creates a new
 -- `document` table, and re-applying this file grants on it again. A role applying this
@@ -110,6 +286,9 @@ BEGIN
     END IF;
     IF NOT has_table_privilege('atelier_reader', 'public.document', 'SELECT') THEN
         GRANT SELECT ON public.document TO atelier_reader;
+    END IF;
+    IF NOT has_table_privilege('atelier_reader', 'public.list_block', 'SELECT') THEN
+        GRANT SELECT ON public.list_block TO atelier_reader;
     END IF;
     IF NOT has_column_privilege('atelier_reader', 'public.catalog_run', 'kind', 'SELECT') THEN
         GRANT SELECT (kind) ON public.catalog_run TO atelier_reader;

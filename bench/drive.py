@@ -152,10 +152,16 @@ def build_mix(scenario, products, sample, rng):
         last_page = max(1, products // LIST_COUNT)
         pages = [rng.randint(1, last_page) for _ in range(sample)]
         paths = [f"/products?page={p}&count={LIST_COUNT}" for p in pages]
+        # The service's page query (materialize::list::PAGE_SQL) with the page's ranks.
         script = (
             f"\\set page random(1, {last_page})\n"
-            f"SELECT list_entry FROM document WHERE position BETWEEN "
-            f"(:page - 1) * {LIST_COUNT} + 1 AND :page * {LIST_COUNT} ORDER BY position;\n"
+            f"\\set first (:page - 1) * {LIST_COUNT} + 1\n"
+            f"SELECT d.list_entry FROM document d WHERE d.product_id >= ("
+            f"SELECT x.product_id FROM (SELECT first_id, start FROM list_block "
+            f"WHERE start < :first ORDER BY start DESC, first_id DESC LIMIT 1) b "
+            f"CROSS JOIN LATERAL (SELECT product_id FROM document WHERE product_id >= b.first_id "
+            f"ORDER BY product_id OFFSET :first - b.start - 1 LIMIT 1) x) "
+            f"ORDER BY d.product_id LIMIT {LIST_COUNT};\n"
         )
         return Mix(scenario, paths, {"page": script})
     if scenario in ("storefront", "cold", "t2micro"):
@@ -197,9 +203,10 @@ def export_documents(mix, url):
     if pages:
         rows = psql(
             url,
-            f"SELECT p.page, '[' || string_agg(d.list_entry::text, ',' ORDER BY d.position) || ']' "
+            f"SELECT p.page, '[' || string_agg(d.list_entry::text, ',' ORDER BY d.rank) || ']' "
             f"FROM unnest('{{{','.join(map(str, pages))}}}'::int[]) AS p(page) "
-            f"JOIN document d ON d.position BETWEEN (p.page - 1) * {LIST_COUNT} + 1 "
+            f"JOIN (SELECT list_entry, row_number() OVER (ORDER BY product_id) AS rank "
+            f"FROM document) d ON d.rank BETWEEN (p.page - 1) * {LIST_COUNT} + 1 "
             f"AND p.page * {LIST_COUNT} GROUP BY p.page;",
         )
         for line in rows.splitlines():

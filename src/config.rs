@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::catalog::Variant;
 use crate::db::Database;
-use crate::{generate, http};
+use crate::{generate, http, load, materialize};
 
 pub use crate::logging::LogFormat;
 
@@ -124,6 +124,12 @@ pub struct LoadArgs {
     /// the files it describes.
     #[arg(long)]
     pub rejects: Option<PathBuf>,
+    /// Apply DIR as changes to the live catalog instead of replacing it: any of the six
+    /// files (rows inserted or replacing the row of the same id) and `deleted.csv`
+    /// (a `product_id` header, then the ids of the products to remove), in one
+    /// transaction.
+    #[arg(long)]
+    pub changes: bool,
     #[command(flatten)]
     pub db: DatabaseArgs,
 }
@@ -131,11 +137,19 @@ pub struct LoadArgs {
 /// Arguments of `atelier materialize`.
 #[derive(Debug, Clone, Args)]
 pub struct MaterializeArgs {
-    /// Rebuild only these product ids (comma-separated); default: every product. The
-    /// documents of listed products no longer in the catalog are removed; ids unknown
-    /// to both the catalog and the documents are named, and it fails when all are.
-    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(i32).range(1..))]
+    /// Rebuild only these product ids (comma-separated); default: the products added,
+    /// changed or removed since the documents were last built. The documents of listed
+    /// products no longer in the catalog are removed; ids unknown to both the catalog
+    /// and the documents are named, and it fails when all are.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(i32).range(1..), conflicts_with_all = ["all", "follow"])]
     pub products: Option<Vec<i32>>,
+    /// Rebuild every document (a new table, swapped in atomically).
+    #[arg(long, conflicts_with = "follow")]
+    pub all: bool,
+    /// Run until stopped, rebuilding the documents of changed products in small batches
+    /// as soon as their changes commit, and notifying servers after each batch.
+    #[arg(long)]
+    pub follow: bool,
     /// The `campus` value written into every product document.
     #[arg(long, env = "ATELIER_CAMPUS", default_value = crate::materialize::DEFAULT_CAMPUS)]
     pub campus: String,
@@ -145,6 +159,37 @@ pub struct MaterializeArgs {
     pub jobs: usize,
     #[command(flatten)]
     pub db: DatabaseArgs,
+}
+
+impl LoadArgs {
+    /// What these arguments ask to load.
+    pub fn request(&self) -> load::Request {
+        load::Request {
+            dir: self.dir.clone(),
+            rejects: self.rejects.clone(),
+            changes: self.changes,
+        }
+    }
+}
+
+impl MaterializeArgs {
+    /// What these arguments ask materialize to do.
+    pub fn task(&self) -> materialize::Task {
+        match &self.products {
+            _ if self.follow => materialize::Task::Follow,
+            Some(ids) => materialize::Task::Rebuild(materialize::Scope::Products(ids.clone())),
+            None if self.all => materialize::Task::Rebuild(materialize::Scope::All),
+            None => materialize::Task::Rebuild(materialize::Scope::Queued),
+        }
+    }
+
+    /// How these arguments ask documents to be built.
+    pub fn settings(&self) -> materialize::Settings {
+        materialize::Settings {
+            campus: self.campus.clone(),
+            jobs: self.jobs,
+        }
+    }
 }
 
 /// Arguments of `atelier serve`.
@@ -185,6 +230,10 @@ pub struct ServeArgs {
     /// Milliseconds in-flight requests get to finish on SIGTERM/SIGINT.
     #[arg(long, env = "ATELIER_DRAIN_TIMEOUT_MS", default_value_t = millis(serve_defaults().drain_timeout))]
     pub drain_timeout_ms: u64,
+    /// The `campus` value of the documents the embedded default rebuilds as it follows
+    /// catalog changes (the same setting as materialize's).
+    #[arg(long, env = "ATELIER_CAMPUS", default_value = crate::materialize::DEFAULT_CAMPUS)]
+    pub campus: String,
     /// PostgreSQL URL of the primary, for the LISTEN connection and its WAL position,
     /// when --database-url names streaming replicas. Default: the --database-url hosts
     /// that accept writes.
@@ -218,6 +267,14 @@ impl ServeArgs {
             max_connections: self.max_connections,
             header_timeout: Duration::from_millis(self.header_timeout_ms),
             drain_timeout: Duration::from_millis(self.drain_timeout_ms),
+        }
+    }
+
+    /// How the embedded default rebuilds the documents of the changes it follows.
+    pub fn materialize_settings(&self) -> materialize::Settings {
+        materialize::Settings {
+            campus: self.campus.clone(),
+            ..materialize::Settings::default()
         }
     }
 }

@@ -20,16 +20,22 @@ const DEMO_LOCK_KEY: i64 = 0x6465_6d6f;
 /// Whether the database holds any catalog rows.
 const LOADED_SQL: &str = "SELECT EXISTS (SELECT 1 FROM product)";
 
-/// Makes the database ready to serve and returns the URL to serve from: `DATABASE_URL`
-/// as given (not touched, so the server starts while that database is down; the
-/// operator picks the role), or the embedded cluster, started and given a catalog to
-/// serve if it has none: a loaded but never materialized catalog is materialized; an
-/// empty database gets the demo catalog, generated, loaded and materialized. The
-/// embedded cluster is then served as the read-only [`db::READER_ROLE`], so the server
-/// cannot change what it serves.
-pub async fn prepare_database(database: &Database) -> Result<String> {
+/// Makes the database ready to serve and says where to read and, on the embedded
+/// cluster, where to follow catalog changes from. `DATABASE_URL` is used as given (not
+/// touched, so the server starts while that database is down; the operator picks the
+/// role and runs `materialize --follow`). The embedded cluster is started and given a
+/// catalog to serve if it has none: a loaded but never materialized catalog is
+/// materialized; an empty database gets the demo catalog, generated, loaded and
+/// materialized. It is then read as the read-only [`db::READER_ROLE`], so the server
+/// cannot change what it serves, and followed as the tables' owner.
+pub async fn prepare_database(database: &Database) -> Result<Prepared> {
     let data_dir = match database {
-        Database::Url(url) => return Ok(url.clone()),
+        Database::Url(url) => {
+            return Ok(Prepared {
+                read_url: url.clone(),
+                owner_url: None,
+            });
+        }
         Database::Embedded(data_dir) => data_dir,
     };
     let url = db::resolve_url(database).await?;
@@ -40,7 +46,20 @@ pub async fn prepare_database(database: &Database) -> Result<String> {
         .execute("SELECT pg_advisory_lock($1)", &[&DEMO_LOCK_KEY])
         .await?;
     provide_catalog(&mut client, &url, data_dir).await?;
-    db::with_user(&url, db::READER_ROLE)
+    Ok(Prepared {
+        read_url: db::with_user(&url, db::READER_ROLE)?,
+        owner_url: Some(url),
+    })
+}
+
+/// Where a server reads, and where it follows changes when it should do so itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    /// The URL the server reads documents from.
+    pub read_url: String,
+    /// On the embedded cluster, the tables' owner, for the server to follow catalog
+    /// changes itself (`materialize::follow`).
+    pub owner_url: Option<String>,
 }
 
 async fn provide_catalog(client: &mut Client, url: &str, data_dir: &Path) -> Result<()> {

@@ -17,10 +17,18 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match cli.command {
             Command::Generate(args) => atelier::generate::run(&args.spec()),
-            Command::Load(args) => atelier::load::run(&args).await,
-            Command::Materialize(args) => atelier::materialize::run(&args).await,
+            Command::Load(args) => atelier::load::run(&args.db.database(), &args.request()).await,
+            Command::Materialize(args) => {
+                atelier::materialize::run(&args.db.database(), args.task(), &args.settings()).await
+            }
             Command::Serve(args) => {
-                atelier::http::run(args.listen, &args.db.database(), &args.settings()).await
+                atelier::http::run(
+                    args.listen,
+                    &args.db.database(),
+                    &args.settings(),
+                    &args.materialize_settings(),
+                )
+                .await
             }
             Command::Db { command } => match command {
                 DbCommand::Status(args) => atelier::db::status(&args.database()),

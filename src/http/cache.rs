@@ -1,9 +1,15 @@
 //! The document cache in front of the store: bounded in bytes, one database read per
 //! key however many requests miss at once, unknown ids remembered briefly, a TTL
 //! backstop, and invalidation driven by materialize's notifications.
+//!
+//! List pages are indexed by the ranks they hold ([`PageIndex`]), so that a change drops
+//! only the pages it moved: a product changed in place moves the one page per `count`
+//! that holds its rank; a product added or removed moves every entry after it, so every
+//! page from its rank on goes.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,7 +17,7 @@ use hyper::header::HeaderValue;
 use moka::future::Cache;
 
 use super::store::{Key, Store, StoreError};
-use crate::materialize::Scope;
+use crate::materialize::notice::{Notice, Pages};
 
 /// A response body ready to send, with its strong validator.
 #[derive(Debug, Clone)]
@@ -52,6 +58,8 @@ pub struct DocumentCache {
     /// one lifetime per cache keeps moka's read path cheap.
     absent: Cache<Key, (), KeyHasher>,
     store: Store,
+    /// The cached list pages by the ranks they hold.
+    pages: PageIndex,
     /// Bumped before every invalidation, so a load that raced one can tell.
     epoch: AtomicU64,
     hits: AtomicU64,
@@ -95,6 +103,7 @@ impl DocumentCache {
             documents,
             absent,
             store,
+            pages: PageIndex::default(),
             epoch: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -133,8 +142,16 @@ impl DocumentCache {
             Ok(entry) => {
                 if !entry.is_fresh() {
                     self.hits.fetch_add(1, Ordering::Relaxed);
-                } else if raced {
-                    self.documents.invalidate(&key).await;
+                } else {
+                    if let Key::Page { .. } = key {
+                        // Indexed before the race check below: an invalidation that
+                        // looked at the index too early bumped the epoch first.
+                        self.pages
+                            .insert(key, |key| self.documents.contains_key(key));
+                    }
+                    if raced || self.epoch.load(Ordering::SeqCst) != epoch {
+                        self.documents.invalidate(&key).await;
+                    }
                 }
                 Ok(Some(entry.into_value()))
             }
@@ -159,24 +176,37 @@ impl DocumentCache {
         }
     }
 
-    /// Drops what a materialize of `scope` changed: a product's three documents and
-    /// every list page (pages hold entries of many products), or everything. Remembered
-    /// absences all go: products may have been added anywhere.
-    pub async fn invalidate(&self, scope: &Scope) {
+    /// Drops what a materialize announced in `notice`: the named products' three
+    /// documents and the list pages it moved, or everything. Remembered absences all go:
+    /// products may have been added anywhere.
+    pub async fn invalidate(&self, notice: &Notice) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         self.absent.invalidate_all();
-        match scope {
-            Scope::All => self.documents.invalidate_all(),
-            Scope::Products(ids) => {
+        let (ids, pages) = match notice {
+            Notice::All => {
+                self.pages.clear();
+                self.documents.invalidate_all();
+                return;
+            }
+            Notice::Products { ids, pages } => (ids, pages),
+        };
+        match pages {
+            Pages::All => {
+                self.pages.clear();
                 self.documents
                     .invalidate_entries_if(|key, _| matches!(key, Key::Page { .. }))
                     .expect("the cache is built with invalidation closures");
-                for &id in ids {
-                    self.documents.invalidate(&Key::Product(id)).await;
-                    self.documents.invalidate(&Key::Styles(id)).await;
-                    self.documents.invalidate(&Key::Related(id)).await;
+            }
+            Pages::Ranks { ranks, shift } => {
+                for key in self.pages.take(ranks, *shift) {
+                    self.documents.invalidate(&key).await;
                 }
             }
+        }
+        for &id in ids {
+            self.documents.invalidate(&Key::Product(id)).await;
+            self.documents.invalidate(&Key::Styles(id)).await;
+            self.documents.invalidate(&Key::Related(id)).await;
         }
     }
 
@@ -196,5 +226,129 @@ impl DocumentCache {
             self.documents.entry_count() + self.absent.entry_count(),
             self.documents.weighted_size() + self.absent.entry_count() * ENTRY_OVERHEAD,
         )
+    }
+}
+
+/// The list pages that may be cached, ordered by the last rank each holds, so that the
+/// pages holding a rank, or every page from a rank on, are found without looking at the
+/// others. Every cached page is indexed: a page is indexed right after it is cached, and
+/// pruning removes only pages the cache no longer holds.
+#[derive(Default)]
+struct PageIndex {
+    inner: Mutex<PageSet>,
+}
+
+#[derive(Default)]
+struct PageSet {
+    /// (last rank, page, count) of every indexed page.
+    pages: BTreeSet<(u64, u32, u32)>,
+    /// Size past which the index is pruned of pages no longer cached.
+    prune_at: usize,
+}
+
+/// The fewest indexed pages at which pruning starts.
+const MIN_PRUNE: usize = 4096;
+
+/// The largest `count` a page request may have (the handlers' bound).
+const MAX_PAGE_COUNT: u64 = 1000;
+
+impl PageIndex {
+    /// Indexes `key`, a page already in the cache; `cached` says whether a page still is,
+    /// for pruning the index when it has grown.
+    fn insert(&self, key: Key, cached: impl Fn(&Key) -> bool) {
+        let Key::Page { page, count } = key else {
+            return;
+        };
+        let mut set = self.inner.lock().expect("page index lock");
+        set.pages
+            .insert((u64::from(page) * u64::from(count), page, count));
+        if set.pages.len() > set.prune_at.max(MIN_PRUNE) {
+            set.pages
+                .retain(|&(_, page, count)| cached(&Key::Page { page, count }));
+            set.prune_at = set.pages.len() * 2;
+        }
+    }
+
+    /// Removes and returns the pages holding one of `ranks`, and every page holding a
+    /// rank from `shift` on.
+    fn take(&self, ranks: &[i64], shift: Option<i64>) -> Vec<Key> {
+        let mut set = self.inner.lock().expect("page index lock");
+        let mut taken: BTreeSet<(u64, u32, u32)> = BTreeSet::new();
+        if let Some(shift) = shift {
+            let shift = u64::try_from(shift).unwrap_or(0);
+            taken.extend(set.pages.range((shift, 0, 0)..));
+        }
+        for &rank in ranks {
+            let Ok(rank) = u64::try_from(rank) else {
+                continue;
+            };
+            // A page holding `rank` ends at it or at most MAX_PAGE_COUNT - 1 after it.
+            let end = rank.saturating_add(MAX_PAGE_COUNT);
+            taken.extend(
+                set.pages
+                    .range((rank, 0, 0)..(end, 0, 0))
+                    .filter(|&&(last, _, count)| last + 1 - u64::from(count) <= rank),
+            );
+        }
+        for page in &taken {
+            set.pages.remove(page);
+        }
+        taken
+            .into_iter()
+            .map(|(_, page, count)| Key::Page { page, count })
+            .collect()
+    }
+
+    fn clear(&self) {
+        self.inner.lock().expect("page index lock").pages.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(page: u32, count: u32) -> Key {
+        Key::Page { page, count }
+    }
+
+    #[test]
+    fn pages_are_found_by_the_ranks_they_hold() {
+        let index = PageIndex::default();
+        for key in [
+            page(1, 5),
+            page(2, 5),
+            page(3, 5),
+            page(1, 10),
+            page(2, 1000),
+        ] {
+            index.insert(key, |_| true);
+        }
+        // Rank 7 is on page 2 of 5 (6..=10) and page 1 of 10 (1..=10).
+        let mut taken = index.take(&[7], None);
+        taken.sort_by_key(|key| format!("{key:?}"));
+        assert_eq!(taken, [page(1, 10), page(2, 5)]);
+        assert_eq!(index.take(&[7], None), []);
+        // From rank 11 on: page 3 of 5 and page 2 of 1000 (1001..=2000).
+        let mut taken = index.take(&[], Some(11));
+        taken.sort_by_key(|key| format!("{key:?}"));
+        assert_eq!(taken, [page(2, 1000), page(3, 5)]);
+        assert_eq!(index.take(&[1], None), [page(1, 5)]);
+        assert_eq!(index.take(&[1, 2, 3], Some(1)), []);
+    }
+
+    #[test]
+    fn pruning_keeps_every_cached_page() {
+        let index = PageIndex::default();
+        for n in 1..=(MIN_PRUNE as u32 + 1) {
+            index.insert(
+                page(n, 1),
+                |key| matches!(key, Key::Page { page, .. } if page % 2 == 0),
+            );
+        }
+        let left = index.inner.lock().unwrap().pages.len();
+        assert_eq!(left, MIN_PRUNE / 2);
+        assert_eq!(index.take(&[2], None), [page(2, 1)]);
+        assert_eq!(index.take(&[3], None), []);
     }
 }

@@ -26,9 +26,25 @@ use crate::db::Database;
 use crate::{Error, Result};
 
 /// `atelier serve`: finds the database (preparing the demo catalog on first use of the
-/// embedded one), binds the address and serves until SIGTERM or SIGINT.
-pub async fn run(listen: SocketAddr, database: &Database, settings: &Settings) -> Result<()> {
-    let url = crate::demo::prepare_database(database).await?;
+/// embedded one), binds the address and serves until SIGTERM or SIGINT. On the embedded
+/// database it also follows catalog changes itself, as `materialize --follow` does,
+/// building documents with `materialize`.
+pub async fn run(
+    listen: SocketAddr,
+    database: &Database,
+    settings: &Settings,
+    materialize: &crate::materialize::Settings,
+) -> Result<()> {
+    let prepared = crate::demo::prepare_database(database).await?;
+    let url = prepared.read_url;
+    let _follower = prepared.owner_url.map(|owner_url| {
+        let materialize = materialize.clone();
+        tracing::info!("following catalog changes of the embedded database");
+        AbortOnDrop(tokio::spawn(async move {
+            crate::materialize::follow::follow(&owner_url, &materialize, std::future::pending())
+                .await;
+        }))
+    });
     let state = AppState::new(settings, &url)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -65,4 +81,13 @@ fn shutdown_signal() -> Result<impl Future<Output = ()>> {
             _ = terminate.recv() => {}
         }
     })
+}
+
+/// A task aborted when this handle goes: the follower ends with the server.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -4,7 +4,9 @@
 //! Documents may be read from a streaming replica, which replays the primary's WAL with
 //! some lag; dropping entries before it has replayed a change would let the next miss
 //! cache the old document again. So each invalidation first notes the primary's WAL
-//! position and waits, bounded, until the read side has replayed up to it.
+//! position and waits, bounded, until the read side has replayed up to it. Notifications
+//! that arrive together (a follower sends one or more per batch, many per second) share
+//! one such wait, over a connection to the read side kept between invalidations.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,7 +17,8 @@ use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 use super::AppState;
 use crate::error::database_message;
-use crate::materialize::{NOTIFY_CHANNEL, Scope};
+use crate::materialize::NOTIFY_CHANNEL;
+use crate::materialize::notice::Notice;
 
 /// How the LISTEN connection names itself in `pg_stat_activity`.
 pub const LISTEN_APPLICATION_NAME: &str = "atelier serve listen";
@@ -83,18 +86,23 @@ async fn listen(state: &AppState) -> Result<(), tokio_postgres::Error> {
         }
         Ok::<(), tokio_postgres::Error>(())
     });
+    let mut replay = None;
     let outcome = async {
         client
             .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))
             .await?;
-        invalidate(state, &client, &Scope::All).await?;
+        invalidate(state, &client, &mut replay, vec![Notice::All]).await?;
         state.listening.store(true, Ordering::SeqCst);
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         loop {
             tokio::select! {
                 notification = notifications.recv() => match notification {
                     Some(notification) => {
-                        invalidate(state, &client, &parse_payload(notification.payload())).await?;
+                        let mut notices = vec![Notice::parse(notification.payload())];
+                        while let Ok(next) = notifications.try_recv() {
+                            notices.push(Notice::parse(next.payload()));
+                        }
+                        invalidate(state, &client, &mut replay, notices).await?;
                     }
                     None => return Ok(Ended::Closed),
                 },
@@ -124,43 +132,63 @@ async fn listen(state: &AppState) -> Result<(), tokio_postgres::Error> {
     }
 }
 
-/// Drops `scope` from the cache once the read side has replayed everything the primary
-/// (reached through `primary`, the LISTEN connection) had written by now.
+/// Drops what `notices` name from the cache once the read side has replayed everything
+/// the primary (reached through `primary`, the LISTEN connection) had written by now.
+/// `replay` is the connection to the read side, opened when missing or broken.
 async fn invalidate(
     state: &AppState,
     primary: &Client,
-    scope: &Scope,
+    replay: &mut Option<Client>,
+    notices: Vec<Notice>,
 ) -> Result<(), tokio_postgres::Error> {
     // The insert position, not the write position: with synchronous_commit off, the
     // commit that preceded the notification may not be written out yet.
     const POSITION_SQL: &str = "SELECT pg_current_wal_insert_lsn()::text";
     let position: String = primary.query_one(POSITION_SQL, &[]).await?.get(0);
     let position = replay_target(&position);
-    match tokio::time::timeout(REPLAY_WAIT, wait_for_replay(state, &position)).await {
+    match tokio::time::timeout(REPLAY_WAIT, wait_for_replay(state, replay, &position)).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => {
+            *replay = None;
             let error = database_message(&error);
             tracing::warn!(%error, "cannot check the read side's replay; invalidating now");
         }
-        Err(_) => tracing::warn!(
-            %position,
-            "the read side has not replayed the change within {REPLAY_WAIT:?}; invalidating now"
-        ),
+        Err(_) => {
+            *replay = None;
+            tracing::warn!(
+                %position,
+                "the read side has not replayed the change within {REPLAY_WAIT:?}; invalidating now"
+            );
+        }
     }
-    state.cache.invalidate(scope).await;
+    if notices.contains(&Notice::All) {
+        state.cache.invalidate(&Notice::All).await;
+    } else {
+        for notice in &notices {
+            state.cache.invalidate(notice).await;
+        }
+    }
     Ok(())
 }
 
 /// Returns once the database documents are read from has replayed the primary's WAL up
 /// to `position`; at once when it is a primary itself (its replay position is NULL).
-async fn wait_for_replay(state: &AppState, position: &str) -> Result<(), tokio_postgres::Error> {
+async fn wait_for_replay(
+    state: &AppState,
+    replay: &mut Option<Client>,
+    position: &str,
+) -> Result<(), tokio_postgres::Error> {
     const REPLAYED_SQL: &str =
         "SELECT coalesce(pg_last_wal_replay_lsn() >= $1::text::pg_lsn, true)";
-    // A connection of its own lands on the host a new pooled connection would.
-    let mut config = state.database.clone();
-    config.application_name(REPLAY_APPLICATION_NAME);
-    let (client, connection) = config.connect(NoTls).await?;
-    tokio::spawn(connection);
+    if replay.as_ref().is_none_or(Client::is_closed) {
+        // A connection of its own lands on the host a new pooled connection would.
+        let mut config = state.database.clone();
+        config.application_name(REPLAY_APPLICATION_NAME);
+        let (client, connection) = config.connect(NoTls).await?;
+        tokio::spawn(connection);
+        *replay = Some(client);
+    }
+    let client = replay.as_ref().expect("connected above");
     loop {
         let replayed: bool = client.query_one(REPLAYED_SQL, &[&position]).await?.get(0);
         if replayed {
@@ -190,24 +218,6 @@ fn replay_target(position: &str) -> String {
     }
 }
 
-/// What a notification says changed: `{"products":[1,2,3]}` names products; anything
-/// else, `{"all":true}` included, is taken to mean everything.
-pub fn parse_payload(payload: &str) -> Scope {
-    let value: serde_json::Value = serde_json::from_str(payload).unwrap_or_default();
-    let ids = value
-        .get("products")
-        .and_then(|ids| ids.as_array())
-        .and_then(|ids| {
-            ids.iter()
-                .map(|id| id.as_i64().and_then(|id| i32::try_from(id).ok()))
-                .collect::<Option<Vec<i32>>>()
-        });
-    match ids {
-        Some(ids) => Scope::Products(ids),
-        None => Scope::All,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,18 +230,5 @@ mod tests {
         assert_eq!(replay_target("0/15016020"), "0/15016020");
         assert_eq!(replay_target("0/0"), "0/0");
         assert_eq!(replay_target("not a position"), "not a position");
-    }
-
-    #[test]
-    fn payloads_name_products_or_everything() {
-        assert_eq!(
-            parse_payload(r#"{"products":[1,2,3]}"#),
-            Scope::Products(vec![1, 2, 3])
-        );
-        assert_eq!(parse_payload(r#"{"products":[]}"#), Scope::Products(vec![]));
-        assert_eq!(parse_payload(r#"{"all":true}"#), Scope::All);
-        assert_eq!(parse_payload("garbage"), Scope::All);
-        assert_eq!(parse_payload(r#"{"products":["x"]}"#), Scope::All);
-        assert_eq!(parse_payload(r#"{"products":[99999999999]}"#), Scope::All);
     }
 }

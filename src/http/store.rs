@@ -242,7 +242,7 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// Page `page` of `count` entries: the list entries at positions (page-1)*count+1 ..=
+/// Page `page` of `count` entries: the list entries at ranks (page-1)*count+1 ..=
 /// page*count, joined into one JSON array; `None` past the end of the list.
 async fn read_page(
     connection: &Connection,
@@ -308,14 +308,15 @@ struct Statements {
 
 impl Statements {
     async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
-        const PAGE_SQL: &str = "SELECT list_entry FROM document \
-                                WHERE position BETWEEN $1 AND $2 ORDER BY position";
         const PRODUCT_SQL: &str = "SELECT product FROM document WHERE product_id = $1";
         const STYLES_SQL: &str = "SELECT styles FROM document WHERE product_id = $1";
         const RELATED_SQL: &str = "SELECT related FROM document WHERE product_id = $1";
         // The four Parse messages go out together and share one round trip.
         let (page, product, styles, related) = tokio::try_join!(
-            client.prepare_typed(PAGE_SQL, &[Type::INT4, Type::INT4]),
+            client.prepare_typed(
+                crate::materialize::list::PAGE_SQL,
+                &[Type::INT4, Type::INT4]
+            ),
             client.prepare_typed(PRODUCT_SQL, &[Type::INT4]),
             client.prepare_typed(STYLES_SQL, &[Type::INT4]),
             client.prepare_typed(RELATED_SQL, &[Type::INT4]),

@@ -7,6 +7,7 @@
 //! Every rejected or repaired record is written to the rejects report ([`rejects`]).
 
 mod binary;
+pub mod changes;
 pub mod ids;
 mod lanes;
 mod pipeline;
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
 use crate::catalog::FileKind;
-use crate::config::LoadArgs;
+use crate::db::Database;
 use crate::{Error, Result};
 use pipeline::Source;
 
@@ -86,6 +87,9 @@ impl LoadReport {
             },
             "rejects": self.rejects.display().to_string(),
             "seconds": self.elapsed.as_secs_f64(),
+            // Documents queued for materialize: those of the products added, changed or
+            // removed (a load without this member predates the change queue).
+            "queued": p.created + p.changed + p.removed,
         })
     }
 }
@@ -161,29 +165,68 @@ pub async fn load_catalog_parallel(
 pub const REJECTS_FILE: &str = "rejects.csv";
 
 /// `atelier load`.
-pub async fn run(args: &LoadArgs) -> Result<()> {
+pub async fn run(database: &Database, request: &Request) -> Result<()> {
+    let dir = &request.dir;
     // What can be checked without the database is checked before a cluster starts.
-    check_catalog_dir(&args.dir)?;
-    let rejects = args
+    match request.changes {
+        true => check_dir(dir)?,
+        false => check_catalog_dir(dir)?,
+    }
+    let rejects = request
         .rejects
         .clone()
-        .unwrap_or_else(|| args.dir.join(REJECTS_FILE));
+        .unwrap_or_else(|| dir.join(REJECTS_FILE));
     let rejects = std::path::absolute(&rejects).map_err(|e| Error::io("resolve", &rejects, e))?;
     check_report_writable(&rejects)?;
-    let url = crate::db::resolve_url(&args.db.database()).await?;
+    let url = crate::db::resolve_url(database).await?;
     let mut client = crate::db::connect(&url).await?;
     let mut second = crate::db::connect(&url).await?;
     let progress = std::io::stderr().is_terminal();
-    let report =
-        load_catalog_parallel(&mut client, &mut second, &args.dir, &rejects, progress).await?;
+    let report = if request.changes {
+        changes::load_changes(&mut client, dir, &rejects).await?
+    } else {
+        load_catalog_parallel(&mut client, &mut second, dir, &rejects, progress).await?
+    };
     print!("{report}");
     println!("rejects report: {}", rejects.display());
     Ok(())
 }
 
+/// What `atelier load` is asked to load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The directory holding the files.
+    pub dir: PathBuf,
+    /// Where the rejects report goes; by default `rejects.csv` in `dir`.
+    pub rejects: Option<PathBuf>,
+    /// Whether the files are changes to apply to the live catalog ([`changes`]) rather
+    /// than a whole new catalog.
+    pub changes: bool,
+}
+
 /// Checks that `dir` is a directory holding all six catalog files, naming every one
 /// that is missing, so one attempt tells the whole story.
 pub fn check_catalog_dir(dir: &Path) -> Result<()> {
+    check_dir(dir)?;
+    let missing: Vec<&str> = FileKind::ALL
+        .iter()
+        .map(|kind| kind.file_name())
+        .filter(|name| !dir.join(name).exists())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::InvalidInput(format!(
+        "catalog directory {} lacks {} of the {} catalog files: {}",
+        dir.display(),
+        missing.len(),
+        FileKind::ALL.len(),
+        missing.join(", ")
+    )))
+}
+
+/// Checks that `dir` exists and is a directory.
+fn check_dir(dir: &Path) -> Result<()> {
     match std::fs::metadata(dir) {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             return Err(Error::InvalidInput(format!(
@@ -200,21 +243,7 @@ pub fn check_catalog_dir(dir: &Path) -> Result<()> {
         }
         Ok(_) => {}
     }
-    let missing: Vec<&str> = FileKind::ALL
-        .iter()
-        .map(|kind| kind.file_name())
-        .filter(|name| !dir.join(name).exists())
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    Err(Error::InvalidInput(format!(
-        "catalog directory {} lacks {} of the {} catalog files: {}",
-        dir.display(),
-        missing.len(),
-        FileKind::ALL.len(),
-        missing.join(", ")
-    )))
+    Ok(())
 }
 
 /// Fails now, rather than after the files have been read, when the report cannot be

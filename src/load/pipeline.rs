@@ -77,6 +77,13 @@ impl Source {
     }
 }
 
+impl Source {
+    /// The record reader, past the header.
+    pub fn into_reader(self) -> RecordReader<BufReader<File>> {
+        self.reader
+    }
+}
+
 /// The files each lane reads, in order; one lane per connection.
 pub fn plan(lanes: usize) -> Vec<Vec<FileKind>> {
     use FileKind::*;

@@ -87,6 +87,30 @@ pub fn check<R: BufRead>(
     owner
 }
 
+/// The ids of parent rows the current record of `record` names as a row of `kind`
+/// (product ids for styles, features and related rows, style ids for photos and skus),
+/// read with the rules of [`check`]; fields that hold no valid id are left out. A
+/// partial load looks these up in the live catalog before checking the records.
+pub fn referenced_ids<R: BufRead>(kind: FileKind, record: &RecordReader<R>) -> Vec<u32> {
+    let fields: &[usize] = match kind {
+        FileKind::Product => &[],
+        FileKind::Related => &[1, 2],
+        _ => &[1],
+    };
+    if record.field_count() != kind.header().len() {
+        return Vec::new();
+    }
+    let mut repairs = Vec::new();
+    let mut row = Row {
+        record,
+        repairs: &mut repairs,
+    };
+    fields
+        .iter()
+        .filter_map(|&index| row.id(index, "").ok())
+        .collect()
+}
+
 /// A number field: bare `null`, or the one integer it holds.
 enum Number {
     Null,

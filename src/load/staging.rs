@@ -228,7 +228,10 @@ pub struct ProductChanges {
 
 /// Builds the staging product table from the copied product rows and each product's
 /// fingerprint: `created_at` is kept for products already in the catalog, `updated_at`
-/// is kept where the fingerprint is unchanged, and both are the load's time otherwise.
+/// is kept where the fingerprint is unchanged and no other writer changed the product
+/// since the last load (`product_edited`), and both are the load's time otherwise. The
+/// products added, changed or removed are noted in `atelier_load.product_change`, for
+/// the swap to queue their documents.
 pub async fn build_products(
     client: &mut Client,
     products: &IdSet,
@@ -245,12 +248,19 @@ pub async fn build_products(
             default_price, created_at, updated_at, fingerprint) \
         SELECT n.id, n.name, n.slogan, n.description, n.category, n.default_price, \
             coalesce(o.created_at, now()), \
-            CASE WHEN o.fingerprint = f.fingerprint THEN o.updated_at ELSE now() END, \
+            CASE WHEN o.fingerprint = f.fingerprint AND NOT EXISTS ( \
+                     SELECT 1 FROM public.product_edited e WHERE e.product_id IN (n.id, 0)) \
+                 THEN o.updated_at ELSE now() END, \
             f.fingerprint \
         FROM atelier_load.product_rows n \
         JOIN atelier_load.product_fingerprint f ON f.id = n.id \
         LEFT JOIN public.product o ON o.id = n.id; \
-        DROP TABLE atelier_load.product_rows, atelier_load.product_fingerprint;";
+        DROP TABLE atelier_load.product_rows, atelier_load.product_fingerprint; \
+        CREATE TABLE atelier_load.product_change AS \
+            SELECT id FROM atelier_load.product WHERE updated_at = now() \
+            UNION ALL \
+            SELECT o.id FROM public.product o \
+            WHERE NOT EXISTS (SELECT 1 FROM atelier_load.product n WHERE n.id = o.id);";
     const CHANGES_SQL: &str = "SELECT \
             count(*) FILTER (WHERE created_at = now()), \
             count(*) FILTER (WHERE updated_at = now() AND created_at <> now()), \
@@ -296,10 +306,20 @@ pub async fn run(client: &Client, statement: &str) -> Result<()> {
     Ok(())
 }
 
-/// In one transaction: drops the live catalog tables, moves the staging tables in,
-/// re-applies `schema.sql` (a no-op for the tables, but it grants whatever it grants on
-/// them) and records the load in `catalog_run`. Then drops the staging schema.
+/// In one transaction: queues the documents of the products added, changed or removed,
+/// drops the live catalog tables, moves the staging tables in, re-applies `schema.sql`
+/// (it creates the change-capture triggers on the new tables and grants whatever it
+/// grants on them), forgets which products other writers had changed (the new tables
+/// hold exactly the files) and records the load in `catalog_run`. Then drops the
+/// staging schema.
 pub async fn swap(client: &mut Client, summary: &serde_json::Value) -> Result<()> {
+    // Materialize batches lock the catalog in this order too, so the two queue up
+    // behind each other rather than deadlock.
+    const LOCK_LIVE_SQL: &str = "LOCK TABLE public.product, public.style, public.feature, \
+         public.photo, public.sku, public.related IN ACCESS EXCLUSIVE MODE";
+    const QUEUE_SQL: &str = "INSERT INTO public.document_queue (product_id) \
+         SELECT id FROM atelier_load.product_change; \
+         DELETE FROM public.product_edited;";
     const DROP_LIVE_SQL: &str = "DROP TABLE public.related, public.sku, public.photo, public.feature, public.style, public.product";
     const RECORD_SQL: &str =
         "INSERT INTO public.catalog_run (kind, summary) VALUES ('load', $1::text::jsonb)";
@@ -308,6 +328,8 @@ pub async fn swap(client: &mut Client, summary: &serde_json::Value) -> Result<()
     transaction
         .batch_execute("SET LOCAL client_min_messages = warning")
         .await?;
+    transaction.batch_execute(LOCK_LIVE_SQL).await?;
+    transaction.batch_execute(QUEUE_SQL).await?;
     transaction.batch_execute(DROP_LIVE_SQL).await?;
     for kind in FileKind::ALL {
         transaction

@@ -33,9 +33,12 @@ async fn schema_applies_twice_and_creates_every_table() {
         [
             "catalog_run",
             "document",
+            "document_queue",
             "feature",
+            "list_block",
             "photo",
             "product",
+            "product_edited",
             "related",
             "sku",
             "style"

@@ -367,7 +367,8 @@ async fn the_embedded_default_serves_as_the_reader() {
 
     let served_url = atelier::demo::prepare_database(&own.database())
         .await
-        .unwrap();
+        .unwrap()
+        .read_url;
     assert!(
         served_url.starts_with(&format!("postgres://{READER_ROLE}@")),
         "{served_url}"

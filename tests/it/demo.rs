@@ -30,7 +30,8 @@ async fn a_loaded_catalog_is_materialized_not_replaced_by_the_demo() {
 
     let served = atelier::demo::prepare_database(&own.database())
         .await
-        .unwrap();
+        .unwrap()
+        .read_url;
     assert_eq!(served, db::with_user(&url, db::READER_ROLE).unwrap());
     assert_eq!(names(&url).await, (10, "Camo Onesie".to_string()));
     assert!(!own.dir.path().join("demo-catalog").exists());
@@ -41,7 +42,8 @@ async fn an_empty_cluster_gets_the_demo_catalog_once() {
     let own = OwnCluster::new();
     let url = atelier::demo::prepare_database(&own.database())
         .await
-        .unwrap();
+        .unwrap()
+        .read_url;
     assert_eq!(names(&url).await, (10_000, "Camo Onesie".to_string()));
     // A second start finds the catalog and changes nothing.
     let client = db::connect(&url).await.unwrap();

@@ -406,8 +406,8 @@ async fn unknown_ids_are_remembered_briefly() {
     db.client()
         .await
         .execute(
-            "INSERT INTO document (product_id, position, list_entry, product, styles, related) \
-             SELECT 700, 700, list_entry, product, styles, related FROM document WHERE product_id = 1",
+            "INSERT INTO document (product_id, list_entry, product, styles, related) \
+             SELECT 700, list_entry, product, styles, related FROM document WHERE product_id = 1",
             &[],
         )
         .await

@@ -757,7 +757,7 @@ async fn a_load_failing_at_the_swap_leaves_the_catalog_and_documents_untouched()
     let client = db.client().await;
     client
         .batch_execute(
-            "INSERT INTO document VALUES (1, 1, '{}', '{}', '[]', '[]'); \
+            "INSERT INTO document VALUES (1, '{}', '{}', '[]', '[]'); \
              CREATE VIEW product_names AS SELECT name FROM product",
         )
         .await

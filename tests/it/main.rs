@@ -13,6 +13,7 @@ mod generate;
 mod golden;
 mod hostile;
 mod http;
+mod live;
 mod load;
 mod materialize;
 mod openapi;

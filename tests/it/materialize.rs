@@ -140,17 +140,36 @@ async fn documents_follow_the_contract() {
     assert_eq!(parse(&styles), json!({"product_id": "3", "results": []}));
     assert_eq!(parse(&related), json!([]));
 
-    let positions: Vec<(i32, i32)> = client
-        .query(
-            "SELECT product_id, position FROM document ORDER BY product_id",
-            &[],
-        )
+    assert_eq!(page_ids(&client, 1, 10).await, [1, 2, 3]);
+    assert_eq!(page_ids(&client, 2, 2).await, [2]);
+    assert_eq!(page_ids(&client, 4, 8).await, [0; 0]);
+}
+
+/// The ids of the list entries at ranks `first..=last`, read as servers read pages.
+async fn page_ids(client: &Client, first: i32, last: i32) -> Vec<i64> {
+    client
+        .query(materialize::list::PAGE_SQL, &[&first, &last])
         .await
         .unwrap()
         .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect();
-    assert_eq!(positions, [(1, 1), (2, 2), (3, 3)]);
+        .map(|row| parse(row.get::<_, JsonbText>(0).0)["id"].as_i64().unwrap())
+        .collect()
+}
+
+/// A jsonb value's text as PostgreSQL sends it (a version byte, then the text).
+struct JsonbText<'a>(&'a str);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for JsonbText<'a> {
+    fn from_sql(
+        _: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(JsonbText(std::str::from_utf8(&raw[1..])?))
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        *ty == tokio_postgres::types::Type::JSONB
+    }
 }
 
 #[tokio::test]
@@ -199,24 +218,26 @@ async fn partial_rebuild_touches_only_the_listed_products_and_renumbers() {
     assert_eq!(parse(&product)["name"], "Renamed");
     assert_eq!(parse(&related), json!([]));
     // Product 4 was not listed: it has no document yet; product 3 keeps its old one.
-    let rows: Vec<(i32, i32, String)> = client
+    let rows: Vec<(i32, String)> = client
         .query(
-            "SELECT product_id, position, list_entry->>'name' FROM document ORDER BY position",
+            "SELECT product_id, list_entry->>'name' FROM document ORDER BY product_id",
             &[],
         )
         .await
         .unwrap()
         .iter()
-        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .map(|row| (row.get(0), row.get(1)))
         .collect();
     assert_eq!(
         rows,
         [
-            (1, 1, "Renamed".to_string()),
-            (3, 2, "Morning Joggers".to_string()),
-            (5, 3, "New".to_string())
+            (1, "Renamed".to_string()),
+            (3, "Morning Joggers".to_string()),
+            (5, "New".to_string())
         ]
     );
+    assert_eq!(page_ids(&client, 1, 3).await, [1, 3, 5]);
+    assert_eq!(page_ids(&client, 3, 3).await, [5]);
 }
 
 #[tokio::test]
@@ -328,7 +349,8 @@ async fn completion_is_notified_with_what_changed() {
         .unwrap()
         .unwrap();
     assert_eq!(parse(&first), json!({"all": true}));
-    assert_eq!(parse(&second), json!({"products": [3, 1]}));
+    // The products, and the list ranks they hold: only the pages holding those change.
+    assert_eq!(parse(&second), json!({"products": [1, 3], "ranks": [1, 3]}));
     let runs: i64 = client
         .query_one(
             "SELECT count(*) FROM catalog_run WHERE kind = 'materialize'",
@@ -396,7 +418,7 @@ async fn readers_see_all_old_or_all_new_documents_during_a_rebuild() {
 }
 
 #[tokio::test]
-async fn parts_built_on_several_connections_give_one_position_per_product_in_id_order() {
+async fn parts_built_on_several_connections_give_one_rank_per_product_in_id_order() {
     let (db, client) = catalog_db().await;
     client
         .batch_execute(
@@ -419,17 +441,152 @@ async fn parts_built_on_several_connections_give_one_position_per_product_in_id_
         .await
         .unwrap();
     assert_eq!(report.documents, products as u64);
-    let misplaced: i64 = client
-        .query_one(
-            "SELECT count(*) FROM (SELECT position, row_number() OVER (ORDER BY product_id) AS rank
-                                   FROM document) d
-             WHERE position <> rank",
-            &[],
-        )
+    let in_order: Vec<i64> = client
+        .query("SELECT id FROM product ORDER BY id", &[])
         .await
         .unwrap()
-        .get(0);
-    assert_eq!(misplaced, 0);
+        .iter()
+        .map(|row| i64::from(row.get::<_, i32>(0)))
+        .collect();
+    assert_eq!(page_ids(&client, 1, 1000).await, in_order);
+    for rank in [1, 2, 255, 256, 257, 300, products as i32] {
+        let id = page_ids(&client, rank, rank).await;
+        assert_eq!(id, [in_order[rank as usize - 1]], "rank {rank}");
+    }
     let [_, _, styles, _] = documents(&client, 1).await;
     assert_eq!(parse(&styles)["results"].as_array().unwrap().len(), 2);
+}
+
+/// Every list entry in rank order, read page by page as servers read them.
+async fn all_pages(client: &Client, count: i32) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for first in (1..).step_by(count as usize) {
+        let page = page_ids(client, first, first + count - 1).await;
+        if page.is_empty() {
+            return ids;
+        }
+        ids.extend(page);
+    }
+    unreachable!()
+}
+
+#[tokio::test]
+async fn pages_keep_exact_ranks_as_products_come_and_go_mid_list() {
+    let (db, client) = catalog_db().await;
+    client
+        .batch_execute(
+            "INSERT INTO product (id, name, slogan, description, category, default_price)
+             SELECT g * 3, 'P' || g, 's', 'd', 'Pants', g FROM generate_series(2, 700) g;",
+        )
+        .await
+        .unwrap();
+    materialize::materialize(&db.url, Scope::All, &settings("hr-rfp".into()))
+        .await
+        .unwrap();
+    let blocks = "SELECT count(*) FROM list_block";
+    let cut: i64 = client.query_one(blocks, &[]).await.unwrap().get(0);
+    assert_eq!(cut, 3, "702 documents make blocks of 256, 256 and 190");
+    // Removals and additions before, inside and between blocks, then a run of additions
+    // that grows one block past twice the block size.
+    let rounds = [
+        "DELETE FROM related WHERE product_id = 1 OR related_product_id = 1;
+         DELETE FROM feature WHERE product_id = 1; DELETE FROM sku WHERE style_id IN (1, 3);
+         DELETE FROM photo WHERE style_id IN (1, 3); DELETE FROM style WHERE product_id = 1;
+         DELETE FROM product WHERE id IN (1, 300, 768, 2100);",
+        "INSERT INTO product (id, name, slogan, description, category, default_price)
+         VALUES (1, 'back', 's', 'd', 'c', 1), (301, 'mid', 's', 'd', 'c', 1),
+                (770, 'edge', 's', 'd', 'c', 1), (5000, 'end', 's', 'd', 'c', 1);",
+        "INSERT INTO product (id, name, slogan, description, category, default_price)
+         SELECT 1000 + g * 3 + 1, 'grown', 's', 'd', 'c', 1 FROM generate_series(0, 599) g;",
+        "DELETE FROM product WHERE id % 5 = 0 AND id > 1500;",
+    ];
+    for (round, sql) in rounds.iter().enumerate() {
+        client.batch_execute(sql).await.unwrap();
+        materialize::materialize(&db.url, Scope::Queued, &settings("hr-rfp".into()))
+            .await
+            .unwrap();
+        let want = product_ids(&client).await;
+        assert_eq!(all_pages(&client, 7).await, want, "round {round}");
+        for (rank, id) in want.iter().enumerate().step_by(37) {
+            let first = rank as i32 + 1;
+            assert_eq!(
+                page_ids(&client, first, first).await,
+                [*id],
+                "round {round}"
+            );
+        }
+    }
+    let grown: i64 = client.query_one(blocks, &[]).await.unwrap().get(0);
+    assert!(grown > cut, "the grown block was split ({grown} blocks)");
+}
+
+/// Every product id in the catalog, ascending.
+async fn product_ids(client: &Client) -> Vec<i64> {
+    client
+        .query("SELECT id FROM product ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| i64::from(row.get::<_, i32>(0)))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_large_partial_rebuild_is_built_on_several_connections_like_a_full_one() {
+    let (db, client) = catalog_db().await;
+    client
+        .batch_execute(
+            "INSERT INTO product (id, name, slogan, description, category, default_price)
+             SELECT g, 'P' || g, 's', 'd', 'Pants', g FROM generate_series(10, 2500) g;
+             INSERT INTO style (id, product_id, name, sale_price, original_price, default_style)
+             SELECT g, g, 'S' || g, NULL, g, true FROM generate_series(10, 2500) g;
+             INSERT INTO sku (id, style_id, size, quantity)
+             SELECT g, g, 'M', g % 9 FROM generate_series(20, 2500) g;",
+        )
+        .await
+        .unwrap();
+    let settings = Settings {
+        jobs: 2,
+        ..Settings::default()
+    };
+    materialize::materialize(&db.url, Scope::All, &settings)
+        .await
+        .unwrap();
+    let full: Vec<String> = client
+        .query("SELECT styles::text FROM document ORDER BY product_id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    client
+        .batch_execute(
+            "UPDATE sku SET quantity = quantity + 1; DELETE FROM document WHERE product_id > 2400",
+        )
+        .await
+        .unwrap();
+    let ids: Vec<i32> = (1..=2500).collect();
+    let report = materialize::materialize(&db.url, Scope::Products(ids), &settings)
+        .await
+        .unwrap();
+    assert_eq!(report.documents, 2494);
+    client
+        .batch_execute("UPDATE sku SET quantity = quantity - 1")
+        .await
+        .unwrap();
+    materialize::materialize(&db.url, Scope::Queued, &settings)
+        .await
+        .unwrap();
+    let partial: Vec<String> = client
+        .query("SELECT styles::text FROM document ORDER BY product_id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(partial, full);
+    assert_eq!(all_pages(&client, 100).await, product_ids(&client).await);
+    let leftover = "SELECT count(*) FROM pg_class WHERE relname = 'document_batch'";
+    let tables: i64 = client.query_one(leftover, &[]).await.unwrap().get(0);
+    assert_eq!(tables, 0);
 }

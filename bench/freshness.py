@@ -1,0 +1,379 @@
+#!/usr/bin/env python3
+"""`bench/run freshness`: how long a committed change takes to be served, under read load.
+
+`atelier serve` (CPU 0) answers a storefront read load with list pages in it (wrk,
+CPU 1) while `atelier materialize --follow` follows the change queue, and the freshness
+tool (bench/freshness, CPU 1) commits random product changes (a sku's quantity, a style's
+sale price, a photo's URL, a product's name) at each rate for the run's length, polling
+each changed URL until it holds the change. Runs without writes before and after give
+the read throughput to compare with. Records per rate: commit-to-visible latency
+(p50/p90/p99/max), read throughput against the runs without writes, the follower's CPU
+(its process and its PostgreSQL backend), PostgreSQL's WAL per change (and what the same
+changes write with triggers off), and, once the writers stop, whether every changed
+product's documents and a sample of the list pages holding them are what materialize
+builds from the catalog. Writes bench/results/<date>-freshness.{json,md,svg}.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import drive  # noqa: E402
+from drive import DRIVER_CPU, MIB, RESULTS, SERVER_CPU, WORK, log  # noqa: E402
+
+GOALS_P99_MS = {100: 1000, 1000: 2000}
+FOLLOWER = "atelier follow"
+
+
+class Process:
+    """A process whose CPU time is read from /proc."""
+
+    def __init__(self, pid):
+        self.pid = pid
+
+    def cpu_seconds(self):
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / drive.CLK_TCK
+        except OSError:
+            return 0.0
+
+
+def backend_pid(url, application):
+    pids = drive.psql(url, f"SELECT pid FROM pg_stat_activity WHERE application_name = "
+                           f"'{application}' ORDER BY backend_start LIMIT 1;").split()
+    return int(pids[0]) if pids else None
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def build_paths(args, directory):
+    """The storefront mix with one list page (of 5) for every four product documents."""
+    rng = random.Random(args.seed)
+    storefront = drive.build_mix("storefront", args.products, args.sample, rng)
+    pages = drive.build_mix("list", args.products, args.sample, rng)
+    paths = storefront.paths + pages.paths[: len(storefront.paths) // 4]
+    rng.shuffle(paths)
+    path = os.path.join(directory, "paths.txt")
+    with open(path, "w") as f:
+        f.write("\n".join(paths) + "\n")
+    return path, len(paths)
+
+
+def run_phase(args, url, service, follower, paths_file, directory, rate, index, token_base):
+    """One run: wrk for `args.seconds`, with the freshness tool writing at `rate` (or
+    nothing) meanwhile. Tokens start at `token_base`, so that no value a change writes
+    is in the catalog already (from an earlier run): a change would look visible at
+    once."""
+    name = f"{rate}/s" if rate else "no writes"
+    log(f"freshness: {name}")
+    backend = backend_pid(url, FOLLOWER)
+    watched = {"follower": Process(follower.pid), "follower backend": Process(backend),
+               "server": Process(service.process.pid)}
+    cpu_before = {k: p.cpu_seconds() for k, p in watched.items()}
+    hits_before = drive.metrics(service.port)
+    load_before = drive.loadavg()
+    tool = None
+    out = os.path.join(directory, f"freshness-{index}.json")
+    if rate:
+        tool = subprocess.Popen(
+            ["taskset", "-c", DRIVER_CPU, args.freshness, "--database-url", url,
+             "--server", f"127.0.0.1:{service.port}", "--rate", str(rate),
+             "--seconds", str(args.seconds), "--seed", str(args.seed + index),
+             "--poll-ms", str(args.poll_ms), "--pages", str(args.pages),
+             "--token-base", str(token_base + index * 200_000), "--out", out],
+            stdout=subprocess.DEVNULL, stderr=open(os.path.join(directory, "freshness.log"), "a"))
+    started = time.monotonic()
+    reads = drive.wrk(service.port, paths_file, args.seconds, args.connections, directory)
+    wall = time.monotonic() - started
+    cpu = {k: (p.cpu_seconds() - cpu_before[k]) for k, p in watched.items()}
+    load_after = drive.loadavg()
+    if tool and tool.wait() != 0:
+        sys.exit("the freshness tool failed; see bench/work/scenarios/freshness/freshness.log")
+    hits, misses = (a - b for a, b in zip(drive.metrics(service.port), hits_before))
+    phase = {
+        "rate_per_s": rate,
+        "reads": reads,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "cache_hit_rate": hits / max(hits + misses, 1),
+        "loadavg_before": load_before,
+        "loadavg_after": load_after,
+    }
+    if tool:
+        with open(out) as f:
+            phase["freshness"] = json.load(f)
+        f = phase["freshness"]
+        log(f"  p50 {f['latency']['p50_ms']:.0f} ms, p99 {f['latency']['p99_ms']:.0f} ms, max "
+            f"{f['latency']['max_ms']:.0f} ms, never seen {f['never_seen']}, stale "
+            f"{f['final_check']['stale_documents']}+{f['final_check']['stale_pages']}")
+    log(f"  reads: {reads['rps']:.0f} rps, p99 {reads['p99_ms']:.2f} ms")
+    return phase
+
+
+def bare_wal(args, url, directory):
+    """WAL per change of the same changes with triggers off: the change alone."""
+    out = os.path.join(directory, "freshness-bare.json")
+    subprocess.run(
+        ["taskset", "-c", DRIVER_CPU, args.freshness, "--database-url", url, "--server",
+         "127.0.0.1:1", "--rate", "1000", "--seconds", "5", "--seed", str(args.seed + 99),
+         "--token-base", "2100000000", "--bare", "1", "--out", out],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The tool queued the products it changed behind the triggers' back: the follower
+    # puts their documents right before it stops.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if drive.psql(url, "SELECT count(*) FROM document_queue;").strip() == "0":
+            break
+        time.sleep(0.5)
+    with open(out) as f:
+        return json.load(f)["wal_bytes_per_change"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("scenario", nargs="?", default="freshness")
+    parser.add_argument("--products", type=int, default=drive.FULL_PRODUCTS)
+    parser.add_argument("--data-dir")
+    parser.add_argument("--database-url")
+    parser.add_argument("--rates", default="100,1000", help="changes per second, in turn")
+    parser.add_argument("--seconds", type=int, default=60, help="seconds per run")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--sample", type=int, default=10_000)
+    parser.add_argument("--cache-bytes", type=int, default=256 * MIB)
+    parser.add_argument("--pool-size", type=int, default=4)
+    parser.add_argument("--poll-ms", type=int, default=20)
+    parser.add_argument("--pages", type=int, default=2000,
+                        help="list pages compared after each run")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--atelier", default="atelier")
+    parser.add_argument("--freshness", default="freshness")
+    args = parser.parse_args()
+    rates = [int(r) for r in args.rates.split(",")]
+    os.makedirs(WORK, exist_ok=True)
+    url = drive.prepare_catalog(args)
+    directory = os.path.join(WORK, "scenarios", "freshness")
+    os.makedirs(directory, exist_ok=True)
+    paths_file, requests = build_paths(args, directory)
+    log(f"freshness: {requests} read paths; rates {rates}; {args.seconds} s each")
+
+    # A port of its own: another benchmark may hold the usual ones, and a server found
+    # there would be taken for ours.
+    port = free_port()
+    command = [args.atelier, "serve", "--listen", f"127.0.0.1:{port}", "--database-url", url,
+               "--cache-bytes", str(args.cache_bytes), "--pool-size", str(args.pool_size)]
+    service = drive.Server("service", command, port, directory,
+                           env={"ATELIER_LOG": "warn"}).start()
+    time.sleep(0.5)
+    if service.process.poll() is not None:
+        sys.exit("atelier serve exited at start; see its log")
+    follower_log = open(os.path.join(directory, "follower.log"), "ab")
+    follower = subprocess.Popen([args.atelier, "materialize", "--follow", "--database-url", url],
+                                stdout=follower_log, stderr=follower_log, start_new_session=True)
+    phases = []
+    try:
+        time.sleep(1)
+        drive.wrk(service.port, paths_file, args.warmup, args.connections, directory)
+        schedule = [None] + rates + [None]
+        # Tokens unique to this run, whichever runs came before (ten-second steps over
+        # about five hours, then round again).
+        token_base = (int(time.time()) // 10 % 1900 + 100) * 1_000_000
+        for index, rate in enumerate(schedule):
+            phases.append(run_phase(args, url, service, follower, paths_file, directory, rate,
+                                    index, token_base))
+        wal_bare = bare_wal(args, url, directory)
+    finally:
+        follower.terminate()
+        follower.wait(timeout=30)
+        service.stop()
+    result = summarize(args, phases, wal_bare, requests)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H%MZ")
+    write(result, stamp)
+
+
+def summarize(args, phases, wal_bare, requests):
+    baseline = statistics.median(p["reads"]["rps"] for p in phases if not p["rate_per_s"])
+    rows = []
+    goals = {}
+    for p in phases:
+        if not p["rate_per_s"]:
+            continue
+        f = p["freshness"]
+        rate = p["rate_per_s"]
+        changes = f["changes"]
+        follower_cpu = p["cpu_s"]["follower"] + p["cpu_s"]["follower backend"]
+        row = {
+            "rate_per_s": rate,
+            "achieved_rate_per_s": f["achieved_rate_per_s"],
+            "changes": changes,
+            "latency": f["latency"],
+            "by_kind": f["by_kind"],
+            "never_seen": f["never_seen"],
+            "read_rps": p["reads"]["rps"],
+            "read_ratio": p["reads"]["rps"] / baseline,
+            "read_p99_ms": p["reads"]["p99_ms"],
+            "read_errors": p["reads"]["errors"] + p["reads"]["non_2xx"],
+            "follower_cpu_share": follower_cpu / p["wall_s"],
+            "follower_process_cpu_share": p["cpu_s"]["follower"] / p["wall_s"],
+            "follower_cpu_us_per_change": follower_cpu * 1e6 / changes,
+            "server_cpu_share": p["cpu_s"]["server"] / p["wall_s"],
+            "wal_bytes_per_change": f["wal_bytes_per_change"],
+            "wal_bytes_per_change_triggers_off": wal_bare,
+            "extra_wal_bytes_per_change": f["wal_bytes_per_change"] - wal_bare,
+            "final_check": f["final_check"],
+            "timeline": f["timeline"],
+            "cache_hit_rate": p["cache_hit_rate"],
+        }
+        rows.append(row)
+        limit = GOALS_P99_MS.get(rate)
+        if limit:
+            goals[f"p99 commit→visible ≤ {limit} ms at {rate}/s"] = {
+                "value": f["latency"]["p99_ms"], "met": f["latency"]["p99_ms"] <= limit
+                and f["never_seen"] == 0}
+        goals[f"read throughput ≥ 0.9 × no writes at {rate}/s"] = {
+            "value": row["read_ratio"], "met": row["read_ratio"] >= 0.9}
+        check = f["final_check"]
+        goals[f"zero stale answers after the writers stop at {rate}/s"] = {
+            "value": check["stale_documents"] + check["stale_pages"],
+            "met": check["stale_documents"] + check["stale_pages"] == 0}
+    return {
+        "scenario": "freshness",
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "products": args.products,
+        "settings": {"seconds": args.seconds, "connections": args.connections,
+                     "cache_bytes": args.cache_bytes, "pool_size": args.pool_size,
+                     "poll_ms": args.poll_ms, "read_paths": requests, "server_cpu": SERVER_CPU,
+                     "driver_cpu": DRIVER_CPU, "cpus": os.cpu_count()},
+        "baseline_read_rps": [p["reads"]["rps"] for p in phases if not p["rate_per_s"]],
+        "rates": rows,
+        "goals": goals,
+        "phases": phases,
+    }
+
+
+def write(result, stamp):
+    os.makedirs(RESULTS, exist_ok=True)
+    base = os.path.join(RESULTS, f"{stamp}-freshness")
+    with open(base + ".json", "w") as f:
+        json.dump(result, f, indent=1)
+    with open(base + ".svg", "w") as f:
+        f.write(chart(result))
+    s = result["settings"]
+    fmt = drive.fmt
+    lines = [
+        f"# freshness — {result['date']}",
+        "",
+        f"{result['products']:,} products; storefront reads with list pages (wrk, "
+        f"{s['connections']} connections, {s['read_paths']:,} paths) for {s['seconds']} s per "
+        f"run: without writes, then at each rate, then without writes again; writer and "
+        f"pollers (bench/freshness, polling every {s['poll_ms']} ms) and wrk on CPU "
+        f"{s['driver_cpu']}, the server on CPU {s['server_cpu']}, `materialize --follow` and "
+        f"PostgreSQL on either; cache {s['cache_bytes'] / MIB:.0f} MiB.",
+        "",
+        "| changes/s | changes | p50 ms | p90 ms | p99 ms | max ms | never seen | reads/s (× no writes) | read p99 ms | follower CPU (process) | follower CPU-µs/change | WAL B/change (triggers off) | stale after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rates"]:
+        l, c = r["latency"], r["final_check"]
+        lines.append(
+            f"| {r['rate_per_s']:,} ({fmt(r['achieved_rate_per_s'], 0)}) | {r['changes']:,} | "
+            f"{fmt(l['p50_ms'], 0)} | {fmt(l['p90_ms'], 0)} | {fmt(l['p99_ms'], 0)} | "
+            f"{fmt(l['max_ms'], 0)} | {r['never_seen']} | {fmt(r['read_rps'], 0)} "
+            f"({fmt(r['read_ratio'], 3)}) | {fmt(r['read_p99_ms'])} | "
+            f"{r['follower_cpu_share']:.1%} ({r['follower_process_cpu_share']:.1%}) | "
+            f"{fmt(r['follower_cpu_us_per_change'], 0)} | {fmt(r['wal_bytes_per_change'], 0)} "
+            f"({fmt(r['wal_bytes_per_change_triggers_off'], 0)}) | "
+            f"{c['stale_documents']} of {c['documents_compared']:,} documents, "
+            f"{c['stale_pages']} of {c['pages_compared']:,} pages |")
+    lines += ["", "Read throughput without writes: "
+              + ", ".join(fmt(x, 0) for x in result["baseline_read_rps"]) + " requests/s.", ""]
+    lines += ["Latency by kind of change (p50 / p99 / max ms):", ""]
+    for r in result["rates"]:
+        kinds = "; ".join(f"{k}: {fmt(v['p50_ms'], 0)} / {fmt(v['p99_ms'], 0)} / "
+                          f"{fmt(v['max_ms'], 0)}" for k, v in r["by_kind"].items())
+        lines.append(f"- {r['rate_per_s']:,}/s — {kinds}")
+    lines += ["", "Goals:", ""]
+    for name, goal in result["goals"].items():
+        lines.append(f"- {name}: {fmt(goal['value'], 3)} — {'met' if goal['met'] else 'MISSED'}")
+    loads = [p["loadavg_after"][0] for p in result["phases"]]
+    lines += ["", f"Machine load (1-min load average after each run): {', '.join(f'{x:.2f}' for x in loads)} "
+              f"on {s['cpus']} CPUs.", "", f"![latency and throughput]({os.path.basename(base)}.svg)", ""]
+    with open(base + ".md", "w") as f:
+        f.write("\n".join(lines))
+    log(f"wrote {base}.md, .json, .svg")
+
+
+def chart(result):
+    """Commit-to-visible latency per rate (p50, p99, max, with the goal), and read
+    throughput per run, as two bar panels."""
+    width, height, left, top, plot_h = 860, 560, 90, 60, 170
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" font-family="sans-serif">',
+           f'<rect width="{width}" height="{height}" fill="#fff"/>',
+           f'<text x="{left}" y="24" font-size="13">freshness — {result["date"]} — '
+           f'{result["products"]:,} products</text>']
+
+    def panel(y0, title, groups, unit, goal_lines=()):
+        peak = max([v for _, bars in groups for _, v, _ in bars] + [g for g, _ in goal_lines] + [1])
+        peak *= 1.15
+        out.append(f'<text x="{left}" y="{y0 - 12}" font-size="14" font-weight="bold">{title}</text>')
+        for i in range(5):
+            y = y0 + plot_h - plot_h * i / 4
+            out.append(f'<line x1="{left}" x2="{width - 30}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
+            out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end">'
+                       f'{peak * i / 4:,.0f}{unit}</text>')
+        slot = (width - 30 - left) / max(len(groups), 1)
+        for g, (label, bars) in enumerate(groups):
+            bar_w = slot * 0.7 / max(len(bars), 1)
+            for b, (name, value, colour) in enumerate(bars):
+                x = left + g * slot + slot * 0.15 + b * bar_w
+                h = plot_h * value / peak
+                out.append(f'<rect x="{x:.1f}" y="{y0 + plot_h - h:.1f}" width="{bar_w - 2:.1f}" '
+                           f'height="{h:.1f}" fill="{colour}"><title>{name}: {value:,.1f}</title></rect>')
+                out.append(f'<text x="{x + bar_w / 2:.1f}" y="{y0 + plot_h - h - 4:.1f}" '
+                           f'font-size="10" text-anchor="middle">{value:,.0f}</text>')
+                out.append(f'<text x="{x + bar_w / 2:.1f}" y="{y0 + plot_h + 14:.1f}" '
+                           f'font-size="10" text-anchor="middle">{name}</text>')
+            out.append(f'<text x="{left + g * slot + slot / 2:.1f}" y="{y0 + plot_h + 30:.1f}" '
+                       f'font-size="12" text-anchor="middle">{label}</text>')
+            for goal, goal_label in goal_lines:
+                if goal_label.startswith(label):
+                    y = y0 + plot_h - plot_h * goal / peak
+                    x0 = left + g * slot + slot * 0.1
+                    out.append(f'<line x1="{x0:.1f}" x2="{x0 + slot * 0.8:.1f}" y1="{y:.1f}" '
+                               f'y2="{y:.1f}" stroke="#d62728" stroke-dasharray="5,3"/>')
+                    out.append(f'<text x="{x0 + slot * 0.8:.1f}" y="{y - 4:.1f}" font-size="10" '
+                               f'text-anchor="end" fill="#d62728">goal p99 ≤ {goal:,.0f} ms</text>')
+
+    latency_groups = [
+        (f"{r['rate_per_s']:,} changes/s",
+         [("p50", r["latency"]["p50_ms"], "#9ecae1"), ("p99", r["latency"]["p99_ms"], "#3182bd"),
+          ("max", r["latency"]["max_ms"], "#08519c")])
+        for r in result["rates"]]
+    goals = [(GOALS_P99_MS[r["rate_per_s"]], f"{r['rate_per_s']:,} changes/s")
+             for r in result["rates"] if r["rate_per_s"] in GOALS_P99_MS]
+    panel(top + 10, "Commit → visible (ms)", latency_groups, "", goals)
+    read_groups = [("reads/s", [("no writes", statistics.median(result["baseline_read_rps"]), "#7f7f7f")]
+                    + [(f"{r['rate_per_s']:,}/s", r["read_rps"], "#1f77b4") for r in result["rates"]])]
+    panel(top + plot_h + 110, "Read throughput (requests/s) beside the writes", read_groups, "")
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    main()

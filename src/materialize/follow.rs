@@ -1,0 +1,247 @@
+//! `atelier materialize --follow`: takes the change queue in batches as writers commit,
+//! rebuilds those products' documents and notifies servers, until stopped.
+//!
+//! One batch is one transaction: it locks up to [`BATCH`] queue rows (`FOR UPDATE SKIP
+//! LOCKED`, so followers running side by side take different rows), takes a
+//! transaction-scoped advisory lock per product (a product another follower is
+//! rebuilding is left for the next round, since two rebuilds racing on one product could
+//! commit the older document last), rebuilds the locked products, deletes exactly the
+//! rows it rebuilt them for, NOTIFYs, and commits. Whatever stops a follower before that
+//! commit (an error, a lost connection, SIGKILL) rolls it all back and the rows stay
+//! queued. A row is visible only once its writer committed, and the rebuild reads with a
+//! later snapshot than the one that found the row, so no change is rebuilt from data
+//! older than itself.
+//!
+//! A batch first takes the catalog tables' ACCESS SHARE locks in the order a load's swap
+//! takes its exclusive ones, so the two queue behind each other instead of deadlocking;
+//! a batch after the swap reads the new tables. A queue holding a TRUNCATE, or a backlog
+//! of a large share of the catalog (after a load of a new catalog), is rebuilt in full.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::Client;
+
+use super::{MATERIALIZE_LOCK_KEY, Scope, Settings};
+use crate::Result;
+
+/// Queue rows one batch takes at most. A batch holds one advisory lock per product, and
+/// PostgreSQL's lock table holds 64 per connection by default (shared by all): 500
+/// leaves room for several followers and everything else.
+pub const BATCH: i64 = 500;
+
+/// Pause after finding the queue empty: the most a change waits to be noticed.
+const IDLE: Duration = Duration::from_millis(20);
+
+/// Pause after a batch found only products other followers hold.
+const BUSY: Duration = Duration::from_millis(5);
+
+/// Pause between attempts to reach the database.
+const RECONNECT_DELAY: Duration = Duration::from_secs(1);
+
+/// How often a follower that did something says so in the log.
+const REPORT_EVERY: Duration = Duration::from_secs(60);
+
+/// How the follower's connection names itself in `pg_stat_activity`.
+pub const APPLICATION_NAME: &str = "atelier follow";
+
+/// The first key of the per-product advisory locks (`pg_try_advisory_xact_lock(int,
+/// int)`; the second key is the product id). Arbitrary and fixed: "at".
+const PRODUCT_LOCK_CLASS: i32 = 0x6174;
+
+/// What one batch found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Batch {
+    /// Nothing queued.
+    Empty,
+    /// Every queued product was being rebuilt by another follower.
+    Busy,
+    /// Rebuilt this many documents (removals included).
+    Rebuilt { documents: u64 },
+    /// The queue asks for a full rebuild.
+    Everything,
+}
+
+/// `atelier materialize --follow`: follows until SIGTERM or SIGINT.
+pub async fn run(url: &str, settings: &Settings) -> Result<()> {
+    tracing::info!("following catalog changes");
+    follow(url, settings, stop_signal()).await;
+    tracing::info!("stopped following catalog changes");
+    Ok(())
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate =
+        signal(SignalKind::terminate()).expect("cannot install the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+/// Follows the change queue of the database at `url` until `stop` completes, reconnecting
+/// whenever the database goes away. Stopping abandons a batch in flight, which rolls
+/// back: its rows stay queued.
+pub async fn follow(url: &str, settings: &Settings, stop: impl Future<Output = ()>) {
+    tokio::pin!(stop);
+    let mut failing = false;
+    let mut totals = Totals::new();
+    loop {
+        let session = session(url, settings, &mut failing, &mut totals);
+        let outcome = tokio::select! {
+            outcome = session => outcome,
+            () = &mut stop => return,
+        };
+        if let Err(error) = outcome
+            && !std::mem::replace(&mut failing, true)
+        {
+            tracing::warn!(%error, "following catalog changes failed; retrying");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(RECONNECT_DELAY) => {}
+            () = &mut stop => return,
+        }
+    }
+}
+
+/// Documents rebuilt since the last report.
+struct Totals {
+    since: Instant,
+    documents: u64,
+    batches: u64,
+}
+
+impl Totals {
+    fn new() -> Totals {
+        Totals {
+            since: Instant::now(),
+            documents: 0,
+            batches: 0,
+        }
+    }
+
+    fn add(&mut self, documents: u64) {
+        self.documents += documents;
+        self.batches += 1;
+        if self.since.elapsed() >= REPORT_EVERY {
+            tracing::info!(
+                documents = self.documents,
+                batches = self.batches,
+                seconds = self.since.elapsed().as_secs(),
+                "rebuilt changed documents"
+            );
+            *self = Totals::new();
+        }
+    }
+}
+
+/// One connection's worth of batches; returns only on an error.
+async fn session(
+    url: &str,
+    settings: &Settings,
+    failing: &mut bool,
+    totals: &mut Totals,
+) -> Result<()> {
+    let mut config: tokio_postgres::Config = url.parse()?;
+    config.application_name(APPLICATION_NAME);
+    let (mut client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    let driver = tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "follower connection ended");
+        }
+    });
+    let outcome = async {
+        loop {
+            let batch = batch(&mut client, settings).await?;
+            if std::mem::replace(failing, false) {
+                tracing::info!("following catalog changes again");
+            }
+            match batch {
+                Batch::Empty => tokio::time::sleep(IDLE).await,
+                Batch::Busy => tokio::time::sleep(BUSY).await,
+                Batch::Rebuilt { documents } => totals.add(documents),
+                Batch::Everything => {
+                    tracing::info!("the change queue asks for a full rebuild");
+                    let report = super::materialize(url, Scope::Queued, settings).await?;
+                    tracing::info!(documents = report.documents, "rebuilt the documents");
+                    totals.add(report.documents);
+                }
+            }
+        }
+    }
+    .await;
+    driver.abort();
+    outcome
+}
+
+/// Takes and rebuilds one batch of the queue in one transaction.
+async fn batch(client: &mut Client, settings: &Settings) -> Result<Batch> {
+    const TAKE_SQL: &str = "SELECT id, product_id FROM document_queue \
+                            ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED";
+    const LOCK_PRODUCTS_SQL: &str =
+        "SELECT id FROM unnest($1::int[]) id WHERE pg_try_advisory_xact_lock($2, id)";
+    const BACKLOG_SQL: &str = "
+        SELECT (SELECT count(*) FROM document_queue)
+               > greatest((SELECT count(*) FROM product) * $1::float8, $2::bigint)";
+    const DONE_SQL: &str = "DELETE FROM document_queue WHERE id = ANY($1)";
+    let transaction = client.transaction().await?;
+    transaction
+        .execute(
+            "SELECT pg_advisory_xact_lock_shared($1)",
+            &[&MATERIALIZE_LOCK_KEY],
+        )
+        .await?;
+    transaction
+        .batch_execute(
+            "LOCK TABLE product, style, feature, photo, sku, related IN ACCESS SHARE MODE",
+        )
+        .await?;
+    let rows = transaction.query(TAKE_SQL, &[&BATCH]).await?;
+    if rows.is_empty() {
+        transaction.commit().await?;
+        return Ok(Batch::Empty);
+    }
+    let taken: Vec<(i64, i32)> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+    if taken.iter().any(|&(_, product)| product == 0) {
+        return Ok(Batch::Everything);
+    }
+    if taken.len() as i64 == BATCH {
+        let backlog: bool = transaction
+            .query_one(
+                BACKLOG_SQL,
+                &[&super::FULL_REBUILD_SHARE, &super::FULL_REBUILD_MIN],
+            )
+            .await?
+            .get(0);
+        if backlog {
+            return Ok(Batch::Everything);
+        }
+    }
+    let mut ids: Vec<i32> = taken.iter().map(|&(_, product)| product).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut locked: Vec<i32> = transaction
+        .query(LOCK_PRODUCTS_SQL, &[&ids, &PRODUCT_LOCK_CLASS])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    locked.sort_unstable();
+    if locked.is_empty() {
+        return Ok(Batch::Busy);
+    }
+    let done: Vec<i64> = taken
+        .iter()
+        .filter(|(_, product)| locked.binary_search(product).is_ok())
+        .map(|&(row, _)| row)
+        .collect();
+    let rebuilt = super::rebuild_some(&transaction, &locked, settings, None).await?;
+    transaction.execute(DONE_SQL, &[&done]).await?;
+    super::announce(&transaction, &rebuilt.notice).await?;
+    transaction.commit().await?;
+    let documents = rebuilt.report.documents + rebuilt.report.removed;
+    tracing::debug!(products = locked.len(), documents, "batch rebuilt");
+    Ok(Batch::Rebuilt { documents })
+}
