@@ -8,7 +8,7 @@ use tokio_postgres::Client;
 use crate::catalog::Variant;
 use crate::db::Database;
 use crate::materialize::{self, Scope};
-use crate::{Result, db, generate, load};
+use crate::{Result, db, documents, generate, load};
 
 /// Products in the demo catalog.
 const DEMO_PRODUCTS: u32 = 10_000;
@@ -63,10 +63,7 @@ pub struct Prepared {
 }
 
 async fn provide_catalog(client: &mut Client, url: &str, data_dir: &Path) -> Result<()> {
-    let materialized: bool = client
-        .query_one(materialize::MATERIALIZED_SQL, &[])
-        .await?
-        .get(0);
+    let materialized: bool = client.query_one(documents::READY_SQL, &[]).await?.get(0);
     if materialized {
         return Ok(());
     }

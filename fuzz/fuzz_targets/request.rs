@@ -12,7 +12,7 @@ use std::sync::{Arc, LazyLock};
 
 use atelier::http::AppState;
 use atelier::http::handlers::product_id;
-use atelier::http::metrics::Endpoint;
+use atelier::http::endpoint::Endpoint;
 use atelier::http::router::{handle, match_path};
 use clap::Parser;
 use http_body_util::BodyExt;

@@ -5,7 +5,7 @@
 #![no_main]
 
 use atelier::http::handlers::product_id;
-use atelier::http::metrics::Endpoint;
+use atelier::http::endpoint::Endpoint;
 use atelier::http::router::match_path;
 use libfuzzer_sys::fuzz_target;
 

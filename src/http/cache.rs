@@ -17,7 +17,7 @@ use hyper::header::HeaderValue;
 use moka::future::Cache;
 
 use super::store::{Key, Store, StoreError};
-use crate::materialize::notice::{Notice, Pages};
+use crate::documents::{Notice, Pages};
 
 /// A response body ready to send, with its strong validator.
 #[derive(Debug, Clone)]

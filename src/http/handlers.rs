@@ -1,5 +1,7 @@
 //! The endpoints: the four product documents and the operational answers.
 
+use std::sync::atomic::Ordering;
+
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::Response;
@@ -54,7 +56,7 @@ pub fn healthz() -> Response<Full<Bytes>> {
 /// `GET /readyz`: the database answers and holds a materialized catalog, and the
 /// process is not shutting down.
 pub async fn readyz(state: &AppState) -> Result<Response<Full<Bytes>>, HttpError> {
-    if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
+    if state.draining.load(Ordering::SeqCst) {
         return Err(HttpError::ShuttingDown);
     }
     match state.store.is_ready().await? {
@@ -69,7 +71,16 @@ pub async fn readyz(state: &AppState) -> Result<Response<Full<Bytes>>, HttpError
 /// `GET /metrics`: Prometheus text.
 pub async fn metrics(state: &AppState) -> Response<Full<Bytes>> {
     operational(
-        Bytes::from(metrics::render(state).await),
+        Bytes::from(
+            metrics::render(
+                &state.metrics,
+                &state.cache,
+                &state.store,
+                state.listening.load(Ordering::SeqCst),
+                state.draining.load(Ordering::SeqCst),
+            )
+            .await,
+        ),
         headers::PROMETHEUS_TEXT,
     )
 }

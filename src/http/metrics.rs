@@ -10,7 +10,6 @@
 //! this module replaced (bench/README.md, Profiling).
 
 use std::sync::OnceLock;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hyper::StatusCode;
@@ -23,39 +22,9 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use super::AppState;
-
-/// What a request was routed to: the `route` label of its samples.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Endpoint {
-    ListProducts,
-    GetProduct,
-    GetProductStyles,
-    GetRelatedProducts,
-    Healthz,
-    Readyz,
-    Metrics,
-    /// A path the service does not have.
-    Unmatched,
-}
-
-impl Endpoint {
-    const COUNT: usize = Endpoint::Unmatched as usize + 1;
-
-    /// The label value.
-    pub fn name(self) -> &'static str {
-        match self {
-            Endpoint::ListProducts => "list_products",
-            Endpoint::GetProduct => "get_product",
-            Endpoint::GetProductStyles => "get_product_styles",
-            Endpoint::GetRelatedProducts => "get_related_products",
-            Endpoint::Healthz => "healthz",
-            Endpoint::Readyz => "readyz",
-            Endpoint::Metrics => "metrics",
-            Endpoint::Unmatched => "unmatched",
-        }
-    }
-}
+use super::cache::DocumentCache;
+use super::endpoint::Endpoint;
+use super::store::Store;
 
 impl EncodeLabelValue for Endpoint {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
@@ -150,12 +119,18 @@ impl Metrics {
 }
 
 /// The whole exposition: requests, then cache, pool and database state.
-pub async fn render(state: &AppState) -> String {
+pub async fn render(
+    requests: &Metrics,
+    cache: &DocumentCache,
+    store: &Store,
+    listening: bool,
+    draining: bool,
+) -> String {
     let mut registry = Registry::default();
-    state.metrics.register(&mut registry);
-    let (hits, misses) = state.cache.hits_and_misses();
-    let (entries, bytes) = state.cache.size().await;
-    let (connections, in_flight, max) = state.store.pool_state();
+    requests.register(&mut registry);
+    let (hits, misses) = cache.hits_and_misses();
+    let (entries, bytes) = cache.size().await;
+    let (connections, in_flight, max) = store.pool_state();
     let counters = [
         (
             "atelier_cache_hits",
@@ -170,7 +145,7 @@ pub async fn render(state: &AppState) -> String {
         (
             "atelier_db_errors",
             "Failed database reads, checks and connection attempts",
-            state.store.errors(),
+            store.errors(),
         ),
     ];
     for (name, help, value) in counters {
@@ -205,12 +180,12 @@ pub async fn render(state: &AppState) -> String {
         (
             "atelier_notify_listening",
             "1 while the LISTEN connection for invalidations is up",
-            state.listening.load(Ordering::SeqCst).into(),
+            listening.into(),
         ),
         (
             "atelier_draining",
             "1 once shutdown has begun",
-            state.draining.load(Ordering::SeqCst).into(),
+            draining.into(),
         ),
     ];
     for (name, help, value) in gauges {

@@ -7,6 +7,7 @@
 //! counts.
 
 pub mod cache;
+pub mod endpoint;
 pub mod error;
 pub mod handlers;
 pub mod headers;

@@ -16,9 +16,8 @@ use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 use super::AppState;
+use crate::documents::{self, Notice};
 use crate::error::database_message;
-use crate::materialize::NOTIFY_CHANNEL;
-use crate::materialize::notice::Notice;
 
 /// How the LISTEN connection names itself in `pg_stat_activity`.
 pub const LISTEN_APPLICATION_NAME: &str = "atelier serve listen";
@@ -89,7 +88,7 @@ async fn listen(state: &AppState) -> Result<(), tokio_postgres::Error> {
     let mut replay = None;
     let outcome = async {
         client
-            .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))
+            .batch_execute(&format!("LISTEN {}", documents::CHANNEL))
             .await?;
         invalidate(state, &client, &mut replay, vec![Notice::All]).await?;
         state.listening.store(true, Ordering::SeqCst);

@@ -11,9 +11,9 @@ use hyper::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, HeaderMap
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::cache::Document;
+use super::endpoint::Endpoint;
 use super::error::HttpError;
 use super::handlers::{self, product_id};
-use super::metrics::Endpoint;
 use super::{AppState, headers};
 
 /// Answers one request.

@@ -18,6 +18,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio_postgres::types::{FromSql, Type};
 use tokio_postgres::{Client, NoTls, Statement};
 
+use crate::documents;
+
 /// One stored document: a page of the product list or one of a product's three bodies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Key {
@@ -202,7 +204,7 @@ impl Store {
             let connection = self.connection().await?;
             let row = connection
                 .client
-                .query_one(crate::materialize::MATERIALIZED_SQL, &[])
+                .query_one(documents::READY_SQL, &[])
                 .await?;
             Ok::<bool, StoreError>(row.get(0))
         };
@@ -308,18 +310,12 @@ struct Statements {
 
 impl Statements {
     async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
-        const PRODUCT_SQL: &str = "SELECT product FROM document WHERE product_id = $1";
-        const STYLES_SQL: &str = "SELECT styles FROM document WHERE product_id = $1";
-        const RELATED_SQL: &str = "SELECT related FROM document WHERE product_id = $1";
         // The four Parse messages go out together and share one round trip.
         let (page, product, styles, related) = tokio::try_join!(
-            client.prepare_typed(
-                crate::materialize::list::PAGE_SQL,
-                &[Type::INT4, Type::INT4]
-            ),
-            client.prepare_typed(PRODUCT_SQL, &[Type::INT4]),
-            client.prepare_typed(STYLES_SQL, &[Type::INT4]),
-            client.prepare_typed(RELATED_SQL, &[Type::INT4]),
+            client.prepare_typed(documents::PAGE_SQL, &[Type::INT4, Type::INT4]),
+            client.prepare_typed(documents::PRODUCT_SQL, &[Type::INT4]),
+            client.prepare_typed(documents::STYLES_SQL, &[Type::INT4]),
+            client.prepare_typed(documents::RELATED_SQL, &[Type::INT4]),
         )?;
         Ok(Statements {
             page,

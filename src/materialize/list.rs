@@ -31,19 +31,6 @@ pub async fn lock(transaction: &Transaction<'_>) -> Result<()> {
     Ok(())
 }
 
-/// The document id at 1-based rank $1 and the next $2 - $1 entries: what a page holds.
-/// Servers prepare this statement; it returns nothing past the end of the list.
-pub const PAGE_SQL: &str = "
-    SELECT d.list_entry FROM document d
-    WHERE d.product_id >= (
-        SELECT x.product_id
-        FROM (SELECT first_id, start FROM list_block WHERE start < $1
-              ORDER BY start DESC, first_id DESC LIMIT 1) b
-        CROSS JOIN LATERAL (SELECT product_id FROM document WHERE product_id >= b.first_id
-                            ORDER BY product_id OFFSET $1 - b.start - 1 LIMIT 1) x)
-    ORDER BY d.product_id
-    LIMIT $2 - $1 + 1";
-
 /// Cuts the blocks afresh from the documents (inside a full rebuild's swap).
 pub async fn rebuild(transaction: &Transaction<'_>) -> Result<()> {
     let cut = format!(

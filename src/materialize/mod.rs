@@ -14,23 +14,14 @@
 
 pub mod follow;
 pub mod list;
-pub mod notice;
 
 use std::time::Instant;
 
 use tokio_postgres::Transaction;
 
 use crate::db::Database;
+use crate::documents::{self, Notice, Pages};
 use crate::{Error, Result};
-use notice::{Notice, Pages};
-
-/// The PostgreSQL NOTIFY channel on which a finished materialize says what changed
-/// (payloads: [`notice`]).
-pub const NOTIFY_CHANNEL: &str = "atelier_documents";
-
-/// Whether a materialize has ever completed in this database: one bool column.
-pub const MATERIALIZED_SQL: &str =
-    "SELECT EXISTS (SELECT 1 FROM catalog_run WHERE kind = 'materialize')";
 
 /// The `campus` of every product when none is configured.
 pub const DEFAULT_CAMPUS: &str = "hr-rfp";
@@ -299,11 +290,11 @@ async fn needs_full_rebuild(transaction: &Transaction<'_>) -> Result<bool> {
     Ok(distinct > threshold)
 }
 
-/// Sends `notice` on [`NOTIFY_CHANNEL`]; delivered when the transaction commits.
+/// Sends `notice` on [`documents::CHANNEL`]; delivered when the transaction commits.
 async fn announce(transaction: &Transaction<'_>, notice: &Notice) -> Result<()> {
     for payload in notice.payloads() {
         transaction
-            .execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &payload])
+            .execute("SELECT pg_notify($1, $2)", &[&documents::CHANNEL, &payload])
             .await?;
     }
     Ok(())

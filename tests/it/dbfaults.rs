@@ -248,7 +248,7 @@ async fn assert_read_only(reader: &Client) {
         .get(0);
     assert!(documents > 0);
     let ready: bool = reader
-        .query_one(materialize::MATERIALIZED_SQL, &[])
+        .query_one(atelier::documents::READY_SQL, &[])
         .await
         .expect("the reader reads whether a materialize completed")
         .get(0);

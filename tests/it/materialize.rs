@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use atelier::materialize::{self, MaterializeReport, NOTIFY_CHANNEL, Scope, Settings};
+use atelier::documents;
+use atelier::materialize::{self, MaterializeReport, Scope, Settings};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio_postgres::{AsyncMessage, Client, NoTls};
@@ -148,7 +149,7 @@ async fn documents_follow_the_contract() {
 /// The ids of the list entries at ranks `first..=last`, read as servers read pages.
 async fn page_ids(client: &Client, first: i32, last: i32) -> Vec<i64> {
     client
-        .query(materialize::list::PAGE_SQL, &[&first, &last])
+        .query(documents::PAGE_SQL, &[&first, &last])
         .await
         .unwrap()
         .iter()
@@ -319,7 +320,7 @@ async fn listen(url: &str) -> (Client, tokio::sync::mpsc::UnboundedReceiver<Stri
         }
     });
     client
-        .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))
+        .batch_execute(&format!("LISTEN {}", documents::CHANNEL))
         .await
         .unwrap();
     (client, receiver)
