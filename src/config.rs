@@ -120,6 +120,10 @@ pub struct ServeArgs {
     /// `Cache-Control: max-age` sent with documents, in seconds.
     #[arg(long, env = "ATELIER_MAX_AGE", default_value_t = 60)]
     pub max_age: u32,
+    /// Content coding offered beside the stored bytes: `gzip` (made once per document as
+    /// it enters the cache) or `off` (a proxy in front compresses).
+    #[arg(long, env = "ATELIER_COMPRESSION", value_enum, default_value_t = Compression::Gzip)]
+    pub compression: Compression,
     /// Database connections kept open. Each carries many concurrent reads, pipelined, so
     /// a few per database core are enough.
     #[arg(long, env = "ATELIER_POOL_SIZE", default_value_t = 4)]
@@ -147,6 +151,13 @@ pub struct ServeArgs {
     pub primary_url: Option<String>,
     #[command(flatten)]
     pub db: DatabaseArgs,
+}
+
+/// The content codings `atelier serve` offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Compression {
+    Gzip,
+    Off,
 }
 
 /// `atelier db` subcommands.

@@ -12,7 +12,7 @@ use tokio_postgres::config::TargetSessionAttrs;
 use super::cache::{CacheSettings, Document, DocumentCache};
 use super::metrics::Metrics;
 use super::store::{PoolSettings, Store};
-use crate::config::ServeArgs;
+use crate::config::{Compression, ServeArgs};
 use crate::{Error, Result};
 
 /// Connection handling settings.
@@ -42,6 +42,9 @@ pub struct AppState {
     pub(crate) cache_control: HeaderValue,
     /// `[]`, the answer for a page past the end of the list.
     pub(crate) empty_page: Document,
+    /// Whether documents are offered in gzip form (and answers vary on
+    /// `Accept-Encoding`).
+    pub(crate) compress: bool,
     pub(crate) limits: Limits,
 }
 
@@ -94,6 +97,7 @@ impl AppState {
                 capacity_bytes: args.cache_bytes,
                 ttl: Duration::from_secs(args.cache_ttl),
                 not_found_ttl: Duration::from_secs(args.not_found_ttl),
+                compress: args.compression == Compression::Gzip,
             },
         );
         let cache_control = HeaderValue::try_from(format!("public, max-age={}", args.max_age))
@@ -107,7 +111,8 @@ impl AppState {
             listening: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             cache_control,
-            empty_page: Document::new(Bytes::from_static(b"[]")),
+            empty_page: Document::new(Bytes::from_static(b"[]"), false),
+            compress: args.compression == Compression::Gzip,
             limits: Limits {
                 max_connections: args.max_connections,
                 header_timeout: Duration::from_millis(args.header_timeout_ms),
