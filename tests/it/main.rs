@@ -5,6 +5,7 @@ mod serving;
 mod support;
 
 mod cluster;
+mod compression;
 mod dbfaults;
 mod demo;
 mod faults;
