@@ -28,7 +28,7 @@ RESULTS = os.path.join(BENCH, "results")
 FULL_PRODUCTS = 1_000_011
 SERVER_CPU = "0"
 DRIVER_CPU = "1"
-PORTS = {"service": 3100, "bare": 3101, "nginx": 3102}
+PORTS = {"service": 3100, "bare": 3101, "nginx": 3102, "bare-gzip": 3103}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MIB = 1024 * 1024
 # What a 1 GiB machine leaves the server once the kernel, sshd and a small PostgreSQL
@@ -902,7 +902,7 @@ def run_compress(args, url):
         identity_size = round(sizes["identity"]["all"])
         gzip_size = round(sizes["gzip, once per document (service)"]["all"])
         for name, port, size in (("bare-identity", PORTS["bare"], identity_size),
-                                 ("bare-gzip", PORTS["bare"] + 10, gzip_size)):
+                                 ("bare-gzip", PORTS["bare-gzip"], gzip_size)):
             servers[name] = Server(name, [args.bare_hyper, f"127.0.0.1:{port}", str(size)],
                                    port, directory).start()
         targets = {
