@@ -420,6 +420,9 @@ def oha(port, paths_file, seconds, connections, directory, rate=None):
     out = subprocess.run(
         ["taskset", "-c", DRIVER_CPU, "oha", "--no-tui", "--output-format", "json",
          "-z", f"{seconds}s", "--wait-ongoing-requests-after-deadline",
+         # oha asks for gzip by default; these scenarios compare the stored bytes with
+         # baselines that send them as they are.
+         "-H", "Accept-Encoding: identity",
          "-c", str(connections), "--urls-from-file", urls]
         + (["-q", str(rate)] if rate else []),
         check=True, capture_output=True, text=True,
@@ -794,6 +797,18 @@ class Cluster(Server):
             pass
         return pids
 
+    def nginx_cpu_seconds(self):
+        """CPU time of nginx alone (master and workers), the share a machine of its own
+        would carry."""
+        instance = self.pid_of("instance-1.pid")
+        total = 0
+        for pid in self.pids():
+            if pid != instance:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+        return total / CLK_TCK
+
     def stop(self):
         run([CLUSTER, "stop", "--port", str(self.port), "--run-dir", self.run_dir],
             stdout=subprocess.DEVNULL)
@@ -831,6 +846,16 @@ def answer_bodies(port, paths, accept):
         answers[path] = (len(body), response.getheader("Content-Encoding") or "identity")
     connection.close()
     return answers
+
+
+def cache_weight(port):
+    """The service's cache entries and their weight in bytes, from /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    values = {}
+    for name in ("atelier_cache_entries", "atelier_cache_bytes"):
+        values[name] = int(float(re.search(rf"^{name}\s+(\S+)", text, re.M).group(1)))
+    return {"entries": values["atelier_cache_entries"], "bytes": values["atelier_cache_bytes"]}
 
 
 def kind_of(path):
@@ -893,6 +918,10 @@ def run_compress(args, url):
         passed = answer_bodies(COMPRESS_CLUSTER_PORTS["passing"], mix.paths, BROWSER_ACCEPT)
         if passed != gzip:
             sys.exit("nginx passing through answered other bytes than the service")
+        # Both instances now hold every document of the mix: the cache's weight with the
+        # gzip forms and without them.
+        memory = {name: cache_weight(COMPRESS_CLUSTER_PORTS[name] + 1)
+                  for name in COMPRESS_CLUSTER_PORTS}
         sizes = {
             "identity": bytes_per_answer(mix, identity),
             "gzip, once per document (service)": bytes_per_answer(mix, gzip),
@@ -922,12 +951,17 @@ def run_compress(args, url):
             log(f"{scenario}: round {round_number}/{args.rounds}")
             for target, (name, accept) in targets.items():
                 server = servers[name]
+                nginx_before = server.nginx_cpu_seconds() if isinstance(server, Cluster) else 0
                 result = measure(
                     server,
                     lambda: wrk(server.port, paths_file, args.duration, args.connections,
                                 directory, accept),
                     name == "service",
                 )
+                if isinstance(server, Cluster):
+                    result["nginx_cpu_us_per_request"] = (
+                        (server.nginx_cpu_seconds() - nginx_before) * 1e6
+                        / max(result["requests"], 1))
                 runs[target].append(result)
                 log(f"  {target}: {result['rps']:.0f} rps, p99 {result['p99_ms']:.2f} ms, "
                     f"{result['server_cpu_us_per_request']:.1f} CPU-µs/req, "
@@ -936,12 +970,44 @@ def run_compress(args, url):
     finally:
         for server in servers.values():
             server.stop()
-    return summarize_compress(args, mix, sizes, runs)
+    memory["full"] = fill_cache(args, url, directory)
+    return summarize_compress(args, mix, sizes, memory, runs)
 
 
-def summarize_compress(args, mix, sizes, runs):
+FILL_CACHE_BYTES = 64 * MIB
+FILL_SECONDS = 40
+
+
+def fill_cache(args, url, directory):
+    """Peak RSS with the cache full: a service with a 64 MiB budget asked by gzip clients
+    for every document of the catalog in turn, far more than the budget holds."""
+    paths = [f"/products/{i}{s}" for i in range(1, args.products + 1)
+             for s in ("", "/styles", "/related")]
+    random.Random(args.seed).shuffle(paths)
+    paths_file = os.path.join(directory, "every-document.txt")
+    with open(paths_file, "w") as f:
+        f.write("\n".join(paths) + "\n")
+    server = Server("fill", service_command(args, url, FILL_CACHE_BYTES), PORTS["service"],
+                    directory, env={"ATELIER_LOG": "warn"}).start()
+    try:
+        server.reset_peak_rss()
+        result = wrk(server.port, paths_file, FILL_SECONDS, args.connections, directory,
+                     BROWSER_ACCEPT)
+        held = cache_weight(server.port)
+        peak = server.peak_rss() / MIB
+    finally:
+        server.stop()
+    log(f"compress: cache full: {held}, peak RSS {peak:.1f} MiB")
+    return {"cache_bytes": FILL_CACHE_BYTES, "requests": result["requests"],
+            "errors": result["errors"], "non_2xx": result["non_2xx"],
+            "entries": held["entries"],
+            "bytes": held["bytes"], "peak_rss_mib": peak}
+
+
+def summarize_compress(args, mix, sizes, memory, runs):
     keys = ["rps", "p50_ms", "p90_ms", "p99_ms", "max_ms", "server_cpu_us_per_request",
-            "server_peak_rss_mib", "cache_hit_rate", "errors", "non_2xx", "bytes_per_answer"]
+            "server_peak_rss_mib", "cache_hit_rate", "errors", "non_2xx", "bytes_per_answer",
+            "nginx_cpu_us_per_request"]
     medians = {
         target: {k: median_of(results, k) for k in keys if median_of(results, k) is not None}
         for target, results in runs.items()
@@ -961,13 +1027,18 @@ def summarize_compress(args, mix, sizes, runs):
         ratios[f"rps {a} / {b}"] = paired_ratio(runs, a, b, "rps")
         ratios[f"cpu_per_request {a} / {b}"] = paired_ratio(
             runs, a, b, "server_cpu_us_per_request")
+    ratios["nginx cpu_per_request nginx passing through/gzip / nginx compressing/gzip"] = (
+        paired_ratio(runs, "nginx passing through/gzip", "nginx compressing/gzip",
+                     "nginx_cpu_us_per_request"))
     identity = sizes["identity"]["all"]
     gzip_share = sizes["gzip, once per document (service)"]["all"] / identity
     hits = ratios["rps service/gzip / service/identity"]
     nginx = ratios["rps nginx passing through/gzip / nginx compressing/gzip"]
+    capacity = 1 / ratios["cpu_per_request nginx passing through/gzip / nginx compressing/gzip"]
     errors = sum(r["errors"] + r.get("non_2xx", 0) for rs in runs.values() for r in rs)
-    rss = medians["service/gzip"].get("server_peak_rss_mib", 0)
-    budget = args.cache_bytes / MIB + 64
+    full = memory["full"]
+    rss = full["peak_rss_mib"]
+    budget = full["cache_bytes"] / MIB + 64
     goals = {
         "gzip bytes <= 0.25 x identity over the mix": {"value": gzip_share,
                                                        "met": gzip_share <= 0.25},
@@ -975,8 +1046,12 @@ def summarize_compress(args, mix, sizes, runs):
                                                                 "met": hits >= 0.95},
         "nginx -> 1 instance, gzip clients: passing through >= 1.5 x compressing": {
             "value": nginx, "met": nginx >= 1.5},
+        "the same in requests per CPU-second of nginx and its instance (1 / CPU per "
+        "request), what one core of their own would serve": {
+            "value": capacity, "met": capacity >= 1.5},
         "zero errors": {"value": errors, "met": errors == 0},
-        "rss <= cache budget + 64 MiB": {"value": rss, "limit": budget, "met": rss <= budget},
+        "rss <= cache budget + 64 MiB, cache full": {"value": rss, "limit": budget,
+                                                     "met": rss <= budget},
     }
     return {
         "scenario": "compress",
@@ -992,6 +1067,9 @@ def summarize_compress(args, mix, sizes, runs):
             "kernel": os.uname().release,
         },
         "bytes_per_answer": sizes,
+        "cache": {"with gzip forms": memory["passing"],
+                  "stored bytes only (--compression off)": memory["compressing"]},
+        "cache_full": full,
         "medians": medians,
         "ratios": ratios,
         "goals": goals,
@@ -1029,19 +1107,37 @@ def write_compress_results(result, stamp):
             f"| {name} | {size['all']:,.0f} | {size['all'] / identity:.3f} | "
             f"{size['product']:,.0f} | {size['styles']:,.0f} | {size['related']:,.0f} | "
             f"{size['compressed_share']:.2f} |")
+    cache = result["cache"]
+    plain = cache["stored bytes only (--compression off)"]
+    lines += ["", "The cache holding every document of the mix (from `/metrics`):", "",
+              "| documents kept | entries | bytes | bytes per entry | vs stored bytes only |",
+              "|---|---|---|---|---|"]
+    for name, held in cache.items():
+        lines.append(f"| {name} | {held['entries']:,} | {held['bytes']:,} | "
+                     f"{held['bytes'] / max(held['entries'], 1):,.0f} | "
+                     f"{held['bytes'] / max(plain['bytes'], 1):.3f} |")
+    full = result["cache_full"]
     lines += [
+        "",
+        f"With the cache full: a service with a {full['cache_bytes'] / MIB:.0f} MiB budget, "
+        f"asked by gzip clients for every document of the catalog in turn for "
+        f"{FILL_SECONDS} s ({full['requests']:,} requests, {full['errors']} errors, "
+        f"{full['non_2xx']} not 2xx), held "
+        f"{full['entries']:,} entries weighing {full['bytes']:,} bytes, at a peak RSS of "
+        f"{full['peak_rss_mib']:.1f} MiB.",
         "",
         "Medians over rounds (bytes per answer: on the wire, headers included, from wrk):",
         "",
-        "| target | RPS | p50 ms | p90 ms | p99 ms | server CPU-µs/req | bytes/answer | "
-        "peak RSS MiB | cache hit rate | errors | non-2xx |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| target | RPS | p50 ms | p90 ms | p99 ms | server CPU-µs/req | of which nginx | "
+        "bytes/answer | peak RSS MiB | cache hit rate | errors | non-2xx |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for target, m in result["medians"].items():
         lines.append(
             f"| {target} | {fmt(m.get('rps'), 0)} | {fmt(m.get('p50_ms'))} | "
             f"{fmt(m.get('p90_ms'))} | {fmt(m.get('p99_ms'))} | "
             f"{fmt(m.get('server_cpu_us_per_request'), 1)} | "
+            f"{fmt(m.get('nginx_cpu_us_per_request'), 1)} | "
             f"{fmt(m.get('bytes_per_answer'), 0)} | {fmt(m.get('server_peak_rss_mib'), 1)} | "
             f"{fmt(m.get('cache_hit_rate'), 3)} | {fmt(m.get('errors'), 0)} | "
             f"{fmt(m.get('non_2xx'), 0)} |")

@@ -9,7 +9,7 @@ the service answers from its cache), has its counters zeroed, serves a fixed num
 requests driven by oha, and has its counters dumped: instructions / requests.
 
 Usage: instructions.py --atelier PATH --bare-hyper PATH --database-url URL
-                       [--paths FILE] [--urls N] [--requests N]
+                       [--paths FILE] [--urls N] [--requests N] [--accept-encoding A]...
 The default URL list is the hot scenario's (run `bench/run hot` once to draw it).
 """
 
@@ -27,6 +27,7 @@ PORT = 3110
 
 
 def start(command, name, directory):
+    name = re.sub(r"[^\w.-]+", "-", name).strip("-")
     out = os.path.join(directory, f"callgrind-{name}.out")
     for old in glob.glob(out + "*"):
         os.remove(old)
@@ -48,18 +49,19 @@ def start(command, name, directory):
     raise SystemExit(f"{name} did not answer under valgrind; see its log")
 
 
-def oha(urls, requests, connections):
+def oha(urls, requests, connections, accept):
     subprocess.run(
         ["taskset", "-c", drive.DRIVER_CPU, "oha", "--no-tui", "-n", str(requests),
-         "-c", str(connections), "--urls-from-file", urls],
+         "-c", str(connections), "--urls-from-file", urls,
+         "-H", f"Accept-Encoding: {accept}"],
         check=True, capture_output=True,
     )
 
 
-def instructions(process, out, urls, requests, connections):
+def instructions(process, out, urls, requests, connections, accept):
     subprocess.run(["callgrind_control", "-z", str(process.pid)], check=True,
                    capture_output=True)
-    oha(urls, requests, connections)
+    oha(urls, requests, connections, accept)
     subprocess.run(["callgrind_control", "-d", str(process.pid)], check=True,
                    capture_output=True)
     total = 0
@@ -73,11 +75,12 @@ def instructions(process, out, urls, requests, connections):
     return total / requests
 
 
-def measure(name, command, directory, urls, args):
+def measure(name, command, directory, urls, args, accept="identity"):
     process, out = start(command, name, directory)
     try:
-        oha(urls, args.warmup, args.connections)
-        per_request = instructions(process, out, urls, args.requests, args.connections)
+        oha(urls, args.warmup, args.connections, accept)
+        per_request = instructions(process, out, urls, args.requests, args.connections,
+                                   accept)
     finally:
         process.terminate()
         process.wait(timeout=60)
@@ -98,19 +101,27 @@ def main():
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--body-bytes", type=int, default=2154)
+    parser.add_argument("--accept-encoding", action="append",
+                        help="the clients' Accept-Encoding; repeat it to count the service "
+                        "once per value (default: identity)")
     args = parser.parse_args()
+    accepts = args.accept_encoding or ["identity"]
     directory = os.path.join(drive.WORK, "instructions")
     os.makedirs(directory, exist_ok=True)
     urls = os.path.join(directory, "urls.txt")
     with open(args.paths) as src, open(urls, "w") as dst:
         for _, line in zip(range(args.urls), src):
             dst.write(f"http://127.0.0.1:{PORT}{line}")
-    service = measure("service", [
-        args.atelier, "serve", "--listen", f"127.0.0.1:{PORT}",
-        "--database-url", args.database_url], directory, urls, args)
+    services = {
+        accept: measure(f"service ({accept})", [
+            args.atelier, "serve", "--listen", f"127.0.0.1:{PORT}",
+            "--database-url", args.database_url], directory, urls, args, accept)
+        for accept in accepts
+    }
     bare = measure("bare", [args.bare_hyper, f"127.0.0.1:{PORT}", str(args.body_bytes)],
                    directory, urls, args)
-    drive.log(f"service / bare hyper: {service / bare:.2f}")
+    for accept, service in services.items():
+        drive.log(f"service ({accept}) / bare hyper: {service / bare:.2f}")
 
 
 if __name__ == "__main__":
