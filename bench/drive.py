@@ -1033,6 +1033,7 @@ def summarize_compress(args, mix, sizes, memory, runs):
     identity = sizes["identity"]["all"]
     gzip_share = sizes["gzip, once per document (service)"]["all"] / identity
     hits = ratios["rps service/gzip / service/identity"]
+    hit_capacity = 1 / ratios["cpu_per_request service/gzip / service/identity"]
     nginx = ratios["rps nginx passing through/gzip / nginx compressing/gzip"]
     capacity = 1 / ratios["cpu_per_request nginx passing through/gzip / nginx compressing/gzip"]
     errors = sum(r["errors"] + r.get("non_2xx", 0) for rs in runs.values() for r in rs)
@@ -1044,6 +1045,8 @@ def summarize_compress(args, mix, sizes, memory, runs):
                                                        "met": gzip_share <= 0.25},
         "gzip cache hits >= 0.95 x identity cache hits (rps)": {"value": hits,
                                                                 "met": hits >= 0.95},
+        "the same in requests per CPU-second of the service (1 / CPU per request)": {
+            "value": hit_capacity, "met": hit_capacity >= 0.95},
         "nginx -> 1 instance, gzip clients: passing through >= 1.5 x compressing": {
             "value": nginx, "met": nginx >= 1.5},
         "the same in requests per CPU-second of nginx and its instance (1 / CPU per "
