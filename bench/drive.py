@@ -397,7 +397,9 @@ http {{
 
 def metrics(port):
     """The service's cache hit and miss counters."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+    # A generous timeout: on a machine busy with other work, the answer right after a run
+    # can take seconds.
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as response:
         text = response.read().decode()
     values = {}
     for name in ("atelier_cache_hits_total", "atelier_cache_misses_total"):
@@ -850,7 +852,7 @@ def answer_bodies(port, paths, accept):
 
 def cache_weight(port):
     """The service's cache entries and their weight in bytes, from /metrics."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as response:
         text = response.read().decode()
     values = {}
     for name in ("atelier_cache_entries", "atelier_cache_bytes"):

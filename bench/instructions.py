@@ -89,6 +89,7 @@ def measure(name, command, directory, urls, args, accept="identity"):
 
 
 def main():
+    global PORT
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--atelier", required=True)
@@ -101,11 +102,13 @@ def main():
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--body-bytes", type=int, default=2154)
+    parser.add_argument("--port", type=int, default=3110)
     parser.add_argument("--accept-encoding", action="append",
                         help="the clients' Accept-Encoding; repeat it to count the service "
                         "once per value (default: identity)")
     args = parser.parse_args()
     accepts = args.accept_encoding or ["identity"]
+    PORT = args.port
     directory = os.path.join(drive.WORK, "instructions")
     os.makedirs(directory, exist_ok=True)
     urls = os.path.join(directory, "urls.txt")
