@@ -268,6 +268,7 @@ class Server:
             except OSError:
                 pass
             time.sleep(0.05)
+        self.stop()
         sys.exit(f"{self.name} was not ready within {timeout} s")
 
     def ready_url(self):
