@@ -3,6 +3,8 @@
 second of the service and each baseline, and their p50/p90/p99 latencies, one bar group per
 target, with every round's value as a dot so the spread shows.
 
+With the compress scenario's bytes per answer, a third panel shows them per coding.
+
 Usage: chart.py RESULT.json OUT.svg
 """
 
@@ -11,7 +13,9 @@ import sys
 from html import escape
 
 WIDTH, PANEL_HEIGHT, LEFT, TOP, GAP = 860, 260, 80, 50, 70
-COLORS = {"service": "#1f77b4", "bare": "#7f7f7f", "nginx": "#2ca02c", "pgbench": "#d62728"}
+COLORS = {"service": "#1f77b4", "bare": "#7f7f7f", "nginx": "#2ca02c", "pgbench": "#d62728",
+          "instance direct": "#1f77b4", "nginx compressing": "#ff7f0e",
+          "nginx passing through": "#2ca02c", "identity": "#7f7f7f"}
 LATENCIES = [("p50_ms", 0.35), ("p90_ms", 0.65), ("p99_ms", 1.0)]
 
 
@@ -94,8 +98,19 @@ def main():
     y1 = TOP + PANEL_HEIGHT + GAP
     panel(out, "Latency p50 / p90 / p99 (ms, medians over rounds)", y1, latency_targets,
           latency_values, {}, "ms")
+    bottom = y1 + PANEL_HEIGHT
+    sizes = result.get("bytes_per_answer")
+    if sizes:
+        # The compress scenario: body bytes per answer of each coding, overall and by kind.
+        y2 = bottom + GAP
+        kinds = ["all", "product", "styles", "related"]
+        size_values = {name: [(kind, size[kind], 0.85) for kind in kinds]
+                       for name, size in sizes.items()}
+        panel(out, "Body bytes per answer over the mix (all / product / styles / related)",
+              y2, list(sizes), size_values, {}, "bytes")
+        bottom = y2 + PANEL_HEIGHT + 16
     s = result["settings"]
-    height = y1 + PANEL_HEIGHT + 50
+    height = bottom + 50
     caption = (f"{result['scenario']} — {result['products']:,} products, {s['connections']} "
                f"connections, {s['rounds']} rounds × {s['seconds_per_run']} s, {result['date']}")
     svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '

@@ -28,13 +28,13 @@ RESULTS = os.path.join(BENCH, "results")
 FULL_PRODUCTS = 1_000_011
 SERVER_CPU = "0"
 DRIVER_CPU = "1"
-PORTS = {"service": 3100, "bare": 3101, "nginx": 3102}
+PORTS = {"service": 3100, "bare": 3101, "nginx": 3102, "bare-gzip": 3103}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MIB = 1024 * 1024
 # What a 1 GiB machine leaves the server once the kernel, sshd and a small PostgreSQL
 # (shared_buffers 128 MiB plus backends) have taken theirs.
 T2_MICRO_SERVER_BYTES = 640 * MIB
-SCENARIOS = ["hot", "uniform", "list", "storefront", "cold", "t2micro", "soak"]
+SCENARIOS = ["hot", "uniform", "list", "storefront", "cold", "t2micro", "soak", "compress"]
 LIST_COUNT = 5
 ZIPF_S = 1.01
 
@@ -164,7 +164,7 @@ def build_mix(scenario, products, sample, rng):
             f"ORDER BY d.product_id LIMIT {LIST_COUNT};\n"
         )
         return Mix(scenario, paths, {"page": script})
-    if scenario in ("storefront", "cold", "t2micro"):
+    if scenario in ("storefront", "cold", "t2micro", "compress"):
         # A storefront page asks for a product, its styles and its related list; the
         # popularity of products follows Zipf, over ranks scattered across the ids.
         draw = zipf_sampler(products, ZIPF_S, rng)
@@ -275,6 +275,7 @@ class Server:
             except OSError:
                 pass
             time.sleep(0.05)
+        self.stop()
         sys.exit(f"{self.name} was not ready within {timeout} s")
 
     def ready_url(self):
@@ -404,7 +405,9 @@ http {{
 
 def metrics(port):
     """The service's cache hit and miss counters."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+    # A generous timeout: on a machine busy with other work, the answer right after a run
+    # can take seconds.
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as response:
         text = response.read().decode()
     values = {}
     for name in ("atelier_cache_hits_total", "atelier_cache_misses_total"):
@@ -427,6 +430,9 @@ def oha(port, paths_file, seconds, connections, directory, rate=None):
     out = subprocess.run(
         ["taskset", "-c", DRIVER_CPU, "oha", "--no-tui", "--output-format", "json",
          "-z", f"{seconds}s", "--wait-ongoing-requests-after-deadline",
+         # oha asks for gzip by default; these scenarios compare the stored bytes with
+         # baselines that send them as they are.
+         "-H", "Accept-Encoding: identity",
          "-c", str(connections), "--urls-from-file", urls]
         + (["-q", str(rate)] if rate else []),
         check=True, capture_output=True, text=True,
@@ -454,25 +460,28 @@ def oha(port, paths_file, seconds, connections, directory, rate=None):
 WRK_SCRIPT = """
 local paths = {}
 for line in io.lines("%s") do paths[#paths + 1] = line end
+local headers = %s
 math.randomseed(os.time())
 request = function()
-    return wrk.format("GET", paths[math.random(#paths)])
+    return wrk.format("GET", paths[math.random(#paths)], headers)
 end
 done = function(summary, latency, requests)
-    io.write(string.format("JSON {\\"requests\\": %%d, \\"p50\\": %%d, \\"p90\\": %%d, \\"p99\\": %%d, \\"max\\": %%d, \\"non2xx\\": %%d, \\"errors\\": %%d, \\"duration_us\\": %%d}\\n",
+    io.write(string.format("JSON {\\"requests\\": %%d, \\"p50\\": %%d, \\"p90\\": %%d, \\"p99\\": %%d, \\"max\\": %%d, \\"non2xx\\": %%d, \\"errors\\": %%d, \\"duration_us\\": %%d, \\"bytes\\": %%d}\\n",
         summary.requests, latency:percentile(50), latency:percentile(90),
         latency:percentile(99), latency.max, summary.errors.status,
         summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-        summary.duration))
+        summary.duration, summary.bytes))
 end
 """
 
 
-def wrk(port, paths_file, seconds, connections, directory):
-    """One wrk run over random lines of the URL list (for rates oha cannot drive)."""
-    script = os.path.join(directory, "wrk.lua")
+def wrk(port, paths_file, seconds, connections, directory, accept=None):
+    """One wrk run over random lines of the URL list (for rates oha cannot drive), with
+    `Accept-Encoding: accept` on every request when given."""
+    script = os.path.join(directory, f"wrk-{accept or 'identity'}.lua".replace(" ", ""))
+    headers = "{}" if accept is None else '{["Accept-Encoding"] = "%s"}' % accept
     with open(script, "w") as f:
-        f.write(WRK_SCRIPT % paths_file)
+        f.write(WRK_SCRIPT % (paths_file, headers))
     out = subprocess.run(
         ["taskset", "-c", DRIVER_CPU, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
          "-s", script, f"http://127.0.0.1:{port}"],
@@ -484,7 +493,7 @@ def wrk(port, paths_file, seconds, connections, directory):
         "rps": r["requests"] / (r["duration_us"] / 1e6),
         "p50_ms": r["p50"] / 1000, "p90_ms": r["p90"] / 1000, "p99_ms": r["p99"] / 1000,
         "max_ms": r["max"] / 1000, "requests": r["requests"], "non_2xx": r["non2xx"],
-        "errors": r["errors"],
+        "errors": r["errors"], "bytes_per_answer": r["bytes"] / max(r["requests"], 1),
     }
 
 
@@ -758,6 +767,414 @@ def soak_chart(result):
     return "\n".join(out) + "\n"
 
 
+# ---------------------------------------------------------------- compress
+
+CLUSTER = os.path.join(BENCH, "cluster")
+# bench/cluster runs nginx on port P and its one instance on P+1.
+COMPRESS_CLUSTER_PORTS = {"compressing": 3110, "passing": 3120}
+# What browsers send: every request's Accept-Encoding scan sees a full header.
+BROWSER_ACCEPT = "gzip, deflate, br, zstd"
+
+
+class Cluster(Server):
+    """One `atelier serve` behind nginx with the repository's nginx.conf, started by
+    bench/cluster with both on the server CPU, measured as one server (the instance,
+    nginx's master and its workers)."""
+
+    def __init__(self, name, port, directory, url, env):
+        super().__init__(name, [], port, directory, env=env)
+        self.run_dir = os.path.join(directory, f"cluster-{name}")
+        self.url = url
+
+    def start(self):
+        env = dict(os.environ, **self.env)
+        run([CLUSTER, "start", "--instances", "1", "--port", str(self.port),
+             "--database-url", self.url, "--cpus", SERVER_CPU, "--run-dir", self.run_dir],
+            env=env, stdout=subprocess.DEVNULL)
+        return self
+
+    def pid_of(self, file):
+        with open(os.path.join(self.run_dir, file)) as f:
+            return int(f.read())
+
+    def pids(self):
+        nginx = self.pid_of("nginx/nginx.pid")
+        pids = [self.pid_of("instance-1.pid"), nginx]
+        try:
+            with open(f"/proc/{nginx}/task/{nginx}/children") as f:
+                pids += [int(p) for p in f.read().split()]
+        except OSError:
+            pass
+        return pids
+
+    def nginx_cpu_seconds(self):
+        """CPU time of nginx alone (master and workers), the share a machine of its own
+        would carry."""
+        instance = self.pid_of("instance-1.pid")
+        total = 0
+        for pid in self.pids():
+            if pid != instance:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+        return total / CLK_TCK
+
+    def stop(self):
+        run([CLUSTER, "stop", "--port", str(self.port), "--run-dir", self.run_dir],
+            stdout=subprocess.DEVNULL)
+
+
+class ClusterInstance(Server):
+    """The instance of a Cluster, driven directly."""
+
+    def __init__(self, cluster):
+        super().__init__(f"{cluster.name}-instance", [], cluster.port + 1, cluster.directory)
+        self.cluster = cluster
+
+    def pids(self):
+        return [self.cluster.pid_of("instance-1.pid")]
+
+    def stop(self):
+        pass
+
+
+def answer_bodies(port, paths, accept):
+    """Per distinct path: the body bytes answered with `Accept-Encoding: accept` (none
+    when None) and the content coding they came in."""
+    import http.client
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    answers = {}
+    for path in sorted(set(paths)):
+        connection.putrequest("GET", path, skip_accept_encoding=True)
+        if accept is not None:
+            connection.putheader("Accept-Encoding", accept)
+        connection.endheaders()
+        response = connection.getresponse()
+        body = response.read()
+        if response.status != 200:
+            sys.exit(f"{path} answered {response.status} on port {port}")
+        answers[path] = (len(body), response.getheader("Content-Encoding") or "identity")
+    connection.close()
+    return answers
+
+
+def cache_weight(port):
+    """The service's cache entries and their weight in bytes, from /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as response:
+        text = response.read().decode()
+    values = {}
+    for name in ("atelier_cache_entries", "atelier_cache_bytes"):
+        values[name] = int(float(re.search(rf"^{name}\s+(\S+)", text, re.M).group(1)))
+    return {"entries": values["atelier_cache_entries"], "bytes": values["atelier_cache_bytes"]}
+
+
+def kind_of(path):
+    return "styles" if path.endswith("/styles") else (
+        "related" if path.endswith("/related") else "product")
+
+
+def bytes_per_answer(mix, answers):
+    """Mean body bytes per answer over the mix (its repeats included), overall and per
+    kind of document, and the share of answers that came compressed."""
+    by_kind = {}
+    for path in mix.paths:
+        by_kind.setdefault(kind_of(path), []).append(answers[path][0])
+    compressed = sum(answers[p][1] != "identity" for p in mix.paths) / len(mix.paths)
+    return {
+        "all": statistics.fmean(answers[p][0] for p in mix.paths),
+        **{kind: statistics.fmean(sizes) for kind, sizes in sorted(by_kind.items())},
+        "compressed_share": compressed,
+    }
+
+
+def run_compress(args, url):
+    """The storefront mix answered to identity and gzip-accepting clients: bytes per
+    answer, cache-hit throughput of each against bare hyper sending bodies of the same
+    mean sizes, and nginx in front of one instance, compressing per request (the instance
+    run with --compression off) or passing the instance's gzip through, beside the
+    instance driven directly; all driven by wrk."""
+    scenario = "compress"
+    directory = os.path.join(WORK, "scenarios", scenario)
+    for name in COMPRESS_CLUSTER_PORTS:
+        run_dir = os.path.join(directory, f"cluster-{name}")
+        if os.path.exists(os.path.join(run_dir, "settings")):
+            run([CLUSTER, "stop", "--run-dir", run_dir], stdout=subprocess.DEVNULL)
+    shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(directory)
+    # nginx workers run unprivileged when started as root: they must reach their prefix.
+    os.chmod(directory, 0o755)
+    mix = build_mix("storefront", args.products, args.sample, random.Random(args.seed))
+    paths_file = os.path.join(directory, "paths.txt")
+    with open(paths_file, "w") as f:
+        f.write("\n".join(mix.paths) + "\n")
+    env = {"ATELIER_LOG": "warn", "ATELIER_CACHE_BYTES": str(args.cache_bytes),
+           "ATELIER_POOL_SIZE": str(args.pool_size), "ATELIER_BIN": args.atelier}
+    servers = {}
+    try:
+        servers["service"] = Server("service", service_command(args, url, args.cache_bytes),
+                                    PORTS["service"], directory,
+                                    env={"ATELIER_LOG": "warn"}).start()
+        # Bytes per answer, from the service itself and from nginx compressing.
+        identity = answer_bodies(PORTS["service"], mix.paths, None)
+        gzip = answer_bodies(PORTS["service"], mix.paths, BROWSER_ACCEPT)
+        servers["compressing"] = Cluster(
+            "compressing", COMPRESS_CLUSTER_PORTS["compressing"], directory, url,
+            dict(env, ATELIER_COMPRESSION="off")).start()
+        servers["passing"] = Cluster("passing", COMPRESS_CLUSTER_PORTS["passing"],
+                                     directory, url, env).start()
+        servers["direct"] = ClusterInstance(servers["passing"])
+        nginx_gzip = answer_bodies(COMPRESS_CLUSTER_PORTS["compressing"], mix.paths,
+                                   BROWSER_ACCEPT)
+        passed = answer_bodies(COMPRESS_CLUSTER_PORTS["passing"], mix.paths, BROWSER_ACCEPT)
+        if passed != gzip:
+            sys.exit("nginx passing through answered other bytes than the service")
+        # Both instances now hold every document of the mix: the cache's weight with the
+        # gzip forms and without them.
+        memory = {name: cache_weight(COMPRESS_CLUSTER_PORTS[name] + 1)
+                  for name in COMPRESS_CLUSTER_PORTS}
+        sizes = {
+            "identity": bytes_per_answer(mix, identity),
+            "gzip, once per document (service)": bytes_per_answer(mix, gzip),
+            "gzip level 1 per request (nginx)": bytes_per_answer(mix, nginx_gzip),
+        }
+        log(f"compress: body bytes per answer {json.dumps(sizes)}")
+        identity_size = round(sizes["identity"]["all"])
+        gzip_size = round(sizes["gzip, once per document (service)"]["all"])
+        for name, port, size in (("bare-identity", PORTS["bare"], identity_size),
+                                 ("bare-gzip", PORTS["bare-gzip"], gzip_size)):
+            servers[name] = Server(name, [args.bare_hyper, f"127.0.0.1:{port}", str(size)],
+                                   port, directory).start()
+        targets = {
+            "service/identity": ("service", None),
+            "service/gzip": ("service", BROWSER_ACCEPT),
+            f"bare/identity size ({identity_size} B)": ("bare-identity", None),
+            f"bare/gzip size ({gzip_size} B)": ("bare-gzip", None),
+            "instance direct/gzip": ("direct", BROWSER_ACCEPT),
+            "nginx compressing/gzip": ("compressing", BROWSER_ACCEPT),
+            "nginx passing through/gzip": ("passing", BROWSER_ACCEPT),
+        }
+        runs = {target: [] for target in targets}
+        for target, (name, accept) in targets.items():
+            wrk(servers[name].port, paths_file, args.warmup, args.connections, directory,
+                accept)
+        for round_number in range(1, args.rounds + 1):
+            log(f"{scenario}: round {round_number}/{args.rounds}")
+            for target, (name, accept) in targets.items():
+                server = servers[name]
+                nginx_before = server.nginx_cpu_seconds() if isinstance(server, Cluster) else 0
+                result = measure(
+                    server,
+                    lambda: wrk(server.port, paths_file, args.duration, args.connections,
+                                directory, accept),
+                    name == "service",
+                )
+                if isinstance(server, Cluster):
+                    result["nginx_cpu_us_per_request"] = (
+                        (server.nginx_cpu_seconds() - nginx_before) * 1e6
+                        / max(result["requests"], 1))
+                runs[target].append(result)
+                log(f"  {target}: {result['rps']:.0f} rps, p99 {result['p99_ms']:.2f} ms, "
+                    f"{result['server_cpu_us_per_request']:.1f} CPU-µs/req, "
+                    f"{result['bytes_per_answer']:.0f} B/answer, "
+                    f"errors {result['errors']}+{result['non_2xx']}")
+    finally:
+        for server in servers.values():
+            server.stop()
+    memory["full"] = fill_cache(args, url, directory)
+    return summarize_compress(args, mix, sizes, memory, runs)
+
+
+FILL_CACHE_BYTES = 64 * MIB
+FILL_SECONDS = 40
+
+
+def fill_cache(args, url, directory):
+    """Peak RSS with the cache full: a service with a 64 MiB budget asked by gzip clients
+    for every document of the catalog in turn, far more than the budget holds."""
+    paths = [f"/products/{i}{s}" for i in range(1, args.products + 1)
+             for s in ("", "/styles", "/related")]
+    random.Random(args.seed).shuffle(paths)
+    paths_file = os.path.join(directory, "every-document.txt")
+    with open(paths_file, "w") as f:
+        f.write("\n".join(paths) + "\n")
+    server = Server("fill", service_command(args, url, FILL_CACHE_BYTES), PORTS["service"],
+                    directory, env={"ATELIER_LOG": "warn"}).start()
+    try:
+        server.reset_peak_rss()
+        result = wrk(server.port, paths_file, FILL_SECONDS, args.connections, directory,
+                     BROWSER_ACCEPT)
+        held = cache_weight(server.port)
+        peak = server.peak_rss() / MIB
+    finally:
+        server.stop()
+    log(f"compress: cache full: {held}, peak RSS {peak:.1f} MiB")
+    return {"cache_bytes": FILL_CACHE_BYTES, "requests": result["requests"],
+            "errors": result["errors"], "non_2xx": result["non_2xx"],
+            "entries": held["entries"],
+            "bytes": held["bytes"], "peak_rss_mib": peak}
+
+
+def summarize_compress(args, mix, sizes, memory, runs):
+    keys = ["rps", "p50_ms", "p90_ms", "p99_ms", "max_ms", "server_cpu_us_per_request",
+            "server_peak_rss_mib", "cache_hit_rate", "errors", "non_2xx", "bytes_per_answer",
+            "nginx_cpu_us_per_request"]
+    medians = {
+        target: {k: median_of(results, k) for k in keys if median_of(results, k) is not None}
+        for target, results in runs.items()
+    }
+    bare_identity = next(t for t in runs if t.startswith("bare/identity"))
+    bare_gzip = next(t for t in runs if t.startswith("bare/gzip"))
+    pairs = [
+        ("service/gzip", "service/identity"),
+        ("service/identity", bare_identity),
+        ("service/gzip", bare_gzip),
+        ("nginx passing through/gzip", "nginx compressing/gzip"),
+        ("nginx compressing/gzip", "instance direct/gzip"),
+        ("nginx passing through/gzip", "instance direct/gzip"),
+    ]
+    ratios = {}
+    for a, b in pairs:
+        ratios[f"rps {a} / {b}"] = paired_ratio(runs, a, b, "rps")
+        ratios[f"cpu_per_request {a} / {b}"] = paired_ratio(
+            runs, a, b, "server_cpu_us_per_request")
+    ratios["nginx cpu_per_request nginx passing through/gzip / nginx compressing/gzip"] = (
+        paired_ratio(runs, "nginx passing through/gzip", "nginx compressing/gzip",
+                     "nginx_cpu_us_per_request"))
+    identity = sizes["identity"]["all"]
+    gzip_share = sizes["gzip, once per document (service)"]["all"] / identity
+    hits = ratios["rps service/gzip / service/identity"]
+    hit_capacity = 1 / ratios["cpu_per_request service/gzip / service/identity"]
+    nginx = ratios["rps nginx passing through/gzip / nginx compressing/gzip"]
+    capacity = 1 / ratios["cpu_per_request nginx passing through/gzip / nginx compressing/gzip"]
+    errors = sum(r["errors"] + r.get("non_2xx", 0) for rs in runs.values() for r in rs)
+    full = memory["full"]
+    rss = full["peak_rss_mib"]
+    budget = full["cache_bytes"] / MIB + 64
+    goals = {
+        "gzip bytes <= 0.25 x identity over the mix": {"value": gzip_share,
+                                                       "met": gzip_share <= 0.25},
+        "gzip cache hits >= 0.95 x identity cache hits (rps)": {"value": hits,
+                                                                "met": hits >= 0.95},
+        "the same in requests per CPU-second of the service (1 / CPU per request)": {
+            "value": hit_capacity, "met": hit_capacity >= 0.95},
+        "nginx -> 1 instance, gzip clients: passing through >= 1.5 x compressing": {
+            "value": nginx, "met": nginx >= 1.5},
+        "the same in requests per CPU-second of nginx and its instance (1 / CPU per "
+        "request), what one core of their own would serve": {
+            "value": capacity, "met": capacity >= 1.5},
+        "zero errors": {"value": errors, "met": errors == 0},
+        "rss <= cache budget + 64 MiB, cache full": {"value": rss, "limit": budget,
+                                                     "met": rss <= budget},
+    }
+    return {
+        "scenario": "compress",
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "products": args.products,
+        "settings": {
+            "rounds": args.rounds, "seconds_per_run": args.duration,
+            "connections": args.connections, "warmup_s": args.warmup,
+            "cache_bytes": args.cache_bytes, "pool_size": args.pool_size,
+            "server_cpu": SERVER_CPU, "driver_cpu": DRIVER_CPU,
+            "distinct_documents": len(set(mix.paths)), "url_list_lines": len(mix.paths),
+            "accept_encoding": BROWSER_ACCEPT, "cpus": os.cpu_count(),
+            "kernel": os.uname().release,
+        },
+        "bytes_per_answer": sizes,
+        "cache": {"with gzip forms": memory["passing"],
+                  "stored bytes only (--compression off)": memory["compressing"]},
+        "cache_full": full,
+        "medians": medians,
+        "ratios": ratios,
+        "goals": goals,
+        "runs": runs,
+    }
+
+
+def write_compress_results(result, stamp):
+    os.makedirs(RESULTS, exist_ok=True)
+    base = os.path.join(RESULTS, f"{stamp}-compress")
+    with open(base + ".json", "w") as f:
+        json.dump(result, f, indent=1)
+    subprocess.run([sys.executable, os.path.join(BENCH, "chart.py"), base + ".json",
+                    base + ".svg"], check=True)
+    s = result["settings"]
+    sizes = result["bytes_per_answer"]
+    identity = sizes["identity"]["all"]
+    lines = [
+        f"# compress — {result['date']}",
+        "",
+        f"{result['products']:,} products; the storefront mix ({s['distinct_documents']:,} "
+        f"distinct documents); {s['rounds']} rounds of {s['seconds_per_run']} s per target, "
+        f"alternated; wrk at {s['connections']} connections on CPU {s['driver_cpu']}; "
+        f"servers (nginx and its instance too) on CPU {s['server_cpu']}; cache "
+        f"{s['cache_bytes'] / MIB:.0f} MiB. gzip clients send `Accept-Encoding: "
+        f"{s['accept_encoding']}`.",
+        "",
+        "Body bytes per answer over the mix (its repeats included):",
+        "",
+        "| coding | all | vs identity | product | styles | related | answers compressed |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, size in sizes.items():
+        lines.append(
+            f"| {name} | {size['all']:,.0f} | {size['all'] / identity:.3f} | "
+            f"{size['product']:,.0f} | {size['styles']:,.0f} | {size['related']:,.0f} | "
+            f"{size['compressed_share']:.2f} |")
+    cache = result["cache"]
+    plain = cache["stored bytes only (--compression off)"]
+    lines += ["", "The cache holding every document of the mix (from `/metrics`):", "",
+              "| documents kept | entries | bytes | bytes per entry | vs stored bytes only |",
+              "|---|---|---|---|---|"]
+    for name, held in cache.items():
+        lines.append(f"| {name} | {held['entries']:,} | {held['bytes']:,} | "
+                     f"{held['bytes'] / max(held['entries'], 1):,.0f} | "
+                     f"{held['bytes'] / max(plain['bytes'], 1):.3f} |")
+    full = result["cache_full"]
+    lines += [
+        "",
+        f"With the cache full: a service with a {full['cache_bytes'] / MIB:.0f} MiB budget, "
+        f"asked by gzip clients for every document of the catalog in turn for "
+        f"{FILL_SECONDS} s ({full['requests']:,} requests, {full['errors']} errors, "
+        f"{full['non_2xx']} not 2xx), held "
+        f"{full['entries']:,} entries weighing {full['bytes']:,} bytes, at a peak RSS of "
+        f"{full['peak_rss_mib']:.1f} MiB.",
+        "",
+        "Medians over rounds (bytes per answer: on the wire, headers included, from wrk):",
+        "",
+        "| target | RPS | p50 ms | p90 ms | p99 ms | server CPU-µs/req | of which nginx | "
+        "bytes/answer | peak RSS MiB | cache hit rate | errors | non-2xx |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for target, m in result["medians"].items():
+        lines.append(
+            f"| {target} | {fmt(m.get('rps'), 0)} | {fmt(m.get('p50_ms'))} | "
+            f"{fmt(m.get('p90_ms'))} | {fmt(m.get('p99_ms'))} | "
+            f"{fmt(m.get('server_cpu_us_per_request'), 1)} | "
+            f"{fmt(m.get('nginx_cpu_us_per_request'), 1)} | "
+            f"{fmt(m.get('bytes_per_answer'), 0)} | {fmt(m.get('server_peak_rss_mib'), 1)} | "
+            f"{fmt(m.get('cache_hit_rate'), 3)} | {fmt(m.get('errors'), 0)} | "
+            f"{fmt(m.get('non_2xx'), 0)} |")
+    lines += ["", "Paired ratios (median over rounds of the per-round ratio):", ""]
+    lines += [f"- {name}: {fmt(value, 3)}" for name, value in result["ratios"].items()]
+    lines += ["", "Goals:", ""]
+    for name, goal in result["goals"].items():
+        limit = f" (limit {fmt(goal['limit'], 1)})" if "limit" in goal else ""
+        lines.append(f"- {name}: {fmt(goal['value'], 3)}{limit} — "
+                     f"{'met' if goal['met'] else 'MISSED'}")
+    loads = [r["loadavg_after"][0] for rs in result["runs"].values() for r in rs]
+    lines += [
+        "",
+        f"Machine load (1-min load average after each run): min {min(loads):.2f}, median "
+        f"{statistics.median(loads):.2f}, max {max(loads):.2f} on {s['cpus']} CPUs.",
+        "",
+        f"![throughput and latency]({os.path.basename(base)}.svg)",
+        "",
+    ]
+    with open(base + ".md", "w") as f:
+        f.write("\n".join(lines))
+    log(f"wrote {base}.md, .json, .svg")
+
+
 # ---------------------------------------------------------------- results
 
 
@@ -959,6 +1376,8 @@ def main():
     for scenario in scenarios:
         if scenario == "soak":
             write_soak_results(run_soak(args, url), stamp)
+        elif scenario == "compress":
+            write_compress_results(run_compress(args, url), stamp)
         else:
             write_results(run_scenario(args, scenario, url), stamp)
 

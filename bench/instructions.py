@@ -9,7 +9,7 @@ the service answers from its cache), has its counters zeroed, serves a fixed num
 requests driven by oha, and has its counters dumped: instructions / requests.
 
 Usage: instructions.py --atelier PATH --bare-hyper PATH --database-url URL
-                       [--paths FILE] [--urls N] [--requests N] [--port PORT]
+                       [--paths FILE] [--urls N] [--requests N] [--accept-encoding A]...
 The default URL list is the hot scenario's (run `bench/run hot` once to draw it).
 """
 
@@ -23,9 +23,11 @@ import urllib.request
 
 import drive
 
+PORT = 3110
 
 
-def start(command, name, directory, port):
+def start(command, name, directory):
+    name = re.sub(r"[^\w.-]+", "-", name).strip("-")
     out = os.path.join(directory, f"callgrind-{name}.out")
     for old in glob.glob(out + "*"):
         os.remove(old)
@@ -38,11 +40,8 @@ def start(command, name, directory, port):
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            # Most often the port is taken, and another server there would answer for it.
-            raise SystemExit(f"{name} exited at start; see its log")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/products/1", timeout=5):
+            with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/products/1", timeout=5):
                 return process, out
         except OSError:
             time.sleep(0.5)
@@ -50,18 +49,19 @@ def start(command, name, directory, port):
     raise SystemExit(f"{name} did not answer under valgrind; see its log")
 
 
-def oha(urls, requests, connections):
+def oha(urls, requests, connections, accept):
     subprocess.run(
         ["taskset", "-c", drive.DRIVER_CPU, "oha", "--no-tui", "-n", str(requests),
-         "-c", str(connections), "--urls-from-file", urls],
+         "-c", str(connections), "--urls-from-file", urls,
+         "-H", f"Accept-Encoding: {accept}"],
         check=True, capture_output=True,
     )
 
 
-def instructions(process, out, urls, requests, connections):
+def instructions(process, out, urls, requests, connections, accept):
     subprocess.run(["callgrind_control", "-z", str(process.pid)], check=True,
                    capture_output=True)
-    oha(urls, requests, connections)
+    oha(urls, requests, connections, accept)
     subprocess.run(["callgrind_control", "-d", str(process.pid)], check=True,
                    capture_output=True)
     total = 0
@@ -75,11 +75,12 @@ def instructions(process, out, urls, requests, connections):
     return total / requests
 
 
-def measure(name, command, directory, urls, args):
-    process, out = start(command, name, directory, args.port)
+def measure(name, command, directory, urls, args, accept="identity"):
+    process, out = start(command, name, directory)
     try:
-        oha(urls, args.warmup, args.connections)
-        per_request = instructions(process, out, urls, args.requests, args.connections)
+        oha(urls, args.warmup, args.connections, accept)
+        per_request = instructions(process, out, urls, args.requests, args.connections,
+                                   accept)
     finally:
         process.terminate()
         process.wait(timeout=60)
@@ -88,6 +89,7 @@ def measure(name, command, directory, urls, args):
 
 
 def main():
+    global PORT
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--atelier", required=True)
@@ -100,20 +102,29 @@ def main():
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--body-bytes", type=int, default=2154)
-    parser.add_argument("--port", type=int, default=3110, help="where the servers listen")
+    parser.add_argument("--port", type=int, default=3110)
+    parser.add_argument("--accept-encoding", action="append",
+                        help="the clients' Accept-Encoding; repeat it to count the service "
+                        "once per value (default: identity)")
     args = parser.parse_args()
+    accepts = args.accept_encoding or ["identity"]
+    PORT = args.port
     directory = os.path.join(drive.WORK, "instructions")
     os.makedirs(directory, exist_ok=True)
     urls = os.path.join(directory, "urls.txt")
     with open(args.paths) as src, open(urls, "w") as dst:
         for _, line in zip(range(args.urls), src):
-            dst.write(f"http://127.0.0.1:{args.port}{line}")
-    service = measure("service", [
-        args.atelier, "serve", "--listen", f"127.0.0.1:{args.port}",
-        "--database-url", args.database_url], directory, urls, args)
-    bare = measure("bare", [args.bare_hyper, f"127.0.0.1:{args.port}", str(args.body_bytes)],
+            dst.write(f"http://127.0.0.1:{PORT}{line}")
+    services = {
+        accept: measure(f"service ({accept})", [
+            args.atelier, "serve", "--listen", f"127.0.0.1:{PORT}",
+            "--database-url", args.database_url], directory, urls, args, accept)
+        for accept in accepts
+    }
+    bare = measure("bare", [args.bare_hyper, f"127.0.0.1:{PORT}", str(args.body_bytes)],
                    directory, urls, args)
-    drive.log(f"service / bare hyper: {service / bare:.2f}")
+    for accept, service in services.items():
+        drive.log(f"service ({accept}) / bare hyper: {service / bare:.2f}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::catalog::Variant;
 use crate::db::Database;
@@ -210,6 +210,10 @@ pub struct ServeArgs {
     /// `Cache-Control: max-age` sent with documents, in seconds.
     #[arg(long, env = "ATELIER_MAX_AGE", default_value_t = serve_defaults().max_age)]
     pub max_age: u32,
+    /// Content coding offered beside the stored bytes: `gzip` (made once per document as
+    /// it enters the cache) or `off` (a proxy in front compresses).
+    #[arg(long, env = "ATELIER_COMPRESSION", value_enum, default_value_t = Compression::Gzip)]
+    pub compression: Compression,
     /// Database connections kept open. Each carries many concurrent reads, pipelined, so
     /// a few per database core are enough.
     #[arg(long, env = "ATELIER_POOL_SIZE", default_value_t = serve_defaults().pool_size)]
@@ -267,6 +271,7 @@ impl ServeArgs {
             max_connections: self.max_connections,
             header_timeout: Duration::from_millis(self.header_timeout_ms),
             drain_timeout: Duration::from_millis(self.drain_timeout_ms),
+            compress: self.compression == Compression::Gzip,
         }
     }
 
@@ -277,6 +282,13 @@ impl ServeArgs {
             ..materialize::Settings::default()
         }
     }
+}
+
+/// The content codings `atelier serve` offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Compression {
+    Gzip,
+    Off,
 }
 
 /// `atelier db` subcommands.

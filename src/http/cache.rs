@@ -16,23 +16,79 @@ use bytes::Bytes;
 use hyper::header::HeaderValue;
 use moka::future::Cache;
 
+use super::encoding::{self, Coding};
 use super::store::{Key, Store, StoreError};
 use crate::documents::{Notice, Pages};
 
-/// A response body ready to send, with its strong validator.
+/// A document ready to send: its stored bytes and, when it pays, their gzip form, each
+/// with its own strong validator. Cloning shares it.
 #[derive(Debug, Clone)]
-pub struct Document {
+pub struct Document(Arc<Representations>);
+
+#[derive(Debug)]
+struct Representations {
+    identity: Representation,
+    gzip: Option<Representation>,
+}
+
+/// One form of a document's bytes and its ETag.
+#[derive(Debug, Clone)]
+pub struct Representation {
     pub body: Bytes,
     pub etag: HeaderValue,
 }
 
-impl Document {
-    /// `body` with its ETag: the xxh3 hash of the bytes, computed once here.
-    pub fn new(body: Bytes) -> Document {
+impl Representation {
+    /// `body` with its ETag: the xxh3 hash of the bytes, computed once here, with
+    /// `suffix` after it.
+    fn new(body: Bytes, suffix: &str) -> Representation {
         let hash = xxhash_rust::xxh3::xxh3_64(&body);
-        let etag = HeaderValue::try_from(format!("\"{hash:016x}\""))
+        let etag = HeaderValue::try_from(format!("\"{hash:016x}{suffix}\""))
             .expect("a quoted hex string is a valid header value");
-        Document { body, etag }
+        Representation { body, etag }
+    }
+
+    fn weight(&self) -> usize {
+        self.body.len() + self.etag.len()
+    }
+}
+
+impl Document {
+    /// The stored `body`, with its gzip form too when `compress` is set and gzip gains.
+    pub fn new(body: Bytes, compress: bool) -> Document {
+        let gzip = match compress {
+            true => encoding::gzip(&body).map(|gzip| Representation::new(gzip, "-gzip")),
+            false => None,
+        };
+        Document(Arc::new(Representations {
+            identity: Representation::new(body, ""),
+            gzip,
+        }))
+    }
+
+    /// The stored bytes.
+    pub fn identity(&self) -> &Representation {
+        &self.0.identity
+    }
+
+    /// The gzip form, if the document is kept in one.
+    pub fn gzip(&self) -> Option<&Representation> {
+        self.0.gzip.as_ref()
+    }
+
+    /// The representation in `coding`, if the document has it.
+    pub fn representation(&self, coding: Coding) -> Option<&Representation> {
+        match coding {
+            Coding::Identity => Some(self.identity()),
+            Coding::Gzip => self.gzip(),
+        }
+    }
+
+    /// Bytes held for this document: every representation and its validator, and the
+    /// shared allocation that holds them.
+    pub fn weight(&self) -> usize {
+        const SHARED: usize = size_of::<Representations>() + 2 * size_of::<usize>();
+        SHARED + self.0.identity.weight() + self.0.gzip.as_ref().map_or(0, Representation::weight)
     }
 }
 
@@ -45,6 +101,8 @@ pub struct CacheSettings {
     pub ttl: Duration,
     /// Lifetime of an absence (an unknown id, a page past the end).
     pub not_found_ttl: Duration,
+    /// Whether documents are also kept in gzip form.
+    pub compress: bool,
 }
 
 /// The hash of cache keys: keys are small values of our own making, so a fast hash
@@ -60,13 +118,14 @@ pub struct DocumentCache {
     store: Store,
     /// The cached list pages by the ranks they hold.
     pages: PageIndex,
+    compress: bool,
     /// Bumped before every invalidation, so a load that raced one can tell.
     epoch: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
 }
 
-/// Rough bytes of a cache entry beyond its body and validator (key, value, moka's
+/// Rough bytes of a cache entry beyond its bodies and validators (key, value, moka's
 /// bookkeeping), so that many tiny entries still count against the bound.
 const ENTRY_OVERHEAD: u64 = 160;
 
@@ -89,8 +148,7 @@ impl DocumentCache {
         let documents = Cache::builder()
             .max_capacity(settings.capacity_bytes - absent_bytes)
             .weigher(|_key: &Key, document: &Document| {
-                let size = document.body.len() + document.etag.len();
-                u32::try_from(size as u64 + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+                u32::try_from(document.weight() as u64 + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
             })
             .time_to_live(settings.ttl)
             .support_invalidation_closures()
@@ -104,6 +162,7 @@ impl DocumentCache {
             absent,
             store,
             pages: PageIndex::default(),
+            compress: settings.compress,
             epoch: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -170,7 +229,9 @@ impl DocumentCache {
     async fn load(&self, key: Key) -> Result<Document, Miss> {
         self.misses.fetch_add(1, Ordering::Relaxed);
         match self.store.read(key).await {
-            Ok(Some(body)) => Ok(Document::new(body)),
+            // Compressed here, once per document entering the cache: every request that
+            // hits it afterwards sends the bytes as they are.
+            Ok(Some(body)) => Ok(Document::new(body, self.compress)),
             Ok(None) => Err(Miss::Absent),
             Err(error) => Err(Miss::Failed(Arc::new(error))),
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, VARY};
 use hyper::{Method, Response, StatusCode};
 
 use super::headers;
@@ -32,6 +32,8 @@ pub enum HttpError {
     },
     /// A well-formed id that names no product.
     NoSuchProduct(i32),
+    /// `Accept-Encoding` refuses identity and every coding the document has.
+    NotAcceptable,
     /// The database could not answer in time.
     Unavailable,
     /// The database answers but holds no materialized catalog yet (`/readyz`).
@@ -45,6 +47,7 @@ impl HttpError {
     pub fn status(&self) -> StatusCode {
         match self {
             HttpError::NoSuchPath(_) | HttpError::NoSuchProduct(_) => StatusCode::NOT_FOUND,
+            HttpError::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
             HttpError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::InvalidProductId(_) | HttpError::InvalidParameter { .. } => {
                 StatusCode::BAD_REQUEST
@@ -75,6 +78,9 @@ impl HttpError {
                 )
             }
             HttpError::NoSuchProduct(id) => format!("no product with id {id}"),
+            HttpError::NotAcceptable => {
+                "Accept-Encoding refuses identity and every coding this document has".to_string()
+            }
             HttpError::Unavailable => {
                 "the catalog database is unavailable; retry shortly".to_string()
             }
@@ -95,6 +101,9 @@ impl HttpError {
         match self {
             HttpError::MethodNotAllowed { .. } => {
                 headers.insert(ALLOW, headers::ALLOWED_METHODS);
+            }
+            HttpError::NotAcceptable => {
+                headers.insert(VARY, headers::VARY_ENCODING);
             }
             HttpError::Unavailable | HttpError::NotMaterialized | HttpError::ShuttingDown => {
                 headers.insert(RETRY_AFTER, headers::RETRY_AFTER_SECONDS);

@@ -13,3 +13,7 @@ pub const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 pub const ALLOWED_METHODS: HeaderValue = HeaderValue::from_static("GET, HEAD");
 /// Seconds a client should wait before retrying while the database is unavailable.
 pub const RETRY_AFTER_SECONDS: HeaderValue = HeaderValue::from_static("1");
+/// `Vary` of every document answer: it depends on the request's `Accept-Encoding`.
+pub const VARY_ENCODING: HeaderValue = HeaderValue::from_static("Accept-Encoding");
+/// `Content-Encoding` of a document sent in its gzip form.
+pub const GZIP: HeaderValue = HeaderValue::from_static("gzip");

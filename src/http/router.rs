@@ -7,10 +7,14 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Body;
-use hyper::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, HeaderMap, IF_NONE_MATCH};
+use hyper::header::{
+    CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG, HeaderMap, IF_NONE_MATCH,
+    VARY,
+};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::cache::Document;
+use super::encoding::{Accepted, Coding};
 use super::endpoint::Endpoint;
 use super::error::HttpError;
 use super::handlers::{self, product_id};
@@ -62,7 +66,7 @@ async fn route<B>(
             Endpoint::Metrics => return Ok(handlers::metrics(state).await),
             Endpoint::Unmatched => return Err(HttpError::NoSuchPath(path.to_string())),
         };
-        Ok(document_response(state, request.headers(), document))
+        document_response(state, request.headers(), document)
     };
     (endpoint, outcome.await)
 }
@@ -92,13 +96,29 @@ pub fn match_path(path: &str) -> Option<(Endpoint, &str)> {
     }
 }
 
-/// `200` with the document, or `304` when the client's `If-None-Match` has it already.
+/// `200` with the document, or `304` when the client's `If-None-Match` has it already,
+/// in the representation its `Accept-Encoding` prefers: the stored bytes, or their gzip
+/// form when the document has one. Each has its own ETag, so validators and `304`s are
+/// per representation; `406` when the client refuses every representation there is.
 fn document_response(
     state: &AppState,
     request_headers: &HeaderMap,
     document: Document,
-) -> Response<Full<Bytes>> {
-    let not_modified = if_none_match(request_headers, &document.etag);
+) -> Result<Response<Full<Bytes>>, HttpError> {
+    let (representation, gzip) = if state.compress {
+        let gzip = document.gzip();
+        match (
+            Accepted::from_headers(request_headers).choose(gzip.is_some()),
+            gzip,
+        ) {
+            (Some(Coding::Gzip), Some(gzip)) => (gzip, true),
+            (Some(_), _) => (document.identity(), false),
+            (None, _) => return Err(HttpError::NotAcceptable),
+        }
+    } else {
+        (document.identity(), false)
+    };
+    let not_modified = if_none_match(request_headers, &representation.etag);
     let mut response = match not_modified {
         true => {
             let mut response = Response::new(Full::default());
@@ -106,15 +126,22 @@ fn document_response(
             response
         }
         false => {
-            let mut response = Response::new(Full::new(document.body));
-            response.headers_mut().insert(CONTENT_TYPE, headers::JSON);
+            let mut response = Response::new(Full::new(representation.body.clone()));
+            let response_headers = response.headers_mut();
+            response_headers.insert(CONTENT_TYPE, headers::JSON);
+            if gzip {
+                response_headers.insert(CONTENT_ENCODING, headers::GZIP);
+            }
             response
         }
     };
     let response_headers = response.headers_mut();
-    response_headers.insert(ETAG, document.etag);
+    response_headers.insert(ETAG, representation.etag.clone());
     response_headers.insert(CACHE_CONTROL, state.cache_control.clone());
-    response
+    if state.compress {
+        response_headers.insert(VARY, headers::VARY_ENCODING);
+    }
+    Ok(response)
 }
 
 /// Whether an `If-None-Match` list holds `etag` (weak comparison, as RFC 9110 asks
@@ -303,16 +330,63 @@ mod tests {
     #[tokio::test]
     async fn documents_answer_304_to_a_matching_if_none_match() {
         let state = state_without_database();
-        let document = Document::new(Bytes::from_static(b"[1,2]"));
+        let document = Document::new(Bytes::from_static(b"[1,2]"), true);
         let mut request_headers = HeaderMap::new();
-        let fresh = document_response(&state, &request_headers, document.clone());
+        let fresh = document_response(&state, &request_headers, document.clone()).unwrap();
         assert_eq!(fresh.status(), StatusCode::OK);
         assert_eq!(fresh.headers()[CACHE_CONTROL], "public, max-age=60");
         request_headers.insert(IF_NONE_MATCH, fresh.headers()[ETAG].clone());
-        let cached = document_response(&state, &request_headers, document);
+        let cached = document_response(&state, &request_headers, document).unwrap();
         assert_eq!(cached.status(), StatusCode::NOT_MODIFIED);
         assert_eq!(cached.headers()[ETAG], fresh.headers()[ETAG]);
         assert_eq!(cached.body().size_hint().exact(), Some(0));
+    }
+
+    fn accepting(value: &'static str) -> HeaderMap {
+        let mut request_headers = HeaderMap::new();
+        request_headers.insert(
+            hyper::header::ACCEPT_ENCODING,
+            hyper::header::HeaderValue::from_static(value),
+        );
+        request_headers
+    }
+
+    #[tokio::test]
+    async fn each_representation_has_its_own_etag_and_304() {
+        let state = state_without_database();
+        let body: Vec<u8> = (0..100)
+            .flat_map(|i| format!("{{\"style_id\":{i},\"name\":\"Forest Green\"}},").into_bytes())
+            .collect();
+        let document = Document::new(Bytes::from(body.clone()), true);
+        let gzip = document.gzip().expect("repetitive JSON compresses").clone();
+        let plain = document_response(&state, &HeaderMap::new(), document.clone()).unwrap();
+        let zipped = document_response(&state, &accepting("gzip"), document.clone()).unwrap();
+        assert_eq!(plain.headers().get(CONTENT_ENCODING), None);
+        assert_eq!(zipped.headers()[CONTENT_ENCODING], "gzip");
+        for response in [&plain, &zipped] {
+            assert_eq!(response.headers()[VARY], "Accept-Encoding");
+        }
+        assert_eq!(zipped.headers()[ETAG], gzip.etag);
+        assert_ne!(plain.headers()[ETAG], zipped.headers()[ETAG]);
+        assert_eq!(body_bytes(plain).await, body);
+        assert_eq!(body_bytes(zipped).await, gzip.body);
+
+        // A validator matches only the representation it names.
+        let mut request_headers = accepting("gzip");
+        request_headers.insert(IF_NONE_MATCH, gzip.etag.clone());
+        let again = document_response(&state, &request_headers, document.clone()).unwrap();
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(again.headers()[ETAG], gzip.etag);
+        assert_eq!(again.headers()[VARY], "Accept-Encoding");
+        assert_eq!(again.headers().get(CONTENT_ENCODING), None);
+        request_headers.remove(hyper::header::ACCEPT_ENCODING);
+        let other = document_response(&state, &request_headers, document.clone()).unwrap();
+        assert_eq!(other.status(), StatusCode::OK);
+        assert_eq!(other.headers()[ETAG], document.identity().etag);
+
+        // Refusing identity and gzip alike leaves nothing to send.
+        let refused = document_response(&state, &accepting("gzip;q=0, identity;q=0"), document);
+        assert_eq!(refused.unwrap_err(), HttpError::NotAcceptable);
     }
 
     #[tokio::test]

@@ -41,6 +41,9 @@ pub struct Settings {
     pub header_timeout: Duration,
     /// Time in-flight requests get to finish once shutdown begins.
     pub drain_timeout: Duration,
+    /// Whether documents are also kept gzip-compressed (made once as they enter the
+    /// cache) and sent so to clients that accept it.
+    pub compress: bool,
 }
 
 impl Default for Settings {
@@ -57,6 +60,7 @@ impl Default for Settings {
             max_connections: 4096,
             header_timeout: Duration::from_millis(10_000),
             drain_timeout: Duration::from_millis(10_000),
+            compress: true,
         }
     }
 }
@@ -88,6 +92,9 @@ pub struct AppState {
     pub(crate) cache_control: HeaderValue,
     /// `[]`, the answer for a page past the end of the list.
     pub(crate) empty_page: Document,
+    /// Whether documents are offered in gzip form (and answers vary on
+    /// `Accept-Encoding`).
+    pub(crate) compress: bool,
     pub(crate) limits: Limits,
 }
 
@@ -140,6 +147,7 @@ impl AppState {
                 capacity_bytes: settings.cache_bytes,
                 ttl: settings.cache_ttl,
                 not_found_ttl: settings.not_found_ttl,
+                compress: settings.compress,
             },
         );
         let cache_control = HeaderValue::try_from(format!("public, max-age={}", settings.max_age))
@@ -153,7 +161,8 @@ impl AppState {
             listening: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             cache_control,
-            empty_page: Document::new(Bytes::from_static(b"[]")),
+            empty_page: Document::new(Bytes::from_static(b"[]"), false),
+            compress: settings.compress,
             limits: Limits {
                 max_connections: settings.max_connections,
                 header_timeout: settings.header_timeout,

@@ -6,6 +6,7 @@ mod support;
 
 mod cli;
 mod cluster;
+mod compression;
 mod dbfaults;
 mod demo;
 mod faults;

@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
+use crate::compression::gunzip;
 use crate::serving::seed_catalog;
 use crate::support::TestDb;
 
@@ -591,6 +592,164 @@ async fn nginx_hides_metrics_compresses_json_and_revalidates_its_cache() {
         reply.json()["message"],
         "the catalog service is unavailable; retry shortly"
     );
+}
+
+/// Every `Vary` value of an answer.
+fn vary(reply: &Reply) -> Vec<&str> {
+    reply
+        .headers
+        .iter()
+        .filter(|(name, _)| name == "vary")
+        .map(|(_, value)| value.as_str())
+        .collect()
+}
+
+#[tokio::test]
+async fn nginx_passes_gzip_through_and_keys_its_cache_by_coding() {
+    let db = catalog().await;
+    let logs = tempfile::TempDir::new().unwrap();
+    let instance = Instance::start(
+        logs.path(),
+        &["--database-url", db.url.as_str(), "--max-age", "1"],
+    )
+    .await;
+    let instances = [&instance];
+    let (cached, uncached) = tokio::join!(
+        Nginx::start(&instances, "documents"),
+        Nginx::start(&instances, "off"),
+    );
+    let gzip = "Accept-Encoding: gzip\r\n";
+    let browser = "Accept-Encoding: gzip, deflate, br, zstd\r\n";
+
+    // The instance's own answers, straight from it.
+    let page = |n: u32| format!("/products?count=40&page={n}");
+    let mut direct = connect(instance.addr).await.unwrap();
+    let own_plain = get(&mut direct, &page(1), "").await.unwrap();
+    let own_zipped = get(&mut direct, &page(1), gzip).await.unwrap();
+    assert_eq!(own_zipped.header("content-encoding"), Some("gzip"));
+    assert_eq!(gunzip(&own_zipped.body), own_plain.body);
+
+    // Through nginx: the instance's gzip bytes and strong ETag as they are (nginx would
+    // have weakened the ETag had it compressed again), its Vary once, for any spelling of
+    // the header; the stored bytes to clients that do not take gzip.
+    for nginx in [&cached, &uncached] {
+        let mut connection = connect(nginx.addr).await.unwrap();
+        for accept in [gzip, browser, "Accept-Encoding: br;q=1, GZIP;q=0.5\r\n"] {
+            let zipped = get(&mut connection, &page(1), accept).await.unwrap();
+            assert_eq!(zipped.status, 200);
+            assert_eq!(zipped.header("content-encoding"), Some("gzip"), "{accept}");
+            assert_eq!(zipped.body, own_zipped.body, "{accept}");
+            assert_eq!(zipped.header("etag"), own_zipped.header("etag"));
+            assert_eq!(vary(&zipped), ["Accept-Encoding"], "{accept}");
+        }
+        for accept in [
+            "",
+            "Accept-Encoding: gzip;q=0\r\n",
+            "Accept-Encoding: br\r\n",
+        ] {
+            let plain = get(&mut connection, &page(1), accept).await.unwrap();
+            assert_eq!(plain.header("content-encoding"), None, "{accept}");
+            assert_eq!(plain.body, own_plain.body, "{accept}");
+            assert_eq!(plain.header("etag"), own_plain.header("etag"));
+            assert_eq!(vary(&plain), ["Accept-Encoding"], "{accept}");
+        }
+    }
+
+    // The cache holds one answer per URL and coding: each coding misses once, then
+    // hits with its own bytes, whatever else was cached under the URL before.
+    let mut connection = connect(cached.addr).await.unwrap();
+    let path = page(2);
+    let mut bodies = std::collections::HashMap::new();
+    for (accept, status) in [
+        ("", "MISS"),
+        (gzip, "MISS"),
+        ("", "HIT"),
+        (gzip, "HIT"),
+        (browser, "HIT"),
+        ("Accept-Encoding: gzip;q=0\r\n", "HIT"),
+        ("Accept-Encoding: identity\r\n", "HIT"),
+    ] {
+        let reply = get(&mut connection, &path, accept).await.unwrap();
+        assert_eq!(reply.status, 200);
+        let coding = reply.header("content-encoding").unwrap_or("identity");
+        assert_eq!(
+            reply.header("x-cache-status"),
+            Some(status),
+            "{accept} {coding}"
+        );
+        let expected_coding = if accept.contains("gzip") && !accept.contains("q=0") {
+            "gzip"
+        } else {
+            "identity"
+        };
+        assert_eq!(coding, expected_coding, "{accept}");
+        let body = bodies
+            .entry(coding.to_string())
+            .or_insert(reply.body.clone());
+        assert_eq!(&reply.body, body, "{accept}");
+    }
+    assert_eq!(gunzip(&bodies["gzip"]), bodies["identity"]);
+
+    // Once the max-age has passed, the gzip entry is revalidated with its own ETag and
+    // the instance answers 304 for that representation.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let reply = get(&mut connection, &path, gzip).await.unwrap();
+        assert_eq!(reply.body, bodies["gzip"]);
+        if reply.header("x-cache-status") != Some("HIT") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cached entry never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let not_modified = "route=\"list_products\",status=\"304\"} 1\n";
+    wait_until(
+        "the instance has answered a revalidation with 304",
+        || async {
+            let metrics = get_once(instance.addr, "/metrics").await.unwrap();
+            String::from_utf8_lossy(&metrics.body).contains(not_modified)
+        },
+    )
+    .await;
+    let refreshed = get(&mut connection, &path, gzip).await.unwrap();
+    assert_eq!(refreshed.header("x-cache-status"), Some("HIT"));
+    assert_eq!(refreshed.header("content-encoding"), Some("gzip"));
+    assert_eq!(refreshed.body, bodies["gzip"]);
+}
+
+#[tokio::test]
+async fn nginx_compresses_what_an_instance_sends_uncompressed() {
+    let db = catalog().await;
+    let logs = tempfile::TempDir::new().unwrap();
+    let instance = Instance::start(
+        logs.path(),
+        &["--database-url", db.url.as_str(), "--compression", "off"],
+    )
+    .await;
+    let nginx = Nginx::start(&[&instance], "documents").await;
+    let mut direct = connect(instance.addr).await.unwrap();
+    let path = "/products?count=40";
+    let own = get(&mut direct, path, "Accept-Encoding: gzip\r\n")
+        .await
+        .unwrap();
+    assert_eq!(own.header("content-encoding"), None);
+    assert!(vary(&own).is_empty());
+    let mut connection = connect(nginx.addr).await.unwrap();
+    for _ in 0..2 {
+        let zipped = get(&mut connection, path, "Accept-Encoding: gzip\r\n")
+            .await
+            .unwrap();
+        assert_eq!(zipped.header("content-encoding"), Some("gzip"));
+        assert_eq!(gunzip(&zipped.body), own.body);
+        // nginx weakens the ETag of what it compresses, and says the answer varies.
+        let etag = own.header("etag").unwrap();
+        assert_eq!(zipped.header("etag"), Some(format!("W/{etag}").as_str()));
+        assert_eq!(vary(&zipped), ["Accept-Encoding"]);
+        let plain = get(&mut connection, path, "").await.unwrap();
+        assert_eq!(plain.header("content-encoding"), None);
+        assert_eq!(plain.body, own.body);
+        assert_eq!(vary(&plain), ["Accept-Encoding"]);
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,0 +1,311 @@
+//! Content codings: the gzip representation a document is kept in beside its stored
+//! bytes, made once when the document enters the cache, and the choice between the two
+//! from a request's `Accept-Encoding` (RFC 9110 §12.5.3), made per request by a scan of
+//! the header that allocates nothing.
+
+use std::cell::RefCell;
+
+use bytes::Bytes;
+use flate2::{Compress, Compression, Crc, FlushCompress, Status};
+use hyper::header::{ACCEPT_ENCODING, HeaderMap};
+
+/// Bodies shorter than this are kept and sent uncompressed for every client: gzip's
+/// 18 bytes of framing and the `Content-Encoding` header eat what little it saves.
+pub const MIN_COMPRESSED_BODY: usize = 256;
+
+/// The deflate level: documents are compressed once and sent many times, so the
+/// level that gives the fewest bytes for a time still small beside a database read.
+pub const GZIP_LEVEL: u32 = 6;
+
+/// A representation of a document other than its stored bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    /// The stored bytes as they are.
+    Identity,
+    Gzip,
+}
+
+/// The gzip form of `body` (RFC 1952), or `None` when `body` is too short to gain
+/// or gzip would save less than an eighth of it.
+pub fn gzip(body: &[u8]) -> Option<Bytes> {
+    if body.len() < MIN_COMPRESSED_BODY {
+        return None;
+    }
+    let compressed = DEFLATE.with(|deflate| gzip_with(&mut deflate.borrow_mut(), body));
+    (compressed.len() <= body.len() - body.len() / 8).then(|| Bytes::from(compressed))
+}
+
+thread_local! {
+    /// One deflate state per thread, reset between documents: a fresh one allocates and
+    /// clears a few hundred KiB of tables, which would cost more than compressing a
+    /// document of a few KiB.
+    static DEFLATE: RefCell<Compress> =
+        RefCell::new(Compress::new(Compression::new(GZIP_LEVEL), false));
+}
+
+/// The gzip member header: deflate, no flags, no modification time, no extra flags,
+/// operating system unknown. Fixed, so that equal documents compress to equal bytes on
+/// every instance (and so get equal ETags).
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+
+fn gzip_with(deflate: &mut Compress, body: &[u8]) -> Vec<u8> {
+    deflate.reset();
+    // Room for the whole body: deflate never needs more than a few bytes over it, and
+    // a document rarely compresses to more than half.
+    let mut out = Vec::with_capacity(GZIP_HEADER.len() + body.len() / 2 + 64);
+    out.extend_from_slice(&GZIP_HEADER);
+    loop {
+        let consumed = usize::try_from(deflate.total_in()).expect("fits in memory");
+        match deflate.compress_vec(&body[consumed..], &mut out, FlushCompress::Finish) {
+            Ok(Status::StreamEnd) => break,
+            Ok(Status::Ok | Status::BufError) => out.reserve(out.capacity().max(256)),
+            Err(error) => unreachable!("deflate of an in-memory buffer failed: {error}"),
+        }
+    }
+    let mut crc = Crc::new();
+    crc.update(body);
+    out.extend_from_slice(&crc.sum().to_le_bytes());
+    // ISIZE: the length modulo 2^32, as RFC 1952 defines it.
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.shrink_to_fit();
+    out
+}
+
+/// What a request's `Accept-Encoding` allows, as weights in thousandths (RFC 9110
+/// qvalues: 0 is "not acceptable", 1000 the most preferred).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    gzip: u16,
+    identity: u16,
+}
+
+/// The weight of identity when a header lists neither it nor `*`: acceptable, as
+/// RFC 9110 has it, and below any coding the client named.
+const IMPLICIT_IDENTITY: u16 = 1;
+
+impl Accepted {
+    /// What the request's `Accept-Encoding` fields allow. Without the header, or with
+    /// an empty one, only identity is asked for, as the service has always answered.
+    pub fn from_headers(headers: &HeaderMap) -> Accepted {
+        let mut fields = headers.get_all(ACCEPT_ENCODING).iter().peekable();
+        if fields.peek().is_none() {
+            return Accepted {
+                gzip: 0,
+                identity: 1000,
+            };
+        }
+        let (mut gzip, mut identity, mut any) = (None, None, None);
+        for field in fields {
+            for element in field.as_bytes().split(|&b| b == b',') {
+                let mut parts = element.split(|&b| b == b';');
+                let coding = parts.next().unwrap_or_default().trim_ascii();
+                if coding.is_empty() {
+                    continue;
+                }
+                // A weight that does not parse drops the element, as if it were absent.
+                let Some(weight) = weight(parts) else {
+                    continue;
+                };
+                let slot = if coding.eq_ignore_ascii_case(b"gzip")
+                    || coding.eq_ignore_ascii_case(b"x-gzip")
+                {
+                    &mut gzip
+                } else if coding.eq_ignore_ascii_case(b"identity") {
+                    &mut identity
+                } else if coding == b"*" {
+                    &mut any
+                } else {
+                    continue;
+                };
+                // Of one coding listed twice, the first counts.
+                slot.get_or_insert(weight);
+            }
+        }
+        Accepted {
+            gzip: gzip.or(any).unwrap_or(0),
+            identity: identity.or(any).unwrap_or(IMPLICIT_IDENTITY),
+        }
+    }
+
+    /// The coding to answer in, given whether the document has a gzip form; `None` when
+    /// the client refuses identity and gzip is not to be had. Of equal weights, gzip.
+    pub fn choose(self, has_gzip: bool) -> Option<Coding> {
+        let gzip = if has_gzip { self.gzip } else { 0 };
+        if gzip > 0 && gzip >= self.identity {
+            Some(Coding::Gzip)
+        } else if self.identity > 0 {
+            Some(Coding::Identity)
+        } else {
+            None
+        }
+    }
+}
+
+/// The weight among an element's parameters (`q=0.5`), 1000 without one; `None` when
+/// it is not a qvalue.
+fn weight<'a>(parameters: impl Iterator<Item = &'a [u8]>) -> Option<u16> {
+    for parameter in parameters {
+        let mut halves = parameter.splitn(2, |&b| b == b'=');
+        let name = halves.next().unwrap_or_default().trim_ascii();
+        if name.eq_ignore_ascii_case(b"q") {
+            return qvalue(halves.next()?.trim_ascii());
+        }
+    }
+    Some(1000)
+}
+
+/// `0`, `0.d`, `0.dd`, `0.ddd`, `1`, `1.`, `1.0`, … `1.000` in thousandths.
+fn qvalue(value: &[u8]) -> Option<u16> {
+    let (&unit, rest) = value.split_first()?;
+    let fraction = match rest {
+        [] => &[][..],
+        [b'.', digits @ ..] if digits.len() <= 3 => digits,
+        _ => return None,
+    };
+    let mut thousandths = 0u16;
+    for (index, &digit) in fraction.iter().enumerate() {
+        if !digit.is_ascii_digit() {
+            return None;
+        }
+        thousandths += u16::from(digit - b'0') * [100, 10, 1][index];
+    }
+    match unit {
+        b'0' => Some(thousandths),
+        b'1' if thousandths == 0 => Some(1000),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use hyper::header::HeaderValue;
+
+    use super::*;
+
+    fn accepted(values: &[&'static str]) -> Accepted {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(ACCEPT_ENCODING, HeaderValue::from_static(value));
+        }
+        Accepted::from_headers(&headers)
+    }
+
+    fn choice(values: &[&'static str], has_gzip: bool) -> Option<Coding> {
+        accepted(values).choose(has_gzip)
+    }
+
+    #[test]
+    fn gzip_is_chosen_only_when_accepted_and_at_hand() {
+        use Coding::{Gzip, Identity};
+        // (Accept-Encoding fields, the answer with a gzip form at hand, without one)
+        let cases: &[(&[&str], Option<Coding>, Option<Coding>)] = &[
+            (&[], Some(Identity), Some(Identity)),
+            (&[""], Some(Identity), Some(Identity)),
+            (&["gzip"], Some(Gzip), Some(Identity)),
+            (&["GZip"], Some(Gzip), Some(Identity)),
+            (&["x-gzip"], Some(Gzip), Some(Identity)),
+            (&["gzip, deflate, br, zstd"], Some(Gzip), Some(Identity)),
+            (&["br", "gzip;q=0.8"], Some(Gzip), Some(Identity)),
+            (&["deflate, br"], Some(Identity), Some(Identity)),
+            (&["*"], Some(Gzip), Some(Identity)),
+            (&["identity"], Some(Identity), Some(Identity)),
+            (&["gzip;q=0"], Some(Identity), Some(Identity)),
+            (&["gzip; Q = 0.000"], Some(Identity), Some(Identity)),
+            (&["gzip;q=0.001"], Some(Gzip), Some(Identity)),
+            (&["gzip;q=0.5, identity"], Some(Identity), Some(Identity)),
+            (&["gzip;q=0.5, identity;q=0.5"], Some(Gzip), Some(Identity)),
+            (&["gzip;q=0.5"], Some(Gzip), Some(Identity)),
+            (&["*;q=0"], None, None),
+            (&["*;q=0, identity"], Some(Identity), Some(Identity)),
+            (&["*;q=0, gzip"], Some(Gzip), None),
+            (&["identity;q=0"], None, None),
+            (&["gzip, identity;q=0"], Some(Gzip), None),
+            (&["gzip;q=0, identity;q=0"], None, None),
+            (&["*, gzip;q=0"], Some(Identity), Some(Identity)),
+            (&["gzip;q=0", "gzip"], Some(Identity), Some(Identity)),
+            (&["gzip;q=2"], Some(Identity), Some(Identity)),
+            (&["gzip;q=0.5.1"], Some(Identity), Some(Identity)),
+            (&["gzip;q="], Some(Identity), Some(Identity)),
+            (&["gzip;level=1;q=1.000"], Some(Gzip), Some(Identity)),
+            (&["gzip;quality=0"], Some(Gzip), Some(Identity)),
+            (&[" , ,gzip ,"], Some(Gzip), Some(Identity)),
+            (&["gzipx, xgzip"], Some(Identity), Some(Identity)),
+        ];
+        for &(values, with_gzip, without_gzip) in cases {
+            assert_eq!(choice(values, true), with_gzip, "{values:?}");
+            assert_eq!(
+                choice(values, false),
+                without_gzip,
+                "{values:?} without gzip"
+            );
+        }
+    }
+
+    #[test]
+    fn qvalues_parse_as_rfc_9110_writes_them() {
+        for (text, value) in [
+            ("0", Some(0)),
+            ("1", Some(1000)),
+            ("1.", Some(1000)),
+            ("1.000", Some(1000)),
+            ("0.5", Some(500)),
+            ("0.05", Some(50)),
+            ("0.123", Some(123)),
+            ("0.", Some(0)),
+            ("1.001", None),
+            ("0.1234", None),
+            ("2", None),
+            (".5", None),
+            ("", None),
+            ("0,5", None),
+        ] {
+            assert_eq!(qvalue(text.as_bytes()), value, "{text:?}");
+        }
+    }
+
+    fn gunzip(compressed: &[u8]) -> Vec<u8> {
+        let mut plain = Vec::new();
+        flate2::read::GzDecoder::new(compressed)
+            .read_to_end(&mut plain)
+            .expect("valid gzip");
+        plain
+    }
+
+    #[test]
+    fn gzip_gives_the_bytes_back_and_is_the_same_every_time() {
+        let body: Vec<u8> = (0..2000)
+            .flat_map(|i| format!("{{\"id\":{i},\"name\":\"Style {}\"}},", i % 13).into_bytes())
+            .collect();
+        let first = gzip(&body).expect("repetitive JSON compresses");
+        assert!(first.len() < body.len() / 4);
+        assert_eq!(gunzip(&first), body);
+        // The state is reused: a second, different document is not disturbed by the first.
+        let other = &body[..body.len() / 3];
+        assert_eq!(gunzip(&gzip(other).unwrap()), other);
+        assert_eq!(gzip(&body).unwrap(), first);
+        let on_another_thread = std::thread::spawn(move || gzip(&body).unwrap())
+            .join()
+            .unwrap();
+        assert_eq!(on_another_thread, first);
+    }
+
+    #[test]
+    fn short_or_incompressible_bodies_stay_as_they_are() {
+        assert_eq!(gzip(b"[2,3,8,7]"), None);
+        assert_eq!(gzip(&[b'a'; MIN_COMPRESSED_BODY - 1]), None);
+        assert!(gzip(&[b'a'; MIN_COMPRESSED_BODY]).is_some());
+        // Bytes with no repetition: gzip would save nothing.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let noise: Vec<u8> = (0..4096)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        assert_eq!(gzip(&noise), None);
+    }
+}
