@@ -1,10 +1,12 @@
 //! Atelier products: a product-catalog read service.
 //!
-//! Data flows one way: CSV files → [`load`] → normalized tables → [`materialize`] →
-//! stored JSON documents → [`http`] (cache, socket). [`generate`] writes synthetic
-//! CSV catalogs with the real data's shape and dirt; [`db`] finds or runs PostgreSQL;
-//! [`demo`] gives an empty embedded database a catalog to serve; [`logging`] sets up the
-//! log output.
+//! Data flows one way: CSV files ([`catalog`] describes them) → [`load`] → normalized
+//! tables → [`materialize`] → stored JSON documents ([`documents`] is what writers and
+//! readers agree on) → [`http`] (cache, socket). [`generate`] writes synthetic CSV
+//! catalogs with the real data's shape and dirt; [`db`] finds or runs PostgreSQL;
+//! [`demo`] gives an empty embedded database a catalog to serve; [`config`] turns the
+//! command line into the plain settings the library takes; [`logging`] sets up the log
+//! output.
 
 pub mod catalog;
 pub mod config;

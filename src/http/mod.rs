@@ -3,9 +3,9 @@
 //! A request flows [`server`] (connections) → [`router`] (method and path) →
 //! [`handlers`] → [`cache`] (documents in memory) → [`store`] (the `document` table),
 //! and the stored JSON bytes go back out untouched, or in the gzip form [`encoding`]
-//! made of them once, as the document entered the cache. [`notify`] keeps the cache in step
-//! with materialize; [`error`] is the one mapping of failures to answers; [`metrics`]
-//! counts.
+//! made of them once, as the document entered the cache. [`endpoint`] names what a
+//! request was routed to; [`notify`] keeps the cache in step with materialize;
+//! [`error`] is the one mapping of failures to answers; [`metrics`] counts.
 
 pub mod cache;
 pub mod encoding;
