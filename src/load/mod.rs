@@ -228,22 +228,16 @@ pub fn check_catalog_dir(dir: &Path) -> Result<()> {
 /// Checks that `dir` exists and is a directory.
 fn check_dir(dir: &Path) -> Result<()> {
     match std::fs::metadata(dir) {
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::InvalidInput(format!(
-                "catalog directory {} does not exist",
-                dir.display()
-            )));
-        }
-        Err(error) => return Err(Error::io("read catalog directory", dir, error)),
-        Ok(metadata) if !metadata.is_dir() => {
-            return Err(Error::InvalidInput(format!(
-                "{} is not a directory: load takes the directory that holds the six catalog files",
-                dir.display()
-            )));
-        }
-        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Err(Error::InvalidInput(
+            format!("catalog directory {} does not exist", dir.display()),
+        )),
+        Err(error) => Err(Error::io("read catalog directory", dir, error)),
+        Ok(metadata) if !metadata.is_dir() => Err(Error::InvalidInput(format!(
+            "{} is not a directory: load takes the directory that holds the catalog files",
+            dir.display()
+        ))),
+        Ok(_) => Ok(()),
     }
-    Ok(())
 }
 
 /// Fails now, rather than after the files have been read, when the report cannot be
