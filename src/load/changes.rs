@@ -309,24 +309,9 @@ fn check_file<R: BufRead>(
     {
         counts.read += 1;
         repairs.clear();
-        match rows::check(kind, reader, ids, &mut rows, &mut repairs) {
-            Ok(owner) => {
-                counts.loaded += 1;
-                owners.insert(owner);
-                if !repairs.is_empty() {
-                    counts.repaired += 1;
-                    report.write(
-                        reader.line(),
-                        Outcome::Repaired,
-                        &repairs.join("; "),
-                        reader.raw(),
-                    )?;
-                }
-            }
-            Err(reason) => {
-                counts.rejected += 1;
-                report.write(reader.line(), Outcome::Rejected, &reason, reader.raw())?;
-            }
+        let checked = rows::check(kind, reader, ids, &mut rows, &mut repairs);
+        if let Some(owner) = report.tally(checked, reader, &repairs, &mut counts)? {
+            owners.insert(owner);
         }
     }
     rows.extend_from_slice(binary::TRAILER);

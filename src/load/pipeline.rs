@@ -26,7 +26,7 @@ use super::FileCounts;
 use super::binary;
 use super::ids::{IdMap, IdSet};
 use super::lanes::{Milestone, Shared};
-use super::rejects::{Outcome, Part};
+use super::rejects::Part;
 use super::rows::{self, Ids};
 use super::staging::{self, CHUNK_BYTES};
 use crate::catalog::FileKind;
@@ -218,26 +218,11 @@ impl FileParse<'_> {
             counts.read += 1;
             repairs.clear();
             let mark = out.len();
-            match rows::check(kind, &reader, &mut ids, &mut out, &mut repairs) {
-                Ok(owner) => {
-                    counts.loaded += 1;
-                    let hash = xxh3_64_with_seed(&out[mark..], seed);
-                    let sum = fingerprints.get_mut(owner);
-                    *sum = sum.wrapping_add(hash);
-                    if !repairs.is_empty() {
-                        counts.repaired += 1;
-                        report.write(
-                            reader.line(),
-                            Outcome::Repaired,
-                            &repairs.join("; "),
-                            reader.raw(),
-                        )?;
-                    }
-                }
-                Err(reason) => {
-                    counts.rejected += 1;
-                    report.write(reader.line(), Outcome::Rejected, &reason, reader.raw())?;
-                }
+            let checked = rows::check(kind, &reader, &mut ids, &mut out, &mut repairs);
+            if let Some(owner) = report.tally(checked, &reader, &repairs, &mut counts)? {
+                let hash = xxh3_64_with_seed(&out[mark..], seed);
+                let sum = fingerprints.get_mut(owner);
+                *sum = sum.wrapping_add(hash);
             }
             if out.len() >= CHUNK_BYTES {
                 if shared.is_aborted() {

@@ -4,9 +4,11 @@
 //! parallel; [`assemble`] joins the parts in catalog order.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use super::FileCounts;
+use crate::catalog::reader::RecordReader;
 use crate::{Error, Result};
 
 /// The report's header line.
@@ -37,6 +39,34 @@ impl Part {
             .has_headers(false)
             .from_writer(BufWriter::new(out));
         Ok(Part { file, path, writer })
+    }
+
+    /// Counts in `counts` how checking the current record of `reader` went (`checked`,
+    /// with the `repairs` it made) and reports the record if it was rejected or
+    /// repaired. Returns the product the row belongs to when it was loaded.
+    pub fn tally<R: BufRead>(
+        &mut self,
+        checked: std::result::Result<u32, String>,
+        reader: &RecordReader<R>,
+        repairs: &[String],
+        counts: &mut FileCounts,
+    ) -> Result<Option<u32>> {
+        match checked {
+            Ok(owner) => {
+                counts.loaded += 1;
+                if !repairs.is_empty() {
+                    counts.repaired += 1;
+                    let reason = repairs.join("; ");
+                    self.write(reader.line(), Outcome::Repaired, &reason, reader.raw())?;
+                }
+                Ok(Some(owner))
+            }
+            Err(reason) => {
+                counts.rejected += 1;
+                self.write(reader.line(), Outcome::Rejected, &reason, reader.raw())?;
+                Ok(None)
+            }
+        }
     }
 
     /// Reports the record starting at physical line `line`.
