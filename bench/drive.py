@@ -279,7 +279,7 @@ class Server:
         sys.exit(f"{self.name} was not ready within {timeout} s")
 
     def ready_url(self):
-        path = "/readyz" if self.name == "service" else "/"
+        path = "/readyz" if self.command[1:2] == ["serve"] else "/"
         return f"http://127.0.0.1:{self.port}{path}"
 
     def pids(self):
