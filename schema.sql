@@ -133,16 +133,20 @@ CREATE TABLE IF NOT EXISTS product_edited (
 -- must not scan the style table for every later one-row statement.
 DO $capture$
 DECLARE
-    version constant text := 'atelier capture 1';
+    version constant text := 'atelier capture 2';
     mark regprocedure := to_regprocedure('public.atelier_mark(integer[])');
 BEGIN
     IF mark IS NOT NULL AND obj_description(mark, 'pg_proc') IS NOT DISTINCT FROM version THEN
         RETURN;
     END IF;
+    -- PL/pgSQL keeps its statements' plans for the session, where an SQL function with
+    -- settings of its own would plan both inserts at every call.
     CREATE OR REPLACE FUNCTION public.atelier_mark(ids integer[]) RETURNS void
-    LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $body$
+    LANGUAGE plpgsql AS $body$
+    BEGIN
         INSERT INTO public.document_queue (product_id) SELECT unnest(ids);
         INSERT INTO public.product_edited (product_id) SELECT unnest(ids) ON CONFLICT DO NOTHING;
+    END
     $body$;
     REVOKE ALL ON FUNCTION public.atelier_mark(integer[]) FROM PUBLIC;
 

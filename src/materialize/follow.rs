@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
-use super::{MATERIALIZE_LOCK_KEY, Scope, Settings};
+use super::{MATERIALIZE_LOCK_KEY, Prepared, Scope, Settings};
 use crate::Result;
 
 /// Queue rows one batch takes at most. A batch holds one advisory lock per product, and
@@ -32,6 +32,12 @@ pub const BATCH: i64 = 500;
 
 /// Pause after finding the queue empty: the most a change waits to be noticed.
 const IDLE: Duration = Duration::from_millis(20);
+
+/// Least time from one batch's start to the next's while the queue is short: changes
+/// arriving meanwhile share a batch, whose cost is mostly its own (statements, commit,
+/// the servers' invalidation round) rather than its products'. A full batch goes on at
+/// once.
+const PACE: Duration = Duration::from_millis(50);
 
 /// Pause after a batch found only products other followers hold.
 const BUSY: Duration = Duration::from_millis(5);
@@ -56,8 +62,8 @@ enum Batch {
     Empty,
     /// Every queued product was being rebuilt by another follower.
     Busy,
-    /// Rebuilt this many documents (removals included).
-    Rebuilt { documents: u64 },
+    /// Rebuilt this many documents (removals included); `full` if it took all it could.
+    Rebuilt { documents: u64, full: bool },
     /// The queue asks for a full rebuild.
     Everything,
 }
@@ -153,15 +159,30 @@ async fn session(
         }
     });
     let outcome = async {
+        let prepared = super::Prepared::new(&client).await?;
+        let queued = client
+            .prepare("SELECT EXISTS (SELECT 1 FROM document_queue)")
+            .await?;
         loop {
-            let batch = batch(&mut client, settings).await?;
+            // An empty queue is seen with one statement, without a transaction.
+            let any: bool = client.query_one(&queued, &[]).await?.get(0);
             if std::mem::replace(failing, false) {
                 tracing::info!("following catalog changes again");
             }
-            match batch {
+            if !any {
+                tokio::time::sleep(IDLE).await;
+                continue;
+            }
+            let started = tokio::time::Instant::now();
+            match batch(&mut client, settings, &prepared).await? {
                 Batch::Empty => tokio::time::sleep(IDLE).await,
                 Batch::Busy => tokio::time::sleep(BUSY).await,
-                Batch::Rebuilt { documents } => totals.add(documents),
+                Batch::Rebuilt { documents, full } => {
+                    totals.add(documents);
+                    if !full {
+                        tokio::time::sleep_until(started + PACE).await;
+                    }
+                }
                 Batch::Everything => {
                     tracing::info!("the change queue asks for a full rebuild");
                     let report = super::materialize(url, Scope::Queued, settings).await?;
@@ -177,14 +198,16 @@ async fn session(
 }
 
 /// Takes and rebuilds one batch of the queue in one transaction.
-async fn batch(client: &mut Client, settings: &Settings) -> Result<Batch> {
+async fn batch(client: &mut Client, settings: &Settings, prepared: &Prepared) -> Result<Batch> {
     const TAKE_SQL: &str = "SELECT id, product_id FROM document_queue \
                             ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED";
     const LOCK_PRODUCTS_SQL: &str =
         "SELECT id FROM unnest($1::int[]) id WHERE pg_try_advisory_xact_lock($2, id)";
+    // The planner's estimate of the catalog's size is close enough, and free.
     const BACKLOG_SQL: &str = "
         SELECT (SELECT count(*) FROM document_queue)
-               > greatest((SELECT count(*) FROM product) * $1::float8, $2::bigint)";
+               > greatest((SELECT reltuples FROM pg_class WHERE oid = 'product'::regclass)
+                          * $1::float8, $2::bigint)";
     const DONE_SQL: &str = "DELETE FROM document_queue WHERE id = ANY($1)";
     let transaction = client.transaction().await?;
     transaction
@@ -207,7 +230,8 @@ async fn batch(client: &mut Client, settings: &Settings) -> Result<Batch> {
     if taken.iter().any(|&(_, product)| product == 0) {
         return Ok(Batch::Everything);
     }
-    if taken.len() as i64 == BATCH {
+    let full = taken.len() as i64 == BATCH;
+    if full {
         let backlog: bool = transaction
             .query_one(
                 BACKLOG_SQL,
@@ -237,11 +261,12 @@ async fn batch(client: &mut Client, settings: &Settings) -> Result<Batch> {
         .filter(|(_, product)| locked.binary_search(product).is_ok())
         .map(|&(row, _)| row)
         .collect();
-    let rebuilt = super::rebuild_some(&transaction, &locked, settings, None).await?;
+    let rebuilt =
+        super::rebuild_some(&transaction, &locked, settings, None, Some(prepared)).await?;
     transaction.execute(DONE_SQL, &[&done]).await?;
     super::announce(&transaction, &rebuilt.notice).await?;
     transaction.commit().await?;
     let documents = rebuilt.report.documents + rebuilt.report.removed;
     tracing::debug!(products = locked.len(), documents, "batch rebuilt");
-    Ok(Batch::Rebuilt { documents })
+    Ok(Batch::Rebuilt { documents, full })
 }

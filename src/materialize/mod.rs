@@ -79,15 +79,33 @@ const FILL_PART_SQL: &str = "
 /// The first product id of the part that starts after $1 products.
 const PART_START_SQL: &str = "SELECT id FROM product ORDER BY id OFFSET $1::bigint LIMIT 1";
 
+/// The SET list of a document rewrite: a body equal to the stored one keeps the stored
+/// value, so an unchanged body (most of them: a change of stock touches only `styles`)
+/// is not written again, nor its TOAST chunks and their WAL.
+macro_rules! keep_unchanged {
+    () => {
+        "list_entry = CASE WHEN document.list_entry = EXCLUDED.list_entry
+                           THEN document.list_entry ELSE EXCLUDED.list_entry END,
+         product = CASE WHEN document.product = EXCLUDED.product
+                        THEN document.product ELSE EXCLUDED.product END,
+         styles = CASE WHEN document.styles = EXCLUDED.styles
+                       THEN document.styles ELSE EXCLUDED.styles END,
+         related = CASE WHEN document.related = EXCLUDED.related
+                        THEN document.related ELSE EXCLUDED.related END"
+    };
+}
+
 /// Writes the listed products' documents in place; says which ones are new.
-const UPSERT_SOME_SQL: &str = "
+const UPSERT_SOME_SQL: &str = concat!(
+    "
     INSERT INTO document (product_id, list_entry, product, styles, related)
     SELECT product_id, list_entry, product, styles, related
     FROM built
-    ON CONFLICT (product_id) DO UPDATE
-    SET list_entry = EXCLUDED.list_entry, product = EXCLUDED.product,
-        styles = EXCLUDED.styles, related = EXCLUDED.related
-    RETURNING product_id, (xmax = 0) AS inserted";
+    ON CONFLICT (product_id) DO UPDATE SET ",
+    keep_unchanged!(),
+    "
+    RETURNING product_id, (xmax = 0) AS inserted"
+);
 
 /// A partial rebuild of at least this many products builds its documents on several
 /// connections at once (into `document_batch`) before writing them in its transaction:
@@ -101,14 +119,16 @@ const FILL_BATCH_SQL: &str = "
     FROM built";
 
 /// Writes the documents of `document_batch` in place; says which ones are new.
-const UPSERT_BATCH_SQL: &str = "
+const UPSERT_BATCH_SQL: &str = concat!(
+    "
     INSERT INTO document (product_id, list_entry, product, styles, related)
     SELECT product_id, list_entry, product, styles, related
     FROM document_batch
-    ON CONFLICT (product_id) DO UPDATE
-    SET list_entry = EXCLUDED.list_entry, product = EXCLUDED.product,
-        styles = EXCLUDED.styles, related = EXCLUDED.related
-    RETURNING product_id, (xmax = 0) AS inserted";
+    ON CONFLICT (product_id) DO UPDATE SET ",
+    keep_unchanged!(),
+    "
+    RETURNING product_id, (xmax = 0) AS inserted"
+);
 
 /// Removes documents of listed products that the catalog no longer has.
 const DELETE_GONE_SQL: &str = "
@@ -218,7 +238,7 @@ pub async fn materialize(
                 };
                 (report, Notice::All, "all".to_string())
             } else {
-                let rebuilt = rebuild_some(&transaction, &ids, settings, Some(url)).await?;
+                let rebuilt = rebuild_some(&transaction, &ids, settings, Some(url), None).await?;
                 (rebuilt.report, rebuilt.notice, "changed".to_string())
             }
         }
@@ -238,7 +258,7 @@ pub async fn materialize(
                     not_in_catalog(&unknown)
                 )));
             }
-            let mut rebuilt = rebuild_some(&transaction, ids, settings, Some(url)).await?;
+            let mut rebuilt = rebuild_some(&transaction, ids, settings, Some(url), None).await?;
             rebuilt.report.unknown = unknown;
             let text = format!("{} products", ids.len());
             (rebuilt.report, rebuilt.notice, text)
@@ -382,6 +402,24 @@ async fn rebuild_all(
     Ok(documents)
 }
 
+/// The statements of a partial rebuild, prepared once on a connection that rebuilds
+/// often (a follower's): planning the build query costs more than running it for a
+/// few products.
+pub(crate) struct Prepared {
+    delete_gone: tokio_postgres::Statement,
+    upsert: tokio_postgres::Statement,
+}
+
+impl Prepared {
+    pub(crate) async fn new(client: &tokio_postgres::Client) -> Result<Prepared> {
+        let upsert = format!("WITH {SOME_SOURCES}\n{BUILD_SQL}\n{UPSERT_SOME_SQL}");
+        Ok(Prepared {
+            delete_gone: client.prepare(DELETE_GONE_SQL).await?,
+            upsert: client.prepare(&upsert).await?,
+        })
+    }
+}
+
 /// What a partial rebuild did, and what servers must drop.
 pub(crate) struct Rebuilt {
     pub report: MaterializeReport,
@@ -398,25 +436,30 @@ pub(crate) async fn rebuild_some(
     ids: &[i32],
     settings: &Settings,
     url: Option<&str>,
+    prepared: Option<&Prepared>,
 ) -> Result<Rebuilt> {
     let started = Instant::now();
     // A few thousand products' statements can cost enough to be compiled, which takes
     // longer than it saves.
     transaction.batch_execute("SET LOCAL jit = off").await?;
-    let removed: Vec<i32> = transaction
-        .query(DELETE_GONE_SQL, &[&ids])
-        .await?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    let rows = match url {
-        Some(url) if ids.len() >= PARALLEL_MIN && settings.jobs > 1 => {
+    let removed = match prepared {
+        Some(prepared) => transaction.query(&prepared.delete_gone, &[&ids]).await?,
+        None => transaction.query(DELETE_GONE_SQL, &[&ids]).await?,
+    };
+    let removed: Vec<i32> = removed.iter().map(|row| row.get(0)).collect();
+    let rows = match (url, prepared) {
+        (Some(url), _) if ids.len() >= PARALLEL_MIN && settings.jobs > 1 => {
             build_batch(url, ids, settings).await?;
             let rows = transaction.query(UPSERT_BATCH_SQL, &[]).await?;
             transaction
                 .batch_execute("DROP TABLE document_batch")
                 .await?;
             rows
+        }
+        (_, Some(prepared)) => {
+            transaction
+                .query(&prepared.upsert, &[&settings.campus, &ids])
+                .await?
         }
         _ => {
             let upsert = format!("WITH {SOME_SOURCES}\n{BUILD_SQL}\n{UPSERT_SOME_SQL}");
