@@ -7,7 +7,7 @@
 //! the token, and the time from commit to that answer is the change's latency. Once every change is visible (or given up on), it
 //! checks that the server's answers for every changed product, and for a sample of the
 //! list pages holding them, are byte for byte what materialize would build from the
-//! catalog now (the build query of `src/materialize/documents.sql`, run without
+//! catalog now (the build query of `src/materialize/styles.sql` and `documents.sql`, run without
 //! writing). Writes one JSON object to `--out`.
 //!
 //! With `--bare 1` the same changes are made with triggers off
@@ -28,11 +28,16 @@ use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 
 /// How materialize builds documents; preceded by the sources below.
-const BUILD_SQL: &str = include_str!("../../../src/materialize/documents.sql");
+const BUILD_SQL: &str = concat!(
+    include_str!("../../../src/materialize/styles.sql"),
+    ",\n",
+    include_str!("../../../src/materialize/documents.sql")
+);
 
 /// The rows of the products in $2, as materialize's partial rebuild reads them.
 const SOURCES: &str = "
     product_src AS (SELECT * FROM product WHERE id = ANY($2::int[])),
+    styled AS (SELECT id FROM product_src),
     style_src AS MATERIALIZED (SELECT * FROM style WHERE product_id = ANY($2::int[])),
     feature_src AS (SELECT * FROM feature WHERE product_id = ANY($2::int[])),
     photo_src AS (SELECT * FROM photo WHERE style_id = ANY(ARRAY(SELECT id FROM style_src))),
