@@ -12,6 +12,10 @@
 //! later snapshot than the one that found the row, so no change is rebuilt from data
 //! older than itself.
 //!
+//! Batches start at most every `PACE` while the queue is short, so that changes
+//! arriving together share one; a full batch is followed at once by the next. An empty
+//! queue costs one statement every `IDLE`.
+//!
 //! A batch first takes the catalog tables' ACCESS SHARE locks in the order a load's swap
 //! takes its exclusive ones, so the two queue behind each other instead of deadlocking;
 //! a batch after the swap reads the new tables. A queue holding a TRUNCATE, or a backlog
