@@ -3,7 +3,7 @@
 //! Commits product changes at a fixed rate, as another application would (plain SQL
 //! UPDATEs, one per transaction), each to a product of its own and carrying a unique
 //! token; after each commit a poller asks the server for the changed URL every
-//! `--poll-ms` (or a tenth of the time waited so far, if longer) until the answer holds
+//! `--poll-ms` (or a fifth of the time waited so far, if longer) until the answer holds
 //! the token, and the time from commit to that answer is the change's latency. Once every change is visible (or given up on), it
 //! checks that the server's answers for every changed product, and for a sample of the
 //! list pages holding them, are byte for byte what materialize would build from the
@@ -388,10 +388,10 @@ async fn main() {
                 if seen - committed > GIVE_UP {
                     break None;
                 }
-                // Every --poll-ms at first, then a tenth of the time waited so far: a
-                // change that takes long is timed to within 10 %, and a backlog of them
+                // Every --poll-ms at first, then a fifth of the time waited so far: a
+                // change that takes long is timed to within 20 %, and a backlog of them
                 // does not turn into a flood of polls on the server.
-                tokio::time::sleep(args.poll.max((seen - committed) / 10)).await;
+                tokio::time::sleep(args.poll.max((seen - committed) / 5)).await;
             };
             Outcome {
                 kind,
