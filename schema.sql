@@ -109,12 +109,17 @@ SELECT 0, 0 WHERE NOT EXISTS (SELECT 1 FROM list_block);
 -- documents. Rows are only ever inserted and deleted: writers never wait for each other
 -- or for materialize here, and a row becomes visible only when its writer commits, so
 -- whoever takes it rebuilds from a snapshot holding the change. product_id 0 stands for
--- every product (a TRUNCATE).
+-- every product (a TRUNCATE). `parts` says which documents the change can touch: 1 the
+-- list entry and product body (a product row), 2 the product body (features), 4 the
+-- styles body (styles, photos, skus), 8 the related body; a change of stock, price or
+-- photos alone rebuilds only the styles body.
 CREATE TABLE IF NOT EXISTS document_queue (
     id         bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     product_id integer     NOT NULL,
-    queued_at  timestamptz NOT NULL DEFAULT now()
+    queued_at  timestamptz NOT NULL DEFAULT now(),
+    parts      smallint    NOT NULL DEFAULT 15
 );
+ALTER TABLE document_queue ADD COLUMN IF NOT EXISTS parts smallint NOT NULL DEFAULT 15;
 
 -- Products whose rows changed since the last full load by other writers than that load
 -- (SQL, `load --changes`), so their stored fingerprint no longer describes them: the
@@ -133,33 +138,46 @@ CREATE TABLE IF NOT EXISTS product_edited (
 -- must not scan the style table for every later one-row statement.
 DO $capture$
 DECLARE
-    version constant text := 'atelier capture 2';
-    mark regprocedure := to_regprocedure('public.atelier_mark(integer[])');
+    version constant text := 'atelier capture 3';
+    mark regprocedure := to_regprocedure('public.atelier_mark(integer[],smallint)');
+    old record;
 BEGIN
     IF mark IS NOT NULL AND obj_description(mark, 'pg_proc') IS NOT DISTINCT FROM version THEN
         RETURN;
     END IF;
+    -- Triggers of an earlier version are made again below, with this version's arguments.
+    FOR old IN
+        SELECT t.tgname, t.tgrelid::regclass AS rel FROM pg_trigger t
+        WHERE t.tgname LIKE 'atelier\_capture\_%' AND NOT t.tgisinternal
+          AND t.tgrelid IN ('public.product'::regclass, 'public.style'::regclass,
+                            'public.feature'::regclass, 'public.photo'::regclass,
+                            'public.sku'::regclass, 'public.related'::regclass)
+    LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', old.tgname, old.rel);
+    END LOOP;
+    DROP FUNCTION IF EXISTS public.atelier_mark(integer[]);
     -- PL/pgSQL keeps its statements' plans for the session, where an SQL function with
     -- settings of its own would plan both inserts at every call.
-    CREATE OR REPLACE FUNCTION public.atelier_mark(ids integer[]) RETURNS void
+    CREATE OR REPLACE FUNCTION public.atelier_mark(ids integer[], parts smallint) RETURNS void
     LANGUAGE plpgsql AS $body$
     BEGIN
-        INSERT INTO public.document_queue (product_id) SELECT unnest(ids);
+        INSERT INTO public.document_queue (product_id, parts) SELECT unnest(ids), parts;
         INSERT INTO public.product_edited (product_id) SELECT unnest(ids) ON CONFLICT DO NOTHING;
     END
     $body$;
-    REVOKE ALL ON FUNCTION public.atelier_mark(integer[]) FROM PUBLIC;
+    REVOKE ALL ON FUNCTION public.atelier_mark(integer[], smallint) FROM PUBLIC;
 
     CREATE OR REPLACE FUNCTION public.atelier_capture_product() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
     BEGIN
         CASE TG_OP
         WHEN 'INSERT' THEN
-            PERFORM public.atelier_mark(ARRAY(SELECT id FROM new_rows));
+            PERFORM public.atelier_mark(ARRAY(SELECT id FROM new_rows), 1::smallint);
         WHEN 'UPDATE' THEN
-            PERFORM public.atelier_mark(ARRAY(SELECT id FROM new_rows UNION SELECT id FROM old_rows));
+            PERFORM public.atelier_mark(ARRAY(SELECT id FROM new_rows UNION SELECT id FROM old_rows),
+                                       1::smallint);
         ELSE
-            PERFORM public.atelier_mark(ARRAY(SELECT id FROM old_rows));
+            PERFORM public.atelier_mark(ARRAY(SELECT id FROM old_rows), 1::smallint);
         END CASE;
         RETURN NULL;
     END
@@ -167,15 +185,18 @@ BEGIN
 
     CREATE OR REPLACE FUNCTION public.atelier_capture_product_child() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
+    DECLARE
+        -- 2 (features) or 8 (related rows), the trigger's argument.
+        parts constant smallint := TG_ARGV[0]::smallint;
     BEGIN
         CASE TG_OP
         WHEN 'INSERT' THEN
-            PERFORM public.atelier_mark(ARRAY(SELECT DISTINCT product_id FROM new_rows));
+            PERFORM public.atelier_mark(ARRAY(SELECT DISTINCT product_id FROM new_rows), parts);
         WHEN 'UPDATE' THEN
             PERFORM public.atelier_mark(ARRAY(
-                SELECT product_id FROM new_rows UNION SELECT product_id FROM old_rows));
+                SELECT product_id FROM new_rows UNION SELECT product_id FROM old_rows), parts);
         ELSE
-            PERFORM public.atelier_mark(ARRAY(SELECT DISTINCT product_id FROM old_rows));
+            PERFORM public.atelier_mark(ARRAY(SELECT DISTINCT product_id FROM old_rows), parts);
         END CASE;
         RETURN NULL;
     END
@@ -190,19 +211,22 @@ BEGIN
                 SELECT DISTINCT s.product_id
                 FROM (SELECT DISTINCT style_id FROM new_rows) r
                 CROSS JOIN LATERAL (SELECT product_id FROM public.style
-                                    WHERE id = r.style_id LIMIT 1) s));
+                                    WHERE id = r.style_id LIMIT 1) s),
+                4::smallint);
         WHEN 'UPDATE' THEN
             PERFORM public.atelier_mark(ARRAY(
                 SELECT DISTINCT s.product_id
                 FROM (SELECT style_id FROM new_rows UNION SELECT style_id FROM old_rows) r
                 CROSS JOIN LATERAL (SELECT product_id FROM public.style
-                                    WHERE id = r.style_id LIMIT 1) s));
+                                    WHERE id = r.style_id LIMIT 1) s),
+                4::smallint);
         ELSE
             PERFORM public.atelier_mark(ARRAY(
                 SELECT DISTINCT s.product_id
                 FROM (SELECT DISTINCT style_id FROM old_rows) r
                 CROSS JOIN LATERAL (SELECT product_id FROM public.style
-                                    WHERE id = r.style_id LIMIT 1) s));
+                                    WHERE id = r.style_id LIMIT 1) s),
+                4::smallint);
         END CASE;
         RETURN NULL;
     END
@@ -211,12 +235,12 @@ BEGIN
     CREATE OR REPLACE FUNCTION public.atelier_capture_truncate() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
     BEGIN
-        PERFORM public.atelier_mark(ARRAY[0]);
+        PERFORM public.atelier_mark(ARRAY[0], 15::smallint);
         RETURN NULL;
     END
     $body$;
 
-    EXECUTE format('COMMENT ON FUNCTION public.atelier_mark(integer[]) IS %L', version);
+    EXECUTE format('COMMENT ON FUNCTION public.atelier_mark(integer[], smallint) IS %L', version);
 END
 $capture$;
 
@@ -229,12 +253,12 @@ DECLARE
     event text;
 BEGIN
     FOR capture IN
-        SELECT * FROM (VALUES ('product', 'atelier_capture_product'),
-                              ('style', 'atelier_capture_product_child'),
-                              ('feature', 'atelier_capture_product_child'),
-                              ('related', 'atelier_capture_product_child'),
-                              ('photo', 'atelier_capture_style_child'),
-                              ('sku', 'atelier_capture_style_child')) AS t (tbl, fn)
+        SELECT * FROM (VALUES ('product', 'atelier_capture_product', ''),
+                              ('style', 'atelier_capture_product_child', '4'),
+                              ('feature', 'atelier_capture_product_child', '2'),
+                              ('related', 'atelier_capture_product_child', '8'),
+                              ('photo', 'atelier_capture_style_child', ''),
+                              ('sku', 'atelier_capture_style_child', '')) AS t (tbl, fn, arg)
     LOOP
         FOREACH event IN ARRAY ARRAY['insert', 'update', 'delete', 'truncate'] LOOP
             CONTINUE WHEN EXISTS (
@@ -243,7 +267,7 @@ BEGIN
                   AND tgname = 'atelier_capture_' || event);
             EXECUTE format(
                 'CREATE TRIGGER %I AFTER %s ON public.%I %s FOR EACH STATEMENT '
-                'EXECUTE FUNCTION public.%I()',
+                'EXECUTE FUNCTION public.%I(%s)',
                 'atelier_capture_' || event, upper(event), capture.tbl,
                 CASE event
                     WHEN 'insert' THEN 'REFERENCING NEW TABLE AS new_rows'
@@ -251,7 +275,8 @@ BEGIN
                     WHEN 'delete' THEN 'REFERENCING OLD TABLE AS old_rows'
                     ELSE ''
                 END,
-                CASE event WHEN 'truncate' THEN 'atelier_capture_truncate' ELSE capture.fn END);
+                CASE event WHEN 'truncate' THEN 'atelier_capture_truncate' ELSE capture.fn END,
+                CASE WHEN event = 'truncate' OR capture.arg = '' THEN '' ELSE quote_literal(capture.arg) END);
         END LOOP;
     END LOOP;
 END

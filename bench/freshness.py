@@ -49,6 +49,33 @@ class Process:
             return 0.0
 
 
+def postgres_cpu_seconds():
+    """CPU time of every PostgreSQL process on the machine (the benchmark's cluster is
+    the only one its processes belong to here)."""
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                head, rest = f.read().rsplit(")", 1)
+            if head.split("(", 1)[1] != "postgres":
+                continue
+            fields = rest.split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError):
+            continue
+    return total / drive.CLK_TCK
+
+
+def machine_busy_seconds():
+    """CPU time the whole machine spent busy (all processes, ours or not)."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]
+    return (sum(values[:8]) - idle) / drive.CLK_TCK
+
+
 def backend_pid(url, application):
     pids = drive.psql(url, f"SELECT pid FROM pg_stat_activity WHERE application_name = "
                            f"'{application}' ORDER BY backend_start LIMIT 1;").split()
@@ -85,6 +112,7 @@ def run_phase(args, url, service, follower, paths_file, directory, rate, index, 
     watched = {"follower": Process(follower.pid), "follower backend": Process(backend),
                "server": Process(service.process.pid)}
     cpu_before = {k: p.cpu_seconds() for k, p in watched.items()}
+    postgres_before, busy_before = postgres_cpu_seconds(), machine_busy_seconds()
     hits_before = drive.metrics(service.port)
     load_before = drive.loadavg()
     tool = None
@@ -101,6 +129,8 @@ def run_phase(args, url, service, follower, paths_file, directory, rate, index, 
     reads = drive.wrk(service.port, paths_file, args.seconds, args.connections, directory)
     wall = time.monotonic() - started
     cpu = {k: (p.cpu_seconds() - cpu_before[k]) for k, p in watched.items()}
+    cpu["postgres"] = postgres_cpu_seconds() - postgres_before
+    cpu["machine"] = machine_busy_seconds() - busy_before
     load_after = drive.loadavg()
     if tool and tool.wait() != 0:
         sys.exit("the freshness tool failed; see bench/work/scenarios/freshness/freshness.log")
@@ -189,7 +219,11 @@ def main():
     try:
         time.sleep(1)
         drive.wrk(service.port, paths_file, args.warmup, args.connections, directory)
-        schedule = [None] + rates + [None]
+        # Each rate between two runs without writes: the machine is shared, and its load
+        # drifts; each rate is compared with the mean of the runs on either side.
+        schedule = [None]
+        for rate in rates:
+            schedule += [rate, None]
         # Tokens unique to this run, whichever runs came before (ten-second steps over
         # about five hours, then round again).
         token_base = (int(time.time()) // 10 % 1900 + 100) * 1_000_000
@@ -207,12 +241,14 @@ def main():
 
 
 def summarize(args, phases, wal_bare, requests):
-    baseline = statistics.median(p["reads"]["rps"] for p in phases if not p["rate_per_s"])
     rows = []
     goals = {}
-    for p in phases:
+    for index, p in enumerate(phases):
         if not p["rate_per_s"]:
             continue
+        neighbours = [phases[i]["reads"]["rps"] for i in (index - 1, index + 1)
+                      if 0 <= i < len(phases) and not phases[i]["rate_per_s"]]
+        baseline = statistics.fmean(neighbours)
         f = p["freshness"]
         rate = p["rate_per_s"]
         changes = f["changes"]
@@ -225,6 +261,7 @@ def summarize(args, phases, wal_bare, requests):
             "by_kind": f["by_kind"],
             "never_seen": f["never_seen"],
             "read_rps": p["reads"]["rps"],
+            "read_rps_no_writes": baseline,
             "read_ratio": p["reads"]["rps"] / baseline,
             "read_p99_ms": p["reads"]["p99_ms"],
             "read_errors": p["reads"]["errors"] + p["reads"]["non_2xx"],
@@ -232,6 +269,8 @@ def summarize(args, phases, wal_bare, requests):
             "follower_process_cpu_share": p["cpu_s"]["follower"] / p["wall_s"],
             "follower_cpu_us_per_change": follower_cpu * 1e6 / changes,
             "server_cpu_share": p["cpu_s"]["server"] / p["wall_s"],
+            "postgres_cpu_share": p["cpu_s"]["postgres"] / p["wall_s"],
+            "machine_busy_share": p["cpu_s"]["machine"] / p["wall_s"] / os.cpu_count(),
             "wal_bytes_per_change": f["wal_bytes_per_change"],
             "wal_bytes_per_change_triggers_off": wal_bare,
             "extra_wal_bytes_per_change": f["wal_bytes_per_change"] - wal_bare,
@@ -300,8 +339,18 @@ def write(result, stamp):
             f"({fmt(r['wal_bytes_per_change_triggers_off'], 0)}) | "
             f"{c['stale_documents']} of {c['documents_compared']:,} documents, "
             f"{c['stale_pages']} of {c['pages_compared']:,} pages |")
-    lines += ["", "Read throughput without writes: "
-              + ", ".join(fmt(x, 0) for x in result["baseline_read_rps"]) + " requests/s.", ""]
+    lines += ["", "Read throughput of the runs without writes, in order: "
+              + ", ".join(fmt(x, 0) for x in result["baseline_read_rps"])
+              + " requests/s; each rate is compared with the mean of the runs beside it.", "",
+              "Where the CPU went during each rate's run (shares of one CPU; the machine "
+              "figure is all its processes, ours or not, as a share of both CPUs):", "",
+              "| changes/s | server | PostgreSQL (all) | follower (process + backend) | machine busy |",
+              "|---|---|---|---|---|"]
+    for r in result["rates"]:
+        lines.append(f"| {r['rate_per_s']:,} | {r['server_cpu_share']:.0%} | "
+                     f"{r['postgres_cpu_share']:.0%} | {r['follower_cpu_share']:.0%} | "
+                     f"{r['machine_busy_share']:.0%} |")
+    lines.append("")
     lines += ["Latency by kind of change (p50 / p99 / max ms):", ""]
     for r in result["rates"]:
         kinds = "; ".join(f"{k}: {fmt(v['p50_ms'], 0)} / {fmt(v['p99_ms'], 0)} / "

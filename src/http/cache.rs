@@ -2,7 +2,7 @@
 //! key however many requests miss at once, unknown ids remembered briefly, a TTL
 //! backstop, and invalidation driven by materialize's notifications.
 //!
-//! List pages are indexed by the ranks they hold ([`PageIndex`]), so that a change drops
+//! List pages are indexed by the ranks they hold (`PageIndex`), so that a change drops
 //! only the pages it moved: a product changed in place moves the one page per `count`
 //! that holds its rank; a product added or removed moves every entry after it, so every
 //! page from its rank on goes.

@@ -12,6 +12,10 @@
 //! later snapshot than the one that found the row, so no change is rebuilt from data
 //! older than itself.
 //!
+//! Batches start at most every `PACE` while the queue is short, so that changes
+//! arriving together share one; a full batch is followed at once by the next. An empty
+//! queue costs one statement every `IDLE`.
+//!
 //! A batch first takes the catalog tables' ACCESS SHARE locks in the order a load's swap
 //! takes its exclusive ones, so the two queue behind each other instead of deadlocking;
 //! a batch after the swap reads the new tables. A queue holding a TRUNCATE, or a backlog
@@ -199,7 +203,7 @@ async fn session(
 
 /// Takes and rebuilds one batch of the queue in one transaction.
 async fn batch(client: &mut Client, settings: &Settings, prepared: &Prepared) -> Result<Batch> {
-    const TAKE_SQL: &str = "SELECT id, product_id FROM document_queue \
+    const TAKE_SQL: &str = "SELECT id, product_id, parts FROM document_queue \
                             ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED";
     const LOCK_PRODUCTS_SQL: &str =
         "SELECT id FROM unnest($1::int[]) id WHERE pg_try_advisory_xact_lock($2, id)";
@@ -226,8 +230,11 @@ async fn batch(client: &mut Client, settings: &Settings, prepared: &Prepared) ->
         transaction.commit().await?;
         return Ok(Batch::Empty);
     }
-    let taken: Vec<(i64, i32)> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
-    if taken.iter().any(|&(_, product)| product == 0) {
+    let taken: Vec<(i64, i32, i16)> = rows
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    if taken.iter().any(|&(_, product, _)| product == 0) {
         return Ok(Batch::Everything);
     }
     let full = taken.len() as i64 == BATCH;
@@ -243,7 +250,7 @@ async fn batch(client: &mut Client, settings: &Settings, prepared: &Prepared) ->
             return Ok(Batch::Everything);
         }
     }
-    let mut ids: Vec<i32> = taken.iter().map(|&(_, product)| product).collect();
+    let mut ids: Vec<i32> = taken.iter().map(|&(_, product, _)| product).collect();
     ids.sort_unstable();
     ids.dedup();
     let mut locked: Vec<i32> = transaction
@@ -256,13 +263,17 @@ async fn batch(client: &mut Client, settings: &Settings, prepared: &Prepared) ->
     if locked.is_empty() {
         return Ok(Batch::Busy);
     }
-    let done: Vec<i64> = taken
+    let mine: Vec<&(i64, i32, i16)> = taken
         .iter()
-        .filter(|(_, product)| locked.binary_search(product).is_ok())
-        .map(|&(row, _)| row)
+        .filter(|(_, product, _)| locked.binary_search(product).is_ok())
+        .collect();
+    let done: Vec<i64> = mine.iter().map(|&&(row, _, _)| row).collect();
+    let changes: Vec<(i32, i16)> = mine
+        .iter()
+        .map(|&&(_, product, parts)| (product, parts))
         .collect();
     let rebuilt =
-        super::rebuild_some(&transaction, &locked, settings, None, Some(prepared)).await?;
+        super::rebuild_changed(&transaction, &changes, settings, None, Some(prepared)).await?;
     transaction.execute(DONE_SQL, &[&done]).await?;
     super::announce(&transaction, &rebuilt.notice).await?;
     transaction.commit().await?;

@@ -45,12 +45,25 @@ const FULL_REBUILD_MIN: i64 = 1_000;
 /// computing which ones moved: the ranks cost more than they save then.
 const MAX_RANKED_PRODUCTS: usize = 5_000;
 
+/// How styles documents are built from rows; preceded by `styled` and the style, photo
+/// and sku sources.
+const STYLES_SQL: &str = include_str!("styles.sql");
+
 /// How documents are built from rows; preceded by the sources and followed by a store.
-const BUILD_SQL: &str = include_str!("documents.sql");
+const BUILD_SQL: &str = concat!(
+    include_str!("styles.sql"),
+    ",\n",
+    include_str!("documents.sql")
+);
+
+/// The `parts` bit of a queue row whose change touches only the styles document (a
+/// style, photo or sku row): see `document_queue` in schema.sql.
+const STYLES_PART: i16 = 4;
 
 /// The rows of the products with ids in $2 ..< $3, one part of a full rebuild.
 const PART_SOURCES: &str = "
     product_src AS (SELECT * FROM product WHERE id >= $2::bigint AND id < $3::bigint),
+    styled AS (SELECT id FROM product_src),
     style_src AS (SELECT * FROM style WHERE product_id >= $2::bigint AND product_id < $3::bigint),
     feature_src AS (SELECT * FROM feature WHERE product_id >= $2::bigint AND product_id < $3::bigint),
     photo_src AS (SELECT ph.* FROM photo ph JOIN style s ON s.id = ph.style_id
@@ -64,6 +77,7 @@ const PART_SOURCES: &str = "
 /// would read all of photo and sku for a few thousand products.
 const SOME_SOURCES: &str = "
     product_src AS (SELECT * FROM product WHERE id = ANY($2::int[])),
+    styled AS (SELECT id FROM product_src),
     style_src AS MATERIALIZED (SELECT * FROM style WHERE product_id = ANY($2::int[])),
     feature_src AS (SELECT * FROM feature WHERE product_id = ANY($2::int[])),
     photo_src AS (SELECT * FROM photo WHERE style_id = ANY(ARRAY(SELECT id FROM style_src))),
@@ -129,6 +143,22 @@ const UPSERT_BATCH_SQL: &str = concat!(
     "
     RETURNING product_id, (xmax = 0) AS inserted"
 );
+
+/// The style, photo and sku rows of the products in $1 (distinct), for their styles
+/// documents alone.
+const RESTYLE_SOURCES: &str = "
+    styled AS (SELECT DISTINCT unnest($1::int[]) AS id),
+    style_src AS MATERIALIZED (SELECT * FROM style WHERE product_id = ANY($1::int[])),
+    photo_src AS (SELECT * FROM photo WHERE style_id = ANY(ARRAY(SELECT id FROM style_src))),
+    sku_src AS (SELECT * FROM sku WHERE style_id = ANY(ARRAY(SELECT id FROM style_src))),";
+
+/// Rewrites the styles documents of the products in $1 that have a document; says which.
+const RESTYLE_SQL: &str = "
+    UPDATE document d
+    SET styles = CASE WHEN d.styles = x.styles THEN d.styles ELSE x.styles END
+    FROM styles_doc x
+    WHERE d.product_id = x.product_id
+    RETURNING d.product_id";
 
 /// Removes documents of listed products that the catalog no longer has.
 const DELETE_GONE_SQL: &str = "
@@ -224,12 +254,10 @@ pub async fn materialize(
             (report, Notice::All, "all".to_string())
         }
         Scope::Queued => {
-            const TAKE_SQL: &str = "DELETE FROM document_queue RETURNING product_id";
+            const TAKE_SQL: &str = "DELETE FROM document_queue RETURNING product_id, parts";
             let rows = transaction.query(TAKE_SQL, &[]).await?;
-            let mut ids: Vec<i32> = rows.iter().map(|row| row.get(0)).collect();
-            ids.sort_unstable();
-            ids.dedup();
-            if ids.first() == Some(&0) {
+            let taken: Vec<(i32, i16)> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+            if taken.iter().any(|&(id, _)| id == 0) {
                 // A TRUNCATE committed since the queue was looked at.
                 let documents = rebuild_all(url, &transaction, settings).await?;
                 let report = MaterializeReport {
@@ -238,7 +266,8 @@ pub async fn materialize(
                 };
                 (report, Notice::All, "all".to_string())
             } else {
-                let rebuilt = rebuild_some(&transaction, &ids, settings, Some(url), None).await?;
+                let rebuilt =
+                    rebuild_changed(&transaction, &taken, settings, Some(url), None).await?;
                 (rebuilt.report, rebuilt.notice, "changed".to_string())
             }
         }
@@ -408,14 +437,17 @@ async fn rebuild_all(
 pub(crate) struct Prepared {
     delete_gone: tokio_postgres::Statement,
     upsert: tokio_postgres::Statement,
+    restyle: tokio_postgres::Statement,
 }
 
 impl Prepared {
     pub(crate) async fn new(client: &tokio_postgres::Client) -> Result<Prepared> {
         let upsert = format!("WITH {SOME_SOURCES}\n{BUILD_SQL}\n{UPSERT_SOME_SQL}");
+        let restyle = format!("WITH {RESTYLE_SOURCES}\n{STYLES_SQL}\n{RESTYLE_SQL}");
         Ok(Prepared {
             delete_gone: client.prepare(DELETE_GONE_SQL).await?,
             upsert: client.prepare(&upsert).await?,
+            restyle: client.prepare(&restyle).await?,
         })
     }
 }
@@ -424,6 +456,62 @@ impl Prepared {
 pub(crate) struct Rebuilt {
     pub report: MaterializeReport,
     pub notice: Notice,
+}
+
+/// Rebuilds what the queue rows `taken` (product, parts) ask for: products whose
+/// changes touched only their styles get that document alone, when they have one; the
+/// others, all of theirs ([`rebuild_some`]).
+pub(crate) async fn rebuild_changed(
+    transaction: &Transaction<'_>,
+    taken: &[(i32, i16)],
+    settings: &Settings,
+    url: Option<&str>,
+    prepared: Option<&Prepared>,
+) -> Result<Rebuilt> {
+    let mut parts: std::collections::BTreeMap<i32, i16> = std::collections::BTreeMap::new();
+    for &(id, part) in taken {
+        *parts.entry(id).or_default() |= part;
+    }
+    let styles_only: Vec<i32> = parts
+        .iter()
+        .filter(|&(_, &part)| part == STYLES_PART)
+        .map(|(&id, _)| id)
+        .collect();
+    let restyled = restyle(transaction, &styles_only, prepared).await?;
+    let full: Vec<i32> = parts
+        .keys()
+        .copied()
+        .filter(|id| restyled.binary_search(id).is_err())
+        .collect();
+    let mut rebuilt = rebuild_some(transaction, &full, settings, url, prepared).await?;
+    rebuilt.report.documents += restyled.len() as u64;
+    if let Notice::Products { ids, .. } = &mut rebuilt.notice {
+        // A styles document is in no list page: no rank to name.
+        ids.extend(&restyled);
+        ids.sort_unstable();
+    }
+    Ok(rebuilt)
+}
+
+/// Rewrites the styles documents of `ids` that have a document; returns those, sorted.
+async fn restyle(
+    transaction: &Transaction<'_>,
+    ids: &[i32],
+    prepared: Option<&Prepared>,
+) -> Result<Vec<i32>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = match prepared {
+        Some(prepared) => transaction.query(&prepared.restyle, &[&ids]).await?,
+        None => {
+            let restyle = format!("WITH {RESTYLE_SOURCES}\n{STYLES_SQL}\n{RESTYLE_SQL}");
+            transaction.query(&restyle, &[&ids]).await?
+        }
+    };
+    let mut restyled: Vec<i32> = rows.iter().map(|row| row.get(0)).collect();
+    restyled.sort_unstable();
+    Ok(restyled)
 }
 
 /// Rewrites the documents of `ids` (positive) in place, removing those of vanished

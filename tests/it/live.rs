@@ -170,6 +170,30 @@ async fn every_write_queues_the_products_it_touches() {
         .collect();
     assert_eq!(edited, [0, 1, 2, 4, 6, 8, 9, 11, 13, 17, 18, 70]);
 
+    // Each change says which documents it can touch: a stock, price or photo change
+    // only the styles document.
+    client
+        .batch_execute(
+            "UPDATE sku SET quantity = 1 WHERE id = 1; UPDATE photo SET url = 'u' WHERE id = 2;
+             UPDATE style SET name = 'n' WHERE id = 3; UPDATE product SET name = 'n' WHERE id = 4;
+             UPDATE feature SET value = 'v' WHERE id = 5;
+             INSERT INTO related (id, product_id, related_product_id) VALUES (901, 6, 1);",
+        )
+        .await
+        .unwrap();
+    let parts: Vec<(i32, i16)> = client
+        .query(
+            "SELECT product_id, parts FROM document_queue ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(parts, [(1, 4), (2, 4), (3, 4), (4, 1), (5, 2), (6, 8)]);
+    drain_queue(&client).await;
+
     // An application allowed to write a catalog table, and nothing else, is captured too.
     client
         .batch_execute(

@@ -3,11 +3,11 @@
 //! Commits product changes at a fixed rate, as another application would (plain SQL
 //! UPDATEs, one per transaction), each to a product of its own and carrying a unique
 //! token; after each commit a poller asks the server for the changed URL every
-//! `--poll-ms` (or a tenth of the time waited so far, if longer) until the answer holds
+//! `--poll-ms` (or a fifth of the time waited so far, if longer) until the answer holds
 //! the token, and the time from commit to that answer is the change's latency. Once every change is visible (or given up on), it
 //! checks that the server's answers for every changed product, and for a sample of the
 //! list pages holding them, are byte for byte what materialize would build from the
-//! catalog now (the build query of `src/materialize/documents.sql`, run without
+//! catalog now (the build query of `src/materialize/styles.sql` and `documents.sql`, run without
 //! writing). Writes one JSON object to `--out`.
 //!
 //! With `--bare 1` the same changes are made with triggers off
@@ -28,11 +28,16 @@ use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 
 /// How materialize builds documents; preceded by the sources below.
-const BUILD_SQL: &str = include_str!("../../../src/materialize/documents.sql");
+const BUILD_SQL: &str = concat!(
+    include_str!("../../../src/materialize/styles.sql"),
+    ",\n",
+    include_str!("../../../src/materialize/documents.sql")
+);
 
 /// The rows of the products in $2, as materialize's partial rebuild reads them.
 const SOURCES: &str = "
     product_src AS (SELECT * FROM product WHERE id = ANY($2::int[])),
+    styled AS (SELECT id FROM product_src),
     style_src AS MATERIALIZED (SELECT * FROM style WHERE product_id = ANY($2::int[])),
     feature_src AS (SELECT * FROM feature WHERE product_id = ANY($2::int[])),
     photo_src AS (SELECT * FROM photo WHERE style_id = ANY(ARRAY(SELECT id FROM style_src))),
@@ -383,10 +388,10 @@ async fn main() {
                 if seen - committed > GIVE_UP {
                     break None;
                 }
-                // Every --poll-ms at first, then a tenth of the time waited so far: a
-                // change that takes long is timed to within 10 %, and a backlog of them
+                // Every --poll-ms at first, then a fifth of the time waited so far: a
+                // change that takes long is timed to within 20 %, and a backlog of them
                 // does not turn into a flood of polls on the server.
-                tokio::time::sleep(args.poll.max((seen - committed) / 10)).await;
+                tokio::time::sleep(args.poll.max((seen - committed) / 5)).await;
             };
             Outcome {
                 kind,
