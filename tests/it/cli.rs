@@ -440,7 +440,7 @@ async fn a_lost_listen_connection_is_logged_with_its_cause() {
     client
         .execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE application_name = $1",
+             WHERE datname = current_database() AND application_name = $1",
             &[&atelier::http::notify::LISTEN_APPLICATION_NAME],
         )
         .await
