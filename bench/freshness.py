@@ -118,6 +118,9 @@ def run_phase(args, url, service, follower, paths_file, directory, rate, index, 
     tool = None
     out = os.path.join(directory, f"freshness-{index}.json")
     if rate:
+        # Every run with writes starts right after a checkpoint, so that each pays the
+        # same full-page images in its WAL.
+        drive.psql(url, "CHECKPOINT;")
         tool = subprocess.Popen(
             ["taskset", "-c", DRIVER_CPU, args.freshness, "--database-url", url,
              "--server", f"127.0.0.1:{service.port}", "--rate", str(rate),
