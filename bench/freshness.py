@@ -49,10 +49,10 @@ class Process:
             return 0.0
 
 
-def postgres_cpu_seconds():
-    """CPU time of every PostgreSQL process on the machine (the benchmark's cluster is
-    the only one its processes belong to here)."""
-    total = 0
+def postgres_cpu():
+    """CPU seconds of every PostgreSQL process on the machine, by pid (the benchmark's
+    cluster is the only one here)."""
+    found = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -62,10 +62,16 @@ def postgres_cpu_seconds():
             if head.split("(", 1)[1] != "postgres":
                 continue
             fields = rest.split()
-            total += int(fields[11]) + int(fields[12])
+            found[int(pid)] = (int(fields[11]) + int(fields[12])) / drive.CLK_TCK
         except (OSError, IndexError):
             continue
-    return total / drive.CLK_TCK
+    return found
+
+
+def postgres_cpu_since(before):
+    """CPU seconds PostgreSQL's processes used since `before` (a postgres_cpu()): those
+    that ended meanwhile are not counted, and none of ours ends within a run."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in postgres_cpu().items())
 
 
 def machine_busy_seconds():
@@ -108,19 +114,20 @@ def run_phase(args, url, service, follower, paths_file, directory, rate, index, 
     once."""
     name = f"{rate}/s" if rate else "no writes"
     log(f"freshness: {name}")
+    if rate:
+        # Every run with writes starts right after a checkpoint, so that each pays the
+        # same full-page images in its WAL.
+        drive.psql(url, "CHECKPOINT;")
     backend = backend_pid(url, FOLLOWER)
     watched = {"follower": Process(follower.pid), "follower backend": Process(backend),
                "server": Process(service.process.pid)}
     cpu_before = {k: p.cpu_seconds() for k, p in watched.items()}
-    postgres_before, busy_before = postgres_cpu_seconds(), machine_busy_seconds()
+    postgres_before, busy_before = postgres_cpu(), machine_busy_seconds()
     hits_before = drive.metrics(service.port)
     load_before = drive.loadavg()
     tool = None
     out = os.path.join(directory, f"freshness-{index}.json")
     if rate:
-        # Every run with writes starts right after a checkpoint, so that each pays the
-        # same full-page images in its WAL.
-        drive.psql(url, "CHECKPOINT;")
         tool = subprocess.Popen(
             ["taskset", "-c", DRIVER_CPU, args.freshness, "--database-url", url,
              "--server", f"127.0.0.1:{service.port}", "--rate", str(rate),
@@ -132,7 +139,7 @@ def run_phase(args, url, service, follower, paths_file, directory, rate, index, 
     reads = drive.wrk(service.port, paths_file, args.seconds, args.connections, directory)
     wall = time.monotonic() - started
     cpu = {k: (p.cpu_seconds() - cpu_before[k]) for k, p in watched.items()}
-    cpu["postgres"] = postgres_cpu_seconds() - postgres_before
+    cpu["postgres"] = postgres_cpu_since(postgres_before)
     cpu["machine"] = machine_busy_seconds() - busy_before
     load_after = drive.loadavg()
     if tool and tool.wait() != 0:
@@ -159,8 +166,11 @@ def run_phase(args, url, service, follower, paths_file, directory, rate, index, 
 
 
 def bare_wal(args, url, directory):
-    """WAL per change of the same changes with triggers off: the change alone."""
+    """WAL and PostgreSQL CPU per change of the same changes with triggers off: the
+    changes alone."""
     out = os.path.join(directory, "freshness-bare.json")
+    drive.psql(url, "CHECKPOINT;")
+    before = postgres_cpu()
     subprocess.run(
         ["taskset", "-c", DRIVER_CPU, args.freshness, "--database-url", url, "--server",
          "127.0.0.1:1", "--rate", "1000", "--seconds", "5", "--seed", str(args.seed + 99),
@@ -174,7 +184,8 @@ def bare_wal(args, url, directory):
             break
         time.sleep(0.5)
     with open(out) as f:
-        return json.load(f)["wal_bytes_per_change"]
+        bare = json.load(f)
+    return bare["wal_bytes_per_change"], postgres_cpu_since(before) * 1e6 / bare["changes"]
 
 
 def main():
@@ -233,17 +244,17 @@ def main():
         for index, rate in enumerate(schedule):
             phases.append(run_phase(args, url, service, follower, paths_file, directory, rate,
                                     index, token_base))
-        wal_bare = bare_wal(args, url, directory)
+        wal_bare, cpu_bare = bare_wal(args, url, directory)
     finally:
         follower.terminate()
         follower.wait(timeout=30)
         service.stop()
-    result = summarize(args, phases, wal_bare, requests)
+    result = summarize(args, phases, wal_bare, cpu_bare, requests)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H%MZ")
     write(result, stamp)
 
 
-def summarize(args, phases, wal_bare, requests):
+def summarize(args, phases, wal_bare, cpu_bare, requests):
     rows = []
     goals = {}
     for index, p in enumerate(phases):
@@ -273,6 +284,9 @@ def summarize(args, phases, wal_bare, requests):
             "follower_cpu_us_per_change": follower_cpu * 1e6 / changes,
             "server_cpu_share": p["cpu_s"]["server"] / p["wall_s"],
             "postgres_cpu_share": p["cpu_s"]["postgres"] / p["wall_s"],
+            "writers_cpu_us_per_change": (p["cpu_s"]["postgres"]
+                                          - p["cpu_s"]["follower backend"]) * 1e6 / changes,
+            "writers_cpu_us_per_change_triggers_off": cpu_bare,
             "machine_busy_share": p["cpu_s"]["machine"] / p["wall_s"] / os.cpu_count(),
             "wal_bytes_per_change": f["wal_bytes_per_change"],
             "wal_bytes_per_change_triggers_off": wal_bare,
@@ -347,12 +361,13 @@ def write(result, stamp):
               + " requests/s; each rate is compared with the mean of the runs beside it.", "",
               "Where the CPU went during each rate's run (shares of one CPU; the machine "
               "figure is all its processes, ours or not, as a share of both CPUs):", "",
-              "| changes/s | server | PostgreSQL (all) | follower (process + backend) | machine busy |",
-              "|---|---|---|---|---|"]
+              "| changes/s | server | PostgreSQL (all) | follower (process + backend) | machine busy | PostgreSQL CPU-µs per change besides the follower (triggers off) |",
+              "|---|---|---|---|---|---|"]
     for r in result["rates"]:
         lines.append(f"| {r['rate_per_s']:,} | {r['server_cpu_share']:.0%} | "
                      f"{r['postgres_cpu_share']:.0%} | {r['follower_cpu_share']:.0%} | "
-                     f"{r['machine_busy_share']:.0%} |")
+                     f"{r['machine_busy_share']:.0%} | {fmt(r['writers_cpu_us_per_change'], 0)} "
+                     f"({fmt(r['writers_cpu_us_per_change_triggers_off'], 0)}) |")
     lines.append("")
     lines += ["Latency by kind of change (p50 / p99 / max ms):", ""]
     for r in result["rates"]:
