@@ -132,13 +132,17 @@ CREATE TABLE IF NOT EXISTS product_edited (
 -- The capture functions, created or replaced only when their version differs, so that
 -- re-applying this file writes no catalog row. The trigger functions run as the
 -- tables' owner: an application allowed to write a catalog table need not be allowed to
--- write the queue, and only they may call `atelier_mark`. Photos and skus reach their
+-- write the queue, and only they may call `atelier_mark`. They run on every writing
+-- statement, so they carry no `SET search_path` (a function setting it costs more than
+-- the rest of the capture); instead every name in them that a caller's search_path
+-- could redirect is qualified (`pg_catalog.unnest`, `OPERATOR(pg_catalog.=)`, `public.`),
+-- and the transition tables are found before any table. Photos and skus reach their
 -- product through their style, looked up one style at a time (LATERAL ... LIMIT 1):
 -- plans of trigger statements are cached, and a plan first made for a bulk statement
 -- must not scan the style table for every later one-row statement.
 DO $capture$
 DECLARE
-    version constant text := 'atelier capture 3';
+    version constant text := 'atelier capture 4';
     mark regprocedure := to_regprocedure('public.atelier_mark(integer[],smallint)');
     old record;
 BEGIN
@@ -161,77 +165,77 @@ BEGIN
     CREATE OR REPLACE FUNCTION public.atelier_mark(ids integer[], parts smallint) RETURNS void
     LANGUAGE plpgsql AS $body$
     BEGIN
-        INSERT INTO public.document_queue (product_id, parts) SELECT unnest(ids), parts;
-        INSERT INTO public.product_edited (product_id) SELECT unnest(ids) ON CONFLICT DO NOTHING;
+        INSERT INTO public.document_queue (product_id, parts)
+        SELECT pg_catalog.unnest(ids), parts;
+        INSERT INTO public.product_edited (product_id)
+        SELECT pg_catalog.unnest(ids) ON CONFLICT DO NOTHING;
     END
     $body$;
     REVOKE ALL ON FUNCTION public.atelier_mark(integer[], smallint) FROM PUBLIC;
 
     CREATE OR REPLACE FUNCTION public.atelier_capture_product() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
+    LANGUAGE plpgsql SECURITY DEFINER AS $body$
     BEGIN
-        CASE TG_OP
-        WHEN 'INSERT' THEN
+        IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN
             PERFORM public.atelier_mark(ARRAY(SELECT id FROM new_rows), 1::smallint);
-        WHEN 'UPDATE' THEN
+        ELSIF TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN
             PERFORM public.atelier_mark(ARRAY(SELECT id FROM new_rows UNION SELECT id FROM old_rows),
                                        1::smallint);
         ELSE
             PERFORM public.atelier_mark(ARRAY(SELECT id FROM old_rows), 1::smallint);
-        END CASE;
+        END IF;
         RETURN NULL;
     END
     $body$;
 
     CREATE OR REPLACE FUNCTION public.atelier_capture_product_child() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
+    LANGUAGE plpgsql SECURITY DEFINER AS $body$
     DECLARE
-        -- 2 (features) or 8 (related rows), the trigger's argument.
+        -- 2 (features), 4 (styles) or 8 (related rows), the trigger's argument.
         parts constant smallint := TG_ARGV[0]::smallint;
     BEGIN
-        CASE TG_OP
-        WHEN 'INSERT' THEN
+        IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN
             PERFORM public.atelier_mark(ARRAY(SELECT DISTINCT product_id FROM new_rows), parts);
-        WHEN 'UPDATE' THEN
+        ELSIF TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN
             PERFORM public.atelier_mark(ARRAY(
                 SELECT product_id FROM new_rows UNION SELECT product_id FROM old_rows), parts);
         ELSE
             PERFORM public.atelier_mark(ARRAY(SELECT DISTINCT product_id FROM old_rows), parts);
-        END CASE;
+        END IF;
         RETURN NULL;
     END
     $body$;
 
     CREATE OR REPLACE FUNCTION public.atelier_capture_style_child() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
+    LANGUAGE plpgsql SECURITY DEFINER AS $body$
     BEGIN
-        CASE TG_OP
-        WHEN 'INSERT' THEN
+        IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN
             PERFORM public.atelier_mark(ARRAY(
                 SELECT DISTINCT s.product_id
                 FROM (SELECT DISTINCT style_id FROM new_rows) r
                 CROSS JOIN LATERAL (SELECT product_id FROM public.style
-                                    WHERE id = r.style_id LIMIT 1) s),
+                                    WHERE id OPERATOR(pg_catalog.=) r.style_id LIMIT 1) s),
                 4::smallint);
-        WHEN 'UPDATE' THEN
+        ELSIF TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN
             PERFORM public.atelier_mark(ARRAY(
                 SELECT DISTINCT s.product_id
                 FROM (SELECT style_id FROM new_rows UNION SELECT style_id FROM old_rows) r
                 CROSS JOIN LATERAL (SELECT product_id FROM public.style
-                                    WHERE id = r.style_id LIMIT 1) s),
+                                    WHERE id OPERATOR(pg_catalog.=) r.style_id LIMIT 1) s),
                 4::smallint);
         ELSE
             PERFORM public.atelier_mark(ARRAY(
                 SELECT DISTINCT s.product_id
                 FROM (SELECT DISTINCT style_id FROM old_rows) r
                 CROSS JOIN LATERAL (SELECT product_id FROM public.style
-                                    WHERE id = r.style_id LIMIT 1) s),
+                                    WHERE id OPERATOR(pg_catalog.=) r.style_id LIMIT 1) s),
                 4::smallint);
-        END CASE;
+        END IF;
         RETURN NULL;
     END
     $body$;
 
+    -- A TRUNCATE is rare: this one may pin its search_path.
     CREATE OR REPLACE FUNCTION public.atelier_capture_truncate() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
     BEGIN

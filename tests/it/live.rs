@@ -205,9 +205,33 @@ async fn every_write_queues_the_products_it_touches() {
         .unwrap();
     assert_eq!(drain_queue(&client).await, [6]);
     let refused = client
-        .batch_execute("SET ROLE atelier_reader; SELECT atelier_mark(ARRAY[1])")
+        .batch_execute("SET ROLE atelier_reader; SELECT atelier_mark(ARRAY[1], 4::smallint)")
         .await;
     assert!(refused.is_err(), "the reader may not queue products");
+
+    // The capture runs as the tables' owner: a writer's own functions and operators,
+    // put first on its search_path, are never what it calls.
+    client
+        .batch_execute(
+            "CREATE ROLE live_intruder; GRANT UPDATE, SELECT ON sku, product TO live_intruder;
+             CREATE SCHEMA live_intrusion AUTHORIZATION live_intruder;
+             SET ROLE live_intruder;
+             CREATE FUNCTION live_intrusion.unnest(integer[]) RETURNS SETOF integer
+                 LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'hijacked unnest'; END $$;
+             CREATE FUNCTION live_intrusion.eq(text, text) RETURNS boolean
+                 LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'hijacked ='; END $$;
+             CREATE OPERATOR live_intrusion.= (FUNCTION = live_intrusion.eq,
+                                               LEFTARG = text, RIGHTARG = text);
+             SET search_path = live_intrusion, pg_catalog, public;
+             UPDATE public.sku SET quantity = 2 WHERE id = 6;
+             UPDATE public.product SET name = 'x' WHERE id = 6;
+             RESET search_path; RESET ROLE;
+             DROP SCHEMA live_intrusion CASCADE; DROP OWNED BY live_intruder;
+             DROP ROLE live_intruder;",
+        )
+        .await
+        .unwrap();
+    assert_eq!(drain_queue(&client).await, [6]);
 }
 
 /// A copy of the genuine sample `sara-2023` in a directory of its own, with `edit`
