@@ -308,7 +308,7 @@ async fn batch(client: &mut Client, settings: &Settings, statements: &Statements
     transaction.execute(&statements.done, &[&done]).await?;
     for payload in rebuilt.notice.payloads() {
         transaction
-            .execute(&statements.notify, &[&super::NOTIFY_CHANNEL, &payload])
+            .execute(&statements.notify, &[&crate::documents::CHANNEL, &payload])
             .await?;
     }
     transaction.commit().await?;
