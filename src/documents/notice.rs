@@ -8,7 +8,11 @@
 //! - `{"products":[ids],"ranks":[r…],"shift":s}`: these products' documents, the pages
 //!   holding the list ranks `r` (the products' ranks after the change), and, when `shift`
 //!   is present, every page from rank `s` on: a product added or removed there moved
-//!   every entry after it by one.
+//!   every entry after it by one;
+//! - any of these with `"styles":[ids]`: of the products, those whose styles document
+//!   alone changed (a price, a stock level, a photo). They are listed under `products`
+//!   too, so a server that does not know this key drops all three of their documents,
+//!   which is safe, only wasteful.
 //!
 //! A long change is split over several payloads sent in one transaction; each stands on
 //! its own, and servers receive them together at commit.
@@ -20,8 +24,11 @@ pub enum Notice {
     All,
     /// Some products' documents, and list pages.
     Products {
-        /// The products whose three documents changed (or went).
+        /// The products whose documents changed (or went).
         ids: Vec<i32>,
+        /// Those of `ids` whose styles document alone changed, sorted; the others may
+        /// have changed all three.
+        styles_only: Vec<i32>,
         /// Which list pages changed.
         pages: Pages,
     },
@@ -51,20 +58,28 @@ pub const MAX_NAMED_PRODUCTS: usize = 100_000;
 impl Notice {
     /// The payloads announcing this notice, each under the NOTIFY limit.
     pub fn payloads(&self) -> Vec<String> {
-        let (ids, pages) = match self {
+        let (ids, styles_only, pages) = match self {
             Notice::All => return vec![r#"{"all":true}"#.to_string()],
-            Notice::Products { ids, pages } if ids.len() <= MAX_NAMED_PRODUCTS => (ids, pages),
+            Notice::Products {
+                ids,
+                styles_only,
+                pages,
+            } if ids.len() <= MAX_NAMED_PRODUCTS => (ids, styles_only, pages),
             Notice::Products { .. } => return Notice::All.payloads(),
         };
         let mut payloads = Vec::new();
         let mut products: Vec<i32> = Vec::new();
+        let mut styles: Vec<i32> = Vec::new();
         let mut ranks: Vec<i64> = Vec::new();
         let shift = match pages {
             Pages::Ranks { shift, .. } => *shift,
             Pages::All => None,
         };
-        let render = |products: &[i32], ranks: &[i64]| {
+        let render = |products: &[i32], styles: &[i32], ranks: &[i64]| {
             let mut value = serde_json::json!({ "products": products });
+            if !styles.is_empty() {
+                value["styles"] = serde_json::json!(styles);
+            }
             if let Pages::Ranks { .. } = pages {
                 value["ranks"] = serde_json::json!(ranks);
                 if let Some(shift) = shift {
@@ -74,19 +89,25 @@ impl Notice {
             value.to_string()
         };
         // Ids and ranks are at most 11 and 20 characters with their commas; the pairing of
-        // ids and ranks within one payload does not matter, only that all are sent.
+        // ids and ranks within one payload does not matter, only that all are sent. A
+        // styles-only id travels in the payload that names it under `products`.
         let rank_list: &[i64] = match pages {
             Pages::Ranks { ranks, .. } => ranks,
             Pages::All => &[],
         };
         let (mut next_id, mut next_rank) = (0, 0);
         while next_id < ids.len() || next_rank < rank_list.len() || payloads.is_empty() {
-            let mut room = MAX_PAYLOAD - 64;
-            while room >= 32 && (next_id < ids.len() || next_rank < rank_list.len()) {
+            let mut room = MAX_PAYLOAD - 80;
+            while room >= 48 && (next_id < ids.len() || next_rank < rank_list.len()) {
                 if next_id < ids.len() {
-                    products.push(ids[next_id]);
+                    let id = ids[next_id];
+                    products.push(id);
                     next_id += 1;
                     room -= 12;
+                    if styles_only.binary_search(&id).is_ok() {
+                        styles.push(id);
+                        room -= 12;
+                    }
                 }
                 if next_rank < rank_list.len() {
                     ranks.push(rank_list[next_rank]);
@@ -94,8 +115,9 @@ impl Notice {
                     room -= 21;
                 }
             }
-            payloads.push(render(&products, &ranks));
+            payloads.push(render(&products, &styles, &ranks));
             products.clear();
+            styles.clear();
             ranks.clear();
         }
         payloads
@@ -105,7 +127,7 @@ impl Notice {
     /// included, so a server never keeps a document it was told about.
     pub fn parse(payload: &str) -> Notice {
         let value: serde_json::Value = serde_json::from_str(payload).unwrap_or_default();
-        let Some(ids) = integers(value.get("products"))
+        let Some(ids): Option<Vec<i32>> = integers(value.get("products"))
             .and_then(|ids| ids.into_iter().map(|id| i32::try_from(id).ok()).collect())
         else {
             return Notice::All;
@@ -124,7 +146,36 @@ impl Notice {
                 (None, _) => Pages::All,
             },
         };
-        Notice::Products { ids, pages }
+        // `styles` must be ids named under `products`; anything else is not understood.
+        let styles_only = match value.get("styles") {
+            None => Vec::new(),
+            styles => {
+                let mut named = ids.clone();
+                named.sort_unstable();
+                let styles: Option<Vec<i32>> = integers(styles).and_then(|styles| {
+                    styles
+                        .into_iter()
+                        .map(|id| {
+                            i32::try_from(id)
+                                .ok()
+                                .filter(|id| named.binary_search(id).is_ok())
+                        })
+                        .collect()
+                });
+                match styles {
+                    Some(mut styles) => {
+                        styles.sort_unstable();
+                        styles
+                    }
+                    None => return Notice::All,
+                }
+            }
+        };
+        Notice::Products {
+            ids,
+            styles_only,
+            pages,
+        }
     }
 }
 
@@ -144,6 +195,7 @@ mod tests {
     fn ranked(ids: Vec<i32>, ranks: Vec<i64>, shift: Option<i64>) -> Notice {
         Notice::Products {
             ids,
+            styles_only: Vec::new(),
             pages: Pages::Ranks { ranks, shift },
         }
     }
@@ -158,6 +210,7 @@ mod tests {
         assert_eq!(Notice::parse(&notice.payloads()[0]), notice);
         let unranked = Notice::Products {
             ids: vec![5],
+            styles_only: Vec::new(),
             pages: Pages::All,
         };
         assert_eq!(unranked.payloads(), [r#"{"products":[5]}"#]);
@@ -180,6 +233,7 @@ mod tests {
             match Notice::parse(payload) {
                 Notice::Products {
                     ids,
+                    styles_only: _,
                     pages:
                         Pages::Ranks {
                             ranks,
@@ -207,6 +261,7 @@ mod tests {
             Notice::parse(r#"{"products":[1],"ranks":["x"]}"#),
             Notice::Products {
                 ids: vec![1],
+                styles_only: Vec::new(),
                 pages: Pages::All
             }
         );
@@ -214,6 +269,69 @@ mod tests {
             Notice::parse(r#"{"products":[1],"ranks":[1],"shift":"x"}"#),
             Notice::Products {
                 ids: vec![1],
+                styles_only: Vec::new(),
+                pages: Pages::All
+            }
+        );
+    }
+
+    #[test]
+    fn styles_only_products_travel_with_their_ids_and_stay_among_the_products() {
+        let notice = Notice::Products {
+            ids: vec![1, 2, 3],
+            styles_only: vec![1, 3],
+            pages: Pages::Ranks {
+                ranks: vec![2],
+                shift: None,
+            },
+        };
+        assert_eq!(
+            notice.payloads(),
+            [r#"{"products":[1,2,3],"ranks":[2],"styles":[1,3]}"#]
+        );
+        assert_eq!(Notice::parse(&notice.payloads()[0]), notice);
+
+        // Split over payloads, each names its styles-only ids among its own products.
+        let ids: Vec<i32> = (1_000_000_000..1_000_002_000).collect();
+        let styles_only: Vec<i32> = ids.iter().copied().filter(|id| id % 3 == 0).collect();
+        let long = Notice::Products {
+            ids: ids.clone(),
+            styles_only: styles_only.clone(),
+            pages: Pages::All,
+        };
+        let payloads = long.payloads();
+        assert!(payloads.len() > 1);
+        let (mut seen_ids, mut seen_styles) = (Vec::new(), Vec::new());
+        for payload in &payloads {
+            assert!(payload.len() < 8000, "{} bytes", payload.len());
+            let Notice::Products {
+                ids, styles_only, ..
+            } = Notice::parse(payload)
+            else {
+                panic!("{payload}")
+            };
+            assert!(styles_only.iter().all(|id| ids.contains(id)));
+            seen_ids.extend(ids);
+            seen_styles.extend(styles_only);
+        }
+        assert_eq!((seen_ids, seen_styles), (ids, styles_only));
+    }
+
+    #[test]
+    fn styles_ids_outside_the_products_are_not_understood() {
+        assert_eq!(
+            Notice::parse(r#"{"products":[1],"styles":[2]}"#),
+            Notice::All
+        );
+        assert_eq!(
+            Notice::parse(r#"{"products":[1],"styles":"x"}"#),
+            Notice::All
+        );
+        assert_eq!(
+            Notice::parse(r#"{"products":[2,1],"styles":[1]}"#),
+            Notice::Products {
+                ids: vec![2, 1],
+                styles_only: vec![1],
                 pages: Pages::All
             }
         );

@@ -237,19 +237,24 @@ impl DocumentCache {
         }
     }
 
-    /// Drops what a materialize announced in `notice`: the named products' three
-    /// documents and the list pages it moved, or everything. Remembered absences all go:
+    /// Drops what a materialize announced in `notice`: the named products' documents
+    /// (the styles document alone where only it changed) and the list pages it moved,
+    /// or everything. Remembered absences all go:
     /// products may have been added anywhere.
     pub async fn invalidate(&self, notice: &Notice) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         self.absent.invalidate_all();
-        let (ids, pages) = match notice {
+        let (ids, styles_only, pages) = match notice {
             Notice::All => {
                 self.pages.clear();
                 self.documents.invalidate_all();
                 return;
             }
-            Notice::Products { ids, pages } => (ids, pages),
+            Notice::Products {
+                ids,
+                styles_only,
+                pages,
+            } => (ids, styles_only, pages),
         };
         match pages {
             Pages::All => {
@@ -265,9 +270,11 @@ impl DocumentCache {
             }
         }
         for &id in ids {
-            self.documents.invalidate(&Key::Product(id)).await;
             self.documents.invalidate(&Key::Styles(id)).await;
-            self.documents.invalidate(&Key::Related(id)).await;
+            if styles_only.binary_search(&id).is_err() {
+                self.documents.invalidate(&Key::Product(id)).await;
+                self.documents.invalidate(&Key::Related(id)).await;
+            }
         }
     }
 

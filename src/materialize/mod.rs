@@ -485,10 +485,14 @@ pub(crate) async fn rebuild_changed(
         .collect();
     let mut rebuilt = rebuild_some(transaction, &full, settings, url, prepared).await?;
     rebuilt.report.documents += restyled.len() as u64;
-    if let Notice::Products { ids, .. } = &mut rebuilt.notice {
+    if let Notice::Products {
+        ids, styles_only, ..
+    } = &mut rebuilt.notice
+    {
         // A styles document is in no list page: no rank to name.
         ids.extend(&restyled);
         ids.sort_unstable();
+        *styles_only = restyled;
     }
     Ok(rebuilt)
 }
@@ -595,7 +599,11 @@ pub(crate) async fn rebuild_some(
             removed: removed.len() as u64,
             unknown: Vec::new(),
         },
-        notice: Notice::Products { ids: named, pages },
+        notice: Notice::Products {
+            ids: named,
+            styles_only: Vec::new(),
+            pages,
+        },
     })
 }
 

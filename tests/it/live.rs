@@ -677,6 +677,55 @@ async fn a_change_drops_only_the_list_pages_it_moved() {
 }
 
 #[tokio::test]
+async fn a_stock_change_drops_only_the_styles_document() {
+    let db = TestDb::new().await;
+    seed_catalog(&db.url, 30).await;
+    let client = db.client().await;
+    let server = Server::start_listening(&db.url, http::Settings::default()).await;
+    let _follower = Follower::start(&db.url);
+    let paths = [
+        "/products/11",
+        "/products/11/styles",
+        "/products/11/related",
+    ];
+    let read_all = || async {
+        let mut bodies = Vec::new();
+        for path in paths {
+            bodies.push(server.get(path).await.body);
+        }
+        bodies
+    };
+    let warm = read_all().await;
+    let misses = server.metric("atelier_cache_misses_total").await;
+    client
+        .batch_execute("UPDATE sku SET quantity = 99 WHERE id = 11")
+        .await
+        .unwrap();
+    until_served(&server, paths[1], |reply| reply.text().contains("99")).await;
+    let after_stock = read_all().await;
+    // The styles document was read once more; the product and related ones stayed.
+    assert_eq!(
+        server.metric("atelier_cache_misses_total").await,
+        misses + 1.0
+    );
+    assert_eq!(after_stock[0], warm[0]);
+    assert_eq!(after_stock[2], warm[2]);
+    // A feature is in the product document: all three are dropped.
+    let misses = server.metric("atelier_cache_misses_total").await;
+    client
+        .batch_execute("UPDATE feature SET value = 'Denim' WHERE product_id = 11")
+        .await
+        .unwrap();
+    until_served(&server, paths[0], |reply| reply.text().contains("Denim")).await;
+    read_all().await;
+    assert_eq!(
+        server.metric("atelier_cache_misses_total").await,
+        misses + 3.0
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn writers_racing_two_followers_lose_no_change() {
     let db = TestDb::new().await;
     seed_catalog(&db.url, 300).await;
