@@ -82,6 +82,14 @@ def machine_busy_seconds():
     return (sum(values[:8]) - idle) / drive.CLK_TCK
 
 
+def pin_postgres(cpus):
+    """Pins every PostgreSQL process to `cpus` (taskset's list form); backends started
+    later inherit the postmaster's affinity."""
+    for pid in postgres_cpu():
+        subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def backend_pid(url, application):
     pids = drive.psql(url, f"SELECT pid FROM pg_stat_activity WHERE application_name = "
                            f"'{application}' ORDER BY backend_start LIMIT 1;").split()
@@ -141,16 +149,20 @@ def run_phase(args, url, service, follower, paths_file, directory, rate, index, 
     cpu = {k: (p.cpu_seconds() - cpu_before[k]) for k, p in watched.items()}
     cpu["postgres"] = postgres_cpu_since(postgres_before)
     cpu["machine"] = machine_busy_seconds() - busy_before
+    hits, misses = (a - b for a, b in zip(drive.metrics(service.port), hits_before))
     load_after = drive.loadavg()
     if tool and tool.wait() != 0:
         sys.exit("the freshness tool failed; see bench/work/scenarios/freshness/freshness.log")
-    hits, misses = (a - b for a, b in zip(drive.metrics(service.port), hits_before))
     phase = {
         "rate_per_s": rate,
         "reads": reads,
         "wall_s": wall,
         "cpu_s": cpu,
         "cache_hit_rate": hits / max(hits + misses, 1),
+        # Every answer the server gave during wrk's run, the pollers' included: one cache
+        # lookup each.
+        "server_requests": hits + misses,
+        "server_cpu_us_per_request": cpu["server"] * 1e6 / max(hits + misses, 1),
         "loadavg_before": load_before,
         "loadavg_after": load_after,
     }
@@ -207,6 +219,10 @@ def main():
     parser.add_argument("--pages", type=int, default=2000,
                         help="list pages compared after each run")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--database-cpu", default="any",
+                        help="CPUs for PostgreSQL and the follower (taskset list), e.g. 2-3 "
+                             "on a machine with cores to spare for them; the default leaves "
+                             "them unpinned (on 2 CPUs, pinned beside wrk, they starve)")
     parser.add_argument("--atelier", default="atelier")
     parser.add_argument("--freshness", default="freshness")
     args = parser.parse_args()
@@ -229,7 +245,10 @@ def main():
     if service.process.poll() is not None:
         sys.exit("atelier serve exited at start; see its log")
     follower_log = open(os.path.join(directory, "follower.log"), "ab")
-    follower = subprocess.Popen([args.atelier, "materialize", "--follow", "--database-url", url],
+    pin = [] if args.database_cpu == "any" else ["taskset", "-c", args.database_cpu]
+    if pin:
+        pin_postgres(args.database_cpu)
+    follower = subprocess.Popen(pin + [args.atelier, "materialize", "--follow", "--database-url", url],
                                 stdout=follower_log, stderr=follower_log, start_new_session=True)
     phases = []
     try:
@@ -252,6 +271,8 @@ def main():
         follower.terminate()
         follower.wait(timeout=30)
         service.stop()
+        if pin:
+            pin_postgres(f"0-{os.cpu_count() - 1}")
     result = summarize(args, phases, wal_bare, cpu_bare, requests)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H%MZ")
     write(result, stamp)
@@ -266,6 +287,9 @@ def summarize(args, phases, wal_bare, cpu_bare, requests):
         neighbours = [phases[i]["reads"]["rps"] for i in (index - 1, index + 1)
                       if 0 <= i < len(phases) and not phases[i]["rate_per_s"]]
         baseline = statistics.fmean(neighbours)
+        baseline_cpu = statistics.fmean(
+            phases[i]["server_cpu_us_per_request"] for i in (index - 1, index + 1)
+            if 0 <= i < len(phases) and not phases[i]["rate_per_s"])
         f = p["freshness"]
         rate = p["rate_per_s"]
         changes = f["changes"]
@@ -282,6 +306,11 @@ def summarize(args, phases, wal_bare, cpu_bare, requests):
             "read_rps_no_writes": baseline,
             "read_ratio": p["reads"]["rps"] / baseline,
             "read_p99_ms": p["reads"]["p99_ms"],
+            # What the server can answer on a core of its own, against the runs without
+            # writes: the inverse ratio of its CPU time per answer.
+            "server_cpu_us_per_request": p["server_cpu_us_per_request"],
+            "server_cpu_us_per_request_no_writes": baseline_cpu,
+            "server_capacity_ratio": baseline_cpu / p["server_cpu_us_per_request"],
             "read_errors": p["reads"]["errors"] + p["reads"]["non_2xx"],
             "follower_cpu_share": follower_cpu / p["wall_s"],
             "follower_process_cpu_share": p["cpu_s"]["follower"] / p["wall_s"],
@@ -311,6 +340,9 @@ def summarize(args, phases, wal_bare, cpu_bare, requests):
         ratio = statistics.median(r["read_ratio"] for r in runs)
         goals[f"read throughput ≥ 0.9 × no writes at {rate}/s (median of runs)"] = {
             "value": ratio, "met": ratio >= 0.9}
+        capacity = statistics.median(r["server_capacity_ratio"] for r in runs)
+        goals[f"server answers per CPU-second ≥ 0.9 × no writes at {rate}/s (median of runs)"] = {
+            "value": capacity, "met": capacity >= 0.9}
         stale = sum(r["final_check"]["stale_documents"] + r["final_check"]["stale_pages"]
                     for r in runs)
         goals[f"zero stale answers after the writers stop at {rate}/s (all runs)"] = {
@@ -323,7 +355,8 @@ def summarize(args, phases, wal_bare, cpu_bare, requests):
                      "connections": args.connections,
                      "cache_bytes": args.cache_bytes, "pool_size": args.pool_size,
                      "poll_ms": args.poll_ms, "read_paths": requests, "server_cpu": SERVER_CPU,
-                     "driver_cpu": DRIVER_CPU, "cpus": os.cpu_count()},
+                     "driver_cpu": DRIVER_CPU, "database_cpu": args.database_cpu,
+                     "cpus": os.cpu_count()},
         "baseline_read_rps": [p["reads"]["rps"] for p in phases if not p["rate_per_s"]],
         "rates": rows,
         "goals": goals,
@@ -349,7 +382,7 @@ def write(result, stamp):
         f"writer and "
         f"pollers (bench/freshness, polling every {s['poll_ms']} ms) and wrk on CPU "
         f"{s['driver_cpu']}, the server on CPU {s['server_cpu']}, `materialize --follow` and "
-        f"PostgreSQL on either; cache {s['cache_bytes'] / MIB:.0f} MiB.",
+        f"PostgreSQL on {database_cpus(s)}; cache {s['cache_bytes'] / MIB:.0f} MiB.",
         "",
         "| changes/s | changes | p50 ms | p90 ms | p99 ms | max ms | never seen | reads/s (× no writes) | read p99 ms | follower CPU (process) | follower CPU-µs/change | WAL B/change (triggers off) | stale after |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -371,10 +404,14 @@ def write(result, stamp):
               + " requests/s; each rate is compared with the mean of the runs beside it.", "",
               "Where the CPU went during each rate's run (shares of one CPU; the machine "
               "figure is all its processes, ours or not, as a share of both CPUs):", "",
-              "| changes/s | server | PostgreSQL (all) | follower (process + backend) | machine busy | PostgreSQL CPU-µs per change besides the follower (triggers off) |",
-              "|---|---|---|---|---|---|"]
+              "| changes/s | server | server CPU-µs per answer (no writes) | server answers per CPU-second (× no writes) | cache hit rate | PostgreSQL (all) | follower (process + backend) | machine busy | PostgreSQL CPU-µs per change besides the follower (triggers off) |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in result["rates"]:
         lines.append(f"| {r['rate_per_s']:,}, run {r['run']} | {r['server_cpu_share']:.0%} | "
+                     f"{fmt(r['server_cpu_us_per_request'])} "
+                     f"({fmt(r['server_cpu_us_per_request_no_writes'])}) | "
+                     f"{fmt(1e6 / r['server_cpu_us_per_request'], 0)} "
+                     f"({fmt(r['server_capacity_ratio'], 3)}) | {r['cache_hit_rate']:.2%} | "
                      f"{r['postgres_cpu_share']:.0%} | {r['follower_cpu_share']:.0%} | "
                      f"{r['machine_busy_share']:.0%} | {fmt(r['writers_cpu_us_per_change'], 0)} "
                      f"({fmt(r['writers_cpu_us_per_change_triggers_off'], 0)}) |")
@@ -393,6 +430,11 @@ def write(result, stamp):
     with open(base + ".md", "w") as f:
         f.write("\n".join(lines))
     log(f"wrote {base}.md, .json, .svg")
+
+
+def database_cpus(settings):
+    cpus = settings.get("database_cpu", "any")
+    return "either CPU" if cpus == "any" else f"CPU {cpus}"
 
 
 def chart(result):
