@@ -174,6 +174,25 @@ impl<'a> tokio_postgres::types::FromSql<'a> for JsonbText<'a> {
 }
 
 #[tokio::test]
+async fn documents_keep_their_frequent_vacuum_across_full_rebuilds() {
+    const RELOPTIONS: &str =
+        "SELECT coalesce(reloptions, '{}') FROM pg_class WHERE oid = 'document'::regclass";
+    let (db, client) = catalog_db().await;
+    let expected = vec![
+        "autovacuum_vacuum_scale_factor=0".to_string(),
+        "autovacuum_vacuum_threshold=10000".to_string(),
+    ];
+    let before: Vec<String> = client.query_one(RELOPTIONS, &[]).await.unwrap().get(0);
+    assert_eq!(before, expected);
+    // A full rebuild swaps in a new table, made with LIKE, which does not copy them.
+    materialize::materialize(&db.url, Scope::All, &Settings::default())
+        .await
+        .unwrap();
+    let after: Vec<String> = client.query_one(RELOPTIONS, &[]).await.unwrap().get(0);
+    assert_eq!(after, expected);
+}
+
+#[tokio::test]
 async fn campus_comes_from_configuration() {
     let (db, client) = catalog_db().await;
     materialize::materialize(&db.url, Scope::All, &settings("hr-lax".into()))

@@ -88,7 +88,9 @@ fn parse_args() -> Args {
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let name = flag.trim_start_matches("--").to_string();
-        let value = args.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        let value = args
+            .next()
+            .unwrap_or_else(|| panic!("{flag} needs a value"));
         values.insert(name, value);
     }
     let get = |name: &str| values.get(name).cloned();
@@ -218,17 +220,39 @@ impl Http {
     }
 }
 
+/// Polls in flight at once, each on a keep-alive connection of its own. Bounded, so that
+/// a backlog of changes waiting to be seen queues here rather than opening connections
+/// without end (past the server's limit, new ones would wait unaccepted); at 1,000
+/// changes/s seen within a second about 30 are in flight.
+const POLL_CONNECTIONS: usize = 128;
+
 /// Keep-alive connections shared by the pollers: a poll takes one and puts it back.
-#[derive(Clone, Default)]
-struct Pool(Arc<std::sync::Mutex<Vec<Http>>>);
+#[derive(Clone)]
+struct Pool {
+    idle: Arc<std::sync::Mutex<Vec<Http>>>,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Pool {
+    fn default() -> Pool {
+        Pool {
+            idle: Arc::default(),
+            slots: Arc::new(tokio::sync::Semaphore::new(POLL_CONNECTIONS)),
+        }
+    }
+}
 
 impl Pool {
     async fn get(&self, server: &str, path: &str) -> (u16, Vec<u8>) {
-        let taken = self.0.lock().expect("pool lock").pop();
-        let mut http = taken;
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        let mut http = self.idle.lock().expect("pool lock").pop();
         let reply = get(&mut http, server, path).await;
         if let Some(http) = http {
-            self.0.lock().expect("pool lock").push(http);
+            self.idle.lock().expect("pool lock").push(http);
         }
         reply
     }
@@ -549,7 +573,11 @@ async fn final_check(args: &Args, client: &Client, outcomes: &[Outcome]) -> serd
     let step = (products.len() / args.pages.max(1)).max(1);
     let mut http = None;
     for &product in products.iter().step_by(step).take(args.pages) {
-        let rank: i32 = client.query_one(RANK_SQL, &[&product]).await.unwrap().get(0);
+        let rank: i32 = client
+            .query_one(RANK_SQL, &[&product])
+            .await
+            .unwrap()
+            .get(0);
         let page = (rank - 1) / PAGE_COUNT + 1;
         let first = (page - 1) * PAGE_COUNT + 1;
         let ids: Vec<i32> = client
