@@ -242,7 +242,7 @@ impl Statements {
             take: client.prepare(TAKE_SQL).await?,
             lock_products: client.prepare(LOCK_PRODUCTS_SQL).await?,
             done: client.prepare(DONE_SQL).await?,
-            notify: client.prepare("SELECT pg_notify($1, $2)").await?,
+            notify: client.prepare(super::NOTIFY_SQL).await?,
         })
     }
 }
@@ -306,11 +306,7 @@ async fn batch(client: &mut Client, settings: &Settings, statements: &Statements
     let prepared = Some(&statements.rebuild);
     let rebuilt = super::rebuild_changed(&transaction, &changes, settings, None, prepared).await?;
     transaction.execute(&statements.done, &[&done]).await?;
-    for payload in rebuilt.notice.payloads() {
-        transaction
-            .execute(&statements.notify, &[&crate::documents::CHANNEL, &payload])
-            .await?;
-    }
+    super::announce(&transaction, &rebuilt.notice, &statements.notify).await?;
     transaction.commit().await?;
     let documents = rebuilt.report.documents + rebuilt.report.removed;
     tracing::debug!(products = locked.len(), documents, "batch rebuilt");

@@ -72,17 +72,9 @@ const PART_SOURCES: &str = "
                 WHERE s.product_id >= $2::bigint AND s.product_id < $3::bigint),
     related_src AS (SELECT * FROM related WHERE product_id >= $2::bigint AND product_id < $3::bigint),";
 
-/// The rows of the products listed in $2 (distinct). `= ANY` of an array keeps every
-/// lookup on an index whatever the planner guesses of the list's length: a hash join
-/// would read all of photo and sku for a few thousand products.
-const SOME_SOURCES: &str = "
-    product_src AS (SELECT * FROM product WHERE id = ANY($2::int[])),
-    styled AS (SELECT id FROM product_src),
-    style_src AS MATERIALIZED (SELECT * FROM style WHERE product_id = ANY($2::int[])),
-    feature_src AS (SELECT * FROM feature WHERE product_id = ANY($2::int[])),
-    photo_src AS (SELECT * FROM photo WHERE style_id = ANY(ARRAY(SELECT id FROM style_src))),
-    sku_src AS (SELECT * FROM sku WHERE style_id = ANY(ARRAY(SELECT id FROM style_src))),
-    related_src AS (SELECT * FROM related WHERE product_id = ANY($2::int[])),";
+/// The rows of the products listed in $2 (distinct); a file of its own, so that
+/// bench/freshness compares served documents with what this very query builds.
+const SOME_SOURCES: &str = include_str!("some_sources.sql");
 
 /// Fills `document_next` with one part's documents.
 const FILL_PART_SQL: &str = "
@@ -304,7 +296,7 @@ pub async fn materialize(
             &[&summary.to_string()],
         )
         .await?;
-    announce(&transaction, &notice).await?;
+    announce(&transaction, &notice, NOTIFY_SQL).await?;
     transaction.commit().await?;
     Ok(report)
 }
@@ -339,11 +331,18 @@ async fn needs_full_rebuild(transaction: &Transaction<'_>) -> Result<bool> {
     Ok(distinct > threshold)
 }
 
-/// Sends `notice` on [`documents::CHANNEL`]; delivered when the transaction commits.
-async fn announce(transaction: &Transaction<'_>, notice: &Notice) -> Result<()> {
+/// Sends one NOTIFY payload ($2) on a channel ($1).
+const NOTIFY_SQL: &str = "SELECT pg_notify($1, $2)";
+
+/// Sends `notice` on [`documents::CHANNEL`] through `notify` ([`NOTIFY_SQL`], or that
+/// statement prepared); delivered when the transaction commits.
+async fn announce<S>(transaction: &Transaction<'_>, notice: &Notice, notify: &S) -> Result<()>
+where
+    S: tokio_postgres::ToStatement + ?Sized,
+{
     for payload in notice.payloads() {
         transaction
-            .execute("SELECT pg_notify($1, $2)", &[&documents::CHANNEL, &payload])
+            .execute(notify, &[&documents::CHANNEL, &payload])
             .await?;
     }
     Ok(())

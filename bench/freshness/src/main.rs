@@ -35,14 +35,7 @@ const BUILD_SQL: &str = concat!(
 );
 
 /// The rows of the products in $2, as materialize's partial rebuild reads them.
-const SOURCES: &str = "
-    product_src AS (SELECT * FROM product WHERE id = ANY($2::int[])),
-    styled AS (SELECT id FROM product_src),
-    style_src AS MATERIALIZED (SELECT * FROM style WHERE product_id = ANY($2::int[])),
-    feature_src AS (SELECT * FROM feature WHERE product_id = ANY($2::int[])),
-    photo_src AS (SELECT * FROM photo WHERE style_id = ANY(ARRAY(SELECT id FROM style_src))),
-    sku_src AS (SELECT * FROM sku WHERE style_id = ANY(ARRAY(SELECT id FROM style_src))),
-    related_src AS (SELECT * FROM related WHERE product_id = ANY($2::int[])),";
+const SOURCES: &str = include_str!("../../../src/materialize/some_sources.sql");
 
 /// The product ids at 1-based ranks $1 ..= $2 of the list (the server's page query).
 const PAGE_IDS_SQL: &str = "
