@@ -284,12 +284,10 @@ def summarize(args, phases, wal_bare, cpu_bare, requests):
     for index, p in enumerate(phases):
         if not p["rate_per_s"]:
             continue
-        neighbours = [phases[i]["reads"]["rps"] for i in (index - 1, index + 1)
+        neighbours = [phases[i] for i in (index - 1, index + 1)
                       if 0 <= i < len(phases) and not phases[i]["rate_per_s"]]
-        baseline = statistics.fmean(neighbours)
-        baseline_cpu = statistics.fmean(
-            phases[i]["server_cpu_us_per_request"] for i in (index - 1, index + 1)
-            if 0 <= i < len(phases) and not phases[i]["rate_per_s"])
+        baseline = statistics.fmean(n["reads"]["rps"] for n in neighbours)
+        baseline_cpu = statistics.fmean(n["server_cpu_us_per_request"] for n in neighbours)
         f = p["freshness"]
         rate = p["rate_per_s"]
         changes = f["changes"]
