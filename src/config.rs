@@ -210,8 +210,8 @@ pub struct ServeArgs {
     /// `Cache-Control: max-age` sent with documents, in seconds.
     #[arg(long, env = "ATELIER_MAX_AGE", default_value_t = serve_defaults().max_age)]
     pub max_age: u32,
-    /// Content coding offered beside the stored bytes: `gzip` (made once per document as
-    /// it enters the cache) or `off` (a proxy in front compresses).
+    /// Content coding offered beside the stored bytes: `gzip` (made once per document, when
+    /// a client that takes gzip first asks for it) or `off` (a proxy in front compresses).
     #[arg(long, env = "ATELIER_COMPRESSION", value_enum, default_value_t = Compression::Gzip)]
     pub compression: Compression,
     /// Database connections kept open. Each carries many concurrent reads, pipelined, so

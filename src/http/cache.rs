@@ -2,6 +2,12 @@
 //! key however many requests miss at once, unknown ids remembered briefly, a TTL
 //! backstop, and invalidation driven by materialize's notifications.
 //!
+//! A document is cached in the coding its clients ask for: its stored bytes for clients
+//! that do not take gzip, its gzip form for those that do, each an entry of its own made
+//! by its own read of the store. So a miss costs a client that never takes gzip no
+//! compression, a gzip client's miss compresses once, and the cache holds only the forms
+//! somebody asked for.
+//!
 //! List pages are indexed by the ranks they hold (`PageIndex`), so that a change drops
 //! only the pages it moved: a product changed in place moves the one page per `count`
 //! that holds its rank; a product added or removed moves every entry after it, so every
@@ -20,75 +26,62 @@ use super::encoding::{self, Coding};
 use super::store::{Key, Store, StoreError};
 use crate::documents::{Notice, Pages};
 
-/// A document ready to send: its stored bytes and, when it pays, their gzip form, each
-/// with its own strong validator. Cloning shares it.
+/// A document ready to send in one coding: the body and its strong validator. Cloning
+/// shares it.
 #[derive(Debug, Clone)]
-pub struct Document(Arc<Representations>);
+pub struct Document(Arc<Representation>);
 
 #[derive(Debug)]
-struct Representations {
-    identity: Representation,
-    gzip: Option<Representation>,
-}
-
-/// One form of a document's bytes and its ETag.
-#[derive(Debug, Clone)]
-pub struct Representation {
-    pub body: Bytes,
-    pub etag: HeaderValue,
-}
-
-impl Representation {
-    /// `body` with its ETag: the xxh3 hash of the bytes, computed once here, with
-    /// `suffix` after it.
-    fn new(body: Bytes, suffix: &str) -> Representation {
-        let hash = xxhash_rust::xxh3::xxh3_64(&body);
-        let etag = HeaderValue::try_from(format!("\"{hash:016x}{suffix}\""))
-            .expect("a quoted hex string is a valid header value");
-        Representation { body, etag }
-    }
-
-    fn weight(&self) -> usize {
-        self.body.len() + self.etag.len()
-    }
+struct Representation {
+    body: Bytes,
+    etag: HeaderValue,
+    coding: Coding,
 }
 
 impl Document {
-    /// The stored `body`, with its gzip form too when `compress` is set and gzip gains.
-    pub fn new(body: Bytes, compress: bool) -> Document {
-        let gzip = match compress {
-            true => encoding::gzip(&body).map(|gzip| Representation::new(gzip, "-gzip")),
-            false => None,
-        };
-        Document(Arc::new(Representations {
-            identity: Representation::new(body, ""),
-            gzip,
-        }))
+    /// The stored bytes as they are.
+    pub fn identity(body: Bytes) -> Document {
+        Document::with_coding(body, Coding::Identity, "")
     }
 
-    /// The stored bytes.
-    pub fn identity(&self) -> &Representation {
-        &self.0.identity
-    }
-
-    /// The gzip form, if the document is kept in one.
-    pub fn gzip(&self) -> Option<&Representation> {
-        self.0.gzip.as_ref()
-    }
-
-    /// The representation in `coding`, if the document has it.
-    pub fn representation(&self, coding: Coding) -> Option<&Representation> {
-        match coding {
-            Coding::Identity => Some(self.identity()),
-            Coding::Gzip => self.gzip(),
+    /// The gzip form of the stored bytes `body`, or the bytes themselves when gzip does
+    /// not gain (`coding()` then says identity).
+    pub fn gzip(body: Bytes) -> Document {
+        match encoding::gzip(&body) {
+            Some(compressed) => Document::with_coding(compressed, Coding::Gzip, "-gzip"),
+            None => Document::identity(body),
         }
     }
 
-    /// Bytes held for this document: every representation and its validator, and the
-    /// shared allocation that holds them.
+    /// `body` in `coding` with its ETag: the xxh3 hash of the bytes, computed once here,
+    /// with `suffix` after it.
+    fn with_coding(body: Bytes, coding: Coding, suffix: &str) -> Document {
+        let hash = xxhash_rust::xxh3::xxh3_64(&body);
+        let etag = HeaderValue::try_from(format!("\"{hash:016x}{suffix}\""))
+            .expect("a quoted hex string is a valid header value");
+        Document(Arc::new(Representation { body, etag, coding }))
+    }
+
+    /// The bytes to send.
+    pub fn body(&self) -> &Bytes {
+        &self.0.body
+    }
+
+    /// The strong validator of these bytes.
+    pub fn etag(&self) -> &HeaderValue {
+        &self.0.etag
+    }
+
+    /// The coding the bytes are in.
+    pub fn coding(&self) -> Coding {
+        self.0.coding
+    }
+
+    /// Bytes held for this document: the body, its validator, and the shared allocation
+    /// that holds them.
     pub fn weight(&self) -> usize {
-        const SHARED: usize = size_of::<Representations>() + 2 * size_of::<usize>();
-        SHARED + self.0.identity.weight() + self.0.gzip.as_ref().map_or(0, Representation::weight)
+        const SHARED: usize = size_of::<Representation>() + 2 * size_of::<usize>();
+        SHARED + self.0.body.len() + self.0.etag.len()
     }
 }
 
@@ -101,24 +94,31 @@ pub struct CacheSettings {
     pub ttl: Duration,
     /// Lifetime of an absence (an unknown id, a page past the end).
     pub not_found_ttl: Duration,
-    /// Whether documents are also kept in gzip form.
-    pub compress: bool,
 }
+
+/// What a cache entry is held under: a document and the coding it is kept in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Slot {
+    key: Key,
+    coding: Coding,
+}
+
+/// Every coding a document may be cached in, for invalidation.
+const CODINGS: [Coding; 2] = [Coding::Identity, Coding::Gzip];
 
 /// The hash of cache keys: keys are small values of our own making, so a fast hash
 /// serves better than the default SipHash.
 type KeyHasher = foldhash::fast::RandomState;
 
-/// Documents by key, loaded from the store on a miss.
+/// Documents by key and coding, loaded from the store on a miss.
 pub struct DocumentCache {
-    documents: Cache<Key, Document, KeyHasher>,
+    documents: Cache<Slot, Document, KeyHasher>,
     /// Keys the store holds nothing under. They live much shorter than documents, and
     /// one lifetime per cache keeps moka's read path cheap.
     absent: Cache<Key, (), KeyHasher>,
     store: Store,
     /// The cached list pages by the ranks they hold.
     pages: PageIndex,
-    compress: bool,
     /// Bumped before every invalidation, so a load that raced one can tell.
     epoch: AtomicU64,
     hits: AtomicU64,
@@ -147,7 +147,7 @@ impl DocumentCache {
         let absent_bytes = settings.capacity_bytes / ABSENT_SHARE;
         let documents = Cache::builder()
             .max_capacity(settings.capacity_bytes - absent_bytes)
-            .weigher(|_key: &Key, document: &Document| {
+            .weigher(|_slot: &Slot, document: &Document| {
                 u32::try_from(document.weight() as u64 + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
             })
             .time_to_live(settings.ttl)
@@ -162,36 +162,37 @@ impl DocumentCache {
             absent,
             store,
             pages: PageIndex::default(),
-            compress: settings.compress,
             epoch: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
     }
 
-    /// The document under `key` (`None`: there is none), read from the store if it is
-    /// not cached. Concurrent misses on one key share a single read and its outcome;
-    /// failures are not cached.
-    pub async fn get(&self, key: Key) -> Result<Option<Document>, Arc<StoreError>> {
-        if let Some(document) = self.documents.get(&key).await {
+    /// The document under `key` in `coding` (`None`: there is none), read from the
+    /// store if it is not cached in that coding. A document asked for in gzip whose
+    /// gzip form would not gain comes as its stored bytes. Concurrent misses on one key
+    /// and coding share a single read and its outcome; failures are not cached.
+    pub async fn get(&self, key: Key, coding: Coding) -> Result<Option<Document>, Arc<StoreError>> {
+        let slot = Slot { key, coding };
+        if let Some(document) = self.documents.get(&slot).await {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(Some(document));
         }
         // Boxed, so that every request's future stays small and only misses carry the
         // load's much larger state.
-        Box::pin(self.get_uncached(key)).await
+        Box::pin(self.get_uncached(slot)).await
     }
 
-    async fn get_uncached(&self, key: Key) -> Result<Option<Document>, Arc<StoreError>> {
-        if self.absent.contains_key(&key) {
+    async fn get_uncached(&self, slot: Slot) -> Result<Option<Document>, Arc<StoreError>> {
+        if self.absent.contains_key(&slot.key) {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
         }
         let epoch = self.epoch.load(Ordering::SeqCst);
         let loaded = self
             .documents
-            .entry(key)
-            .or_try_insert_with(self.load(key))
+            .entry(slot)
+            .or_try_insert_with(self.load(slot))
             .await;
         // An invalidation that ran while the store was read may have passed before the
         // outcome was cached: the outcome may predate the change, so it is not kept.
@@ -202,14 +203,13 @@ impl DocumentCache {
                 if !entry.is_fresh() {
                     self.hits.fetch_add(1, Ordering::Relaxed);
                 } else {
-                    if let Key::Page { .. } = key {
+                    if let Key::Page { .. } = slot.key {
                         // Indexed before the race check below: an invalidation that
                         // looked at the index too early bumped the epoch first.
-                        self.pages
-                            .insert(key, |key| self.documents.contains_key(key));
+                        self.pages.insert(slot.key, |key| self.holds(key));
                     }
                     if raced || self.epoch.load(Ordering::SeqCst) != epoch {
-                        self.documents.invalidate(&key).await;
+                        self.documents.invalidate(&slot).await;
                     }
                 }
                 Ok(Some(entry.into_value()))
@@ -217,7 +217,7 @@ impl DocumentCache {
             Err(miss) => match &*miss {
                 Miss::Absent => {
                     if !raced {
-                        self.absent.insert(key, ()).await;
+                        self.absent.insert(slot.key, ()).await;
                     }
                     Ok(None)
                 }
@@ -226,14 +226,34 @@ impl DocumentCache {
         }
     }
 
-    async fn load(&self, key: Key) -> Result<Document, Miss> {
+    async fn load(&self, slot: Slot) -> Result<Document, Miss> {
         self.misses.fetch_add(1, Ordering::Relaxed);
-        match self.store.read(key).await {
-            // Compressed here, once per document entering the cache: every request that
-            // hits it afterwards sends the bytes as they are.
-            Ok(Some(body)) => Ok(Document::new(body, self.compress)),
+        match self.store.read(slot.key).await {
+            // Compressed here, once per document entering the cache in gzip form: every
+            // request that hits it afterwards sends the bytes as they are.
+            Ok(Some(body)) => Ok(match slot.coding {
+                Coding::Identity => Document::identity(body),
+                Coding::Gzip => Document::gzip(body),
+            }),
             Ok(None) => Err(Miss::Absent),
             Err(error) => Err(Miss::Failed(Arc::new(error))),
+        }
+    }
+
+    /// Whether `key` is cached in some coding.
+    fn holds(&self, key: &Key) -> bool {
+        CODINGS.iter().any(|&coding| {
+            self.documents.contains_key(&Slot {
+                key: *key,
+                coding,
+            })
+        })
+    }
+
+    /// Drops `key` in every coding.
+    async fn drop_key(&self, key: Key) {
+        for coding in CODINGS {
+            self.documents.invalidate(&Slot { key, coding }).await;
         }
     }
 
@@ -260,20 +280,20 @@ impl DocumentCache {
             Pages::All => {
                 self.pages.clear();
                 self.documents
-                    .invalidate_entries_if(|key, _| matches!(key, Key::Page { .. }))
+                    .invalidate_entries_if(|slot, _| matches!(slot.key, Key::Page { .. }))
                     .expect("the cache is built with invalidation closures");
             }
             Pages::Ranks { ranks, shift } => {
                 for key in self.pages.take(ranks, *shift) {
-                    self.documents.invalidate(&key).await;
+                    self.drop_key(key).await;
                 }
             }
         }
         for &id in ids {
-            self.documents.invalidate(&Key::Styles(id)).await;
+            self.drop_key(Key::Styles(id)).await;
             if styles_only.binary_search(&id).is_err() {
-                self.documents.invalidate(&Key::Product(id)).await;
-                self.documents.invalidate(&Key::Related(id)).await;
+                self.drop_key(Key::Product(id)).await;
+                self.drop_key(Key::Related(id)).await;
             }
         }
     }

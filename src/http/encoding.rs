@@ -1,5 +1,5 @@
-//! Content codings: the gzip representation a document is kept in beside its stored
-//! bytes, made once when the document enters the cache, and the choice between the two
+//! Content codings: the gzip form of a document, made once when the document enters the
+//! cache for a client that takes gzip, and the choice between it and the stored bytes
 //! from a request's `Accept-Encoding` (RFC 9110 §12.5.3), made per request by a scan of
 //! the header that allocates nothing.
 
@@ -18,7 +18,7 @@ pub const MIN_COMPRESSED_BODY: usize = 256;
 pub const GZIP_LEVEL: u32 = 6;
 
 /// A representation of a document other than its stored bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Coding {
     /// The stored bytes as they are.
     Identity,
@@ -137,6 +137,14 @@ impl Accepted {
             Some(Coding::Identity)
         } else {
             None
+        }
+    }
+
+    /// Whether the client takes a body in `coding`.
+    pub fn allows(self, coding: Coding) -> bool {
+        match coding {
+            Coding::Identity => self.identity > 0,
+            Coding::Gzip => self.gzip > 0,
         }
     }
 }

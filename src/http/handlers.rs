@@ -8,6 +8,7 @@ use hyper::Response;
 use hyper::header::{CACHE_CONTROL, CONTENT_TYPE};
 
 use super::cache::Document;
+use super::encoding::Coding;
 use super::error::HttpError;
 use super::store::Key;
 use super::{AppState, headers, metrics};
@@ -18,32 +19,53 @@ const DEFAULT_COUNT: u32 = 5;
 const MAX_COUNT: u32 = 1000;
 
 /// `GET /products?page=P&count=C`: the entries at positions (P-1)*C+1 ..= P*C.
-pub async fn list_products(state: &AppState, query: Option<&str>) -> Result<Document, HttpError> {
+pub async fn list_products(
+    state: &AppState,
+    query: Option<&str>,
+    coding: Coding,
+) -> Result<Document, HttpError> {
     let (page, count) = page_and_count(query.unwrap_or(""))?;
-    let page = state.cache.get(Key::Page { page, count }).await?;
+    let page = state.cache.get(Key::Page { page, count }, coding).await?;
     Ok(page.unwrap_or_else(|| state.empty_page.clone()))
 }
 
 /// `GET /products/:id`.
-pub async fn get_product(state: &AppState, id: i32) -> Result<Document, HttpError> {
-    product_document(state, id, Key::Product(id)).await
+pub async fn get_product(
+    state: &AppState,
+    id: i32,
+    coding: Coding,
+) -> Result<Document, HttpError> {
+    product_document(state, id, Key::Product(id), coding).await
 }
 
 /// `GET /products/:id/styles`.
-pub async fn get_product_styles(state: &AppState, id: i32) -> Result<Document, HttpError> {
-    product_document(state, id, Key::Styles(id)).await
+pub async fn get_product_styles(
+    state: &AppState,
+    id: i32,
+    coding: Coding,
+) -> Result<Document, HttpError> {
+    product_document(state, id, Key::Styles(id), coding).await
 }
 
 /// `GET /products/:id/related`.
-pub async fn get_related_products(state: &AppState, id: i32) -> Result<Document, HttpError> {
-    product_document(state, id, Key::Related(id)).await
+pub async fn get_related_products(
+    state: &AppState,
+    id: i32,
+    coding: Coding,
+) -> Result<Document, HttpError> {
+    product_document(state, id, Key::Related(id), coding).await
 }
 
-/// One of product `id`'s documents; 404 when the catalog has no such product.
-async fn product_document(state: &AppState, id: i32, key: Key) -> Result<Document, HttpError> {
+/// One of product `id`'s documents, in `coding` where it has that form; 404 when the catalog has no such product.
+async fn product_document(
+    state: &AppState,
+    id: i32,
+    key: Key,
+    coding: Coding,
+) -> Result<Document, HttpError> {
     state
         .cache
-        .get(key)
+        .get(key, coding)
         .await?
         .ok_or(HttpError::NoSuchProduct(id))
 }

@@ -52,21 +52,24 @@ async fn route<B>(
         return (endpoint, Err(HttpError::MethodNotAllowed { method, path }));
     }
     let outcome = async {
+        let (accepted, coding) = wanted_coding(state, request.headers());
         let document = match endpoint {
-            Endpoint::ListProducts => handlers::list_products(state, request.uri().query()).await?,
-            Endpoint::GetProduct => handlers::get_product(state, product_id(id)?).await?,
+            Endpoint::ListProducts => {
+                handlers::list_products(state, request.uri().query(), coding).await?
+            }
+            Endpoint::GetProduct => handlers::get_product(state, product_id(id)?, coding).await?,
             Endpoint::GetProductStyles => {
-                handlers::get_product_styles(state, product_id(id)?).await?
+                handlers::get_product_styles(state, product_id(id)?, coding).await?
             }
             Endpoint::GetRelatedProducts => {
-                handlers::get_related_products(state, product_id(id)?).await?
+                handlers::get_related_products(state, product_id(id)?, coding).await?
             }
             Endpoint::Healthz => return Ok(handlers::healthz()),
             Endpoint::Readyz => return handlers::readyz(state).await,
             Endpoint::Metrics => return Ok(handlers::metrics(state).await),
             Endpoint::Unmatched => return Err(HttpError::NoSuchPath(path.to_string())),
         };
-        document_response(state, request.headers(), document)
+        document_response(state, request.headers(), accepted, document)
     };
     (endpoint, outcome.await)
 }
@@ -96,29 +99,35 @@ pub fn match_path(path: &str) -> Option<(Endpoint, &str)> {
     }
 }
 
-/// `200` with the document, or `304` when the client's `If-None-Match` has it already,
-/// in the representation its `Accept-Encoding` prefers: the stored bytes, or their gzip
-/// form when the document has one. Each has its own ETag, so validators and `304`s are
-/// per representation; `406` when the client refuses every representation there is.
+/// What the client takes, when answers vary on it (`None` when they do not), and the
+/// coding to look the document up in: the one it prefers, identity when it refuses both.
+fn wanted_coding(state: &AppState, request_headers: &HeaderMap) -> (Option<Accepted>, Coding) {
+    let accepted = state
+        .compress
+        .then(|| Accepted::from_headers(request_headers));
+    let coding = accepted
+        .and_then(|accepted| accepted.choose(true))
+        .unwrap_or(Coding::Identity);
+    (accepted, coding)
+}
+
+/// `200` with the document, or `304` when the client's `If-None-Match` has it already.
+/// The document comes in the coding the client prefers where it has that form (its
+/// stored bytes, or their gzip form). Each form has its own ETag, so validators and
+/// `304`s are per representation; `406` when the client refuses the one there is.
+/// `accepted` is `None` when answers do not vary on `Accept-Encoding`.
 fn document_response(
     state: &AppState,
     request_headers: &HeaderMap,
+    accepted: Option<Accepted>,
     document: Document,
 ) -> Result<Response<Full<Bytes>>, HttpError> {
-    let (representation, gzip) = if state.compress {
-        let gzip = document.gzip();
-        match (
-            Accepted::from_headers(request_headers).choose(gzip.is_some()),
-            gzip,
-        ) {
-            (Some(Coding::Gzip), Some(gzip)) => (gzip, true),
-            (Some(_), _) => (document.identity(), false),
-            (None, _) => return Err(HttpError::NotAcceptable),
-        }
-    } else {
-        (document.identity(), false)
-    };
-    let not_modified = if_none_match(request_headers, &representation.etag);
+    if let Some(accepted) = accepted
+        && !accepted.allows(document.coding())
+    {
+        return Err(HttpError::NotAcceptable);
+    }
+    let not_modified = if_none_match(request_headers, document.etag());
     let mut response = match not_modified {
         true => {
             let mut response = Response::new(Full::default());
@@ -126,19 +135,19 @@ fn document_response(
             response
         }
         false => {
-            let mut response = Response::new(Full::new(representation.body.clone()));
+            let mut response = Response::new(Full::new(document.body().clone()));
             let response_headers = response.headers_mut();
             response_headers.insert(CONTENT_TYPE, headers::JSON);
-            if gzip {
+            if document.coding() == Coding::Gzip {
                 response_headers.insert(CONTENT_ENCODING, headers::GZIP);
             }
             response
         }
     };
     let response_headers = response.headers_mut();
-    response_headers.insert(ETAG, representation.etag.clone());
+    response_headers.insert(ETAG, document.etag().clone());
     response_headers.insert(CACHE_CONTROL, state.cache_control.clone());
-    if state.compress {
+    if accepted.is_some() {
         response_headers.insert(VARY, headers::VARY_ENCODING);
     }
     Ok(response)
@@ -327,16 +336,31 @@ mod tests {
         );
     }
 
+    /// The answer to a request with `request_headers` for a document stored as `body`,
+    /// made in the coding the router would look it up in.
+    fn answer(
+        state: &AppState,
+        request_headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<Response<Full<Bytes>>, HttpError> {
+        let (accepted, coding) = wanted_coding(state, request_headers);
+        let document = match coding {
+            Coding::Identity => Document::identity(body.clone()),
+            Coding::Gzip => Document::gzip(body.clone()),
+        };
+        document_response(state, request_headers, accepted, document)
+    }
+
     #[tokio::test]
     async fn documents_answer_304_to_a_matching_if_none_match() {
         let state = state_without_database();
-        let document = Document::new(Bytes::from_static(b"[1,2]"), true);
+        let body = Bytes::from_static(b"[1,2]");
         let mut request_headers = HeaderMap::new();
-        let fresh = document_response(&state, &request_headers, document.clone()).unwrap();
+        let fresh = answer(&state, &request_headers, &body).unwrap();
         assert_eq!(fresh.status(), StatusCode::OK);
         assert_eq!(fresh.headers()[CACHE_CONTROL], "public, max-age=60");
         request_headers.insert(IF_NONE_MATCH, fresh.headers()[ETAG].clone());
-        let cached = document_response(&state, &request_headers, document).unwrap();
+        let cached = answer(&state, &request_headers, &body).unwrap();
         assert_eq!(cached.status(), StatusCode::NOT_MODIFIED);
         assert_eq!(cached.headers()[ETAG], fresh.headers()[ETAG]);
         assert_eq!(cached.body().size_hint().exact(), Some(0));
@@ -357,35 +381,40 @@ mod tests {
         let body: Vec<u8> = (0..100)
             .flat_map(|i| format!("{{\"style_id\":{i},\"name\":\"Forest Green\"}},").into_bytes())
             .collect();
-        let document = Document::new(Bytes::from(body.clone()), true);
-        let gzip = document.gzip().expect("repetitive JSON compresses").clone();
-        let plain = document_response(&state, &HeaderMap::new(), document.clone()).unwrap();
-        let zipped = document_response(&state, &accepting("gzip"), document.clone()).unwrap();
+        let body = Bytes::from(body);
+        let gzip = Document::gzip(body.clone());
+        assert_eq!(gzip.coding(), Coding::Gzip, "repetitive JSON compresses");
+        let plain = answer(&state, &HeaderMap::new(), &body).unwrap();
+        let zipped = answer(&state, &accepting("gzip"), &body).unwrap();
         assert_eq!(plain.headers().get(CONTENT_ENCODING), None);
         assert_eq!(zipped.headers()[CONTENT_ENCODING], "gzip");
         for response in [&plain, &zipped] {
             assert_eq!(response.headers()[VARY], "Accept-Encoding");
         }
-        assert_eq!(zipped.headers()[ETAG], gzip.etag);
+        assert_eq!(zipped.headers()[ETAG], gzip.etag());
         assert_ne!(plain.headers()[ETAG], zipped.headers()[ETAG]);
         assert_eq!(body_bytes(plain).await, body);
-        assert_eq!(body_bytes(zipped).await, gzip.body);
+        assert_eq!(body_bytes(zipped).await, gzip.body());
 
         // A validator matches only the representation it names.
         let mut request_headers = accepting("gzip");
-        request_headers.insert(IF_NONE_MATCH, gzip.etag.clone());
-        let again = document_response(&state, &request_headers, document.clone()).unwrap();
+        request_headers.insert(IF_NONE_MATCH, gzip.etag().clone());
+        let again = answer(&state, &request_headers, &body).unwrap();
         assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
-        assert_eq!(again.headers()[ETAG], gzip.etag);
+        assert_eq!(again.headers()[ETAG], gzip.etag());
         assert_eq!(again.headers()[VARY], "Accept-Encoding");
         assert_eq!(again.headers().get(CONTENT_ENCODING), None);
         request_headers.remove(hyper::header::ACCEPT_ENCODING);
-        let other = document_response(&state, &request_headers, document.clone()).unwrap();
+        let other = answer(&state, &request_headers, &body).unwrap();
         assert_eq!(other.status(), StatusCode::OK);
-        assert_eq!(other.headers()[ETAG], document.identity().etag);
+        assert_eq!(other.headers()[ETAG], Document::identity(body.clone()).etag());
 
         // Refusing identity and gzip alike leaves nothing to send.
-        let refused = document_response(&state, &accepting("gzip;q=0, identity;q=0"), document);
+        let refused = answer(&state, &accepting("gzip;q=0, identity;q=0"), &body);
+        assert_eq!(refused.unwrap_err(), HttpError::NotAcceptable);
+        // Refusing identity where gzip does not gain leaves nothing either.
+        let short = Bytes::from_static(b"[2,3,8,7]");
+        let refused = answer(&state, &accepting("gzip, identity;q=0"), &short);
         assert_eq!(refused.unwrap_err(), HttpError::NotAcceptable);
     }
 

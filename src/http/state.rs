@@ -41,8 +41,8 @@ pub struct Settings {
     pub header_timeout: Duration,
     /// Time in-flight requests get to finish once shutdown begins.
     pub drain_timeout: Duration,
-    /// Whether documents are also kept gzip-compressed (made once as they enter the
-    /// cache) and sent so to clients that accept it.
+    /// Whether documents are also sent gzip-compressed to clients that accept it (the
+    /// gzip form made once per document, when such a client first asks for it).
     pub compress: bool,
 }
 
@@ -147,7 +147,6 @@ impl AppState {
                 capacity_bytes: settings.cache_bytes,
                 ttl: settings.cache_ttl,
                 not_found_ttl: settings.not_found_ttl,
-                compress: settings.compress,
             },
         );
         let cache_control = HeaderValue::try_from(format!("public, max-age={}", settings.max_age))
@@ -161,7 +160,7 @@ impl AppState {
             listening: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             cache_control,
-            empty_page: Document::new(Bytes::from_static(b"[]"), false),
+            empty_page: Document::identity(Bytes::from_static(b"[]")),
             compress: settings.compress,
             limits: Limits {
                 max_connections: settings.max_connections,

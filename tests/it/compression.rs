@@ -298,7 +298,9 @@ async fn the_genuine_samples_read_the_same_through_both_codings() {
 async fn the_cache_budget_counts_both_representations() {
     let db = genuine().await;
     let path = "/products/1/styles";
-    let mut weights = Vec::new();
+    // (entries, bytes, the answer's body and ETag length) after a gzip client's request,
+    // and after an identity client's too.
+    let mut held = Vec::new();
     for compression in ["gzip", "off"] {
         let settings = Settings {
             compress: compression == "gzip",
@@ -314,14 +316,58 @@ async fn the_cache_budget_counts_both_representations() {
             let identity_tag = zipped.header("etag").unwrap().to_string();
             assert_eq!(identity_tag.len(), 18, "{identity_tag}");
         } else {
-            weights.push(zipped.body.len() + zipped.header("etag").unwrap().len());
+            assert_eq!(zipped.header("content-encoding"), Some("gzip"));
         }
-        assert_eq!(server.metric("atelier_cache_entries").await, 1.0);
-        weights.push(server.metric("atelier_cache_bytes").await as usize);
+        let zipped_form = zipped.body.len() + zipped.header("etag").unwrap().len();
+        held.push((
+            server.metric("atelier_cache_entries").await,
+            server.metric("atelier_cache_bytes").await as usize,
+            zipped_form,
+        ));
+        assert_eq!(get(&server, path, None).await.status, 200);
+        held.push((
+            server.metric("atelier_cache_entries").await,
+            server.metric("atelier_cache_bytes").await as usize,
+            zipped_form,
+        ));
         server.stop().await;
     }
-    let [gzip_form, with_gzip, without_gzip] = weights[..] else {
+    let [gzip_only, both, off, off_again] = held[..] else {
         unreachable!()
     };
-    assert_eq!(with_gzip - without_gzip, gzip_form);
+    // A gzip client's request keeps the gzip form alone; an identity client's adds the
+    // stored bytes, counted in full.
+    assert_eq!(gzip_only.0, 1.0);
+    assert_eq!(both.0, 2.0);
+    assert_eq!(both.1 - gzip_only.1, off.1);
+    assert!(gzip_only.1 < off.1);
+    assert_eq!(off.1 - gzip_only.1, off.2 - gzip_only.2);
+    // Without compression every client shares the one form.
+    assert_eq!(off.0, 1.0);
+    assert_eq!(off_again, off);
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_take_gzip_never_makes_a_gzip_form() {
+    let db = genuine().await;
+    let path = "/products/1/styles";
+    let mut weights = Vec::new();
+    for compress in [true, false] {
+        let settings = Settings {
+            compress,
+            ..Settings::default()
+        };
+        let server = Server::start_listening(&db.url, settings).await;
+        for _ in 0..3 {
+            let plain = get(&server, path, Some("identity")).await;
+            assert_eq!(plain.status, 200);
+            assert_eq!(plain.header("content-encoding"), None);
+        }
+        assert_eq!(server.metric("atelier_cache_entries").await, 1.0);
+        assert_eq!(server.metric("atelier_cache_misses_total").await, 1.0);
+        weights.push(server.metric("atelier_cache_bytes").await);
+        server.stop().await;
+    }
+    // Exactly what a server that never compresses holds: the stored bytes alone.
+    assert_eq!(weights[0], weights[1]);
 }
