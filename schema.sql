@@ -160,7 +160,7 @@ CREATE TABLE IF NOT EXISTS product_edited (
 -- must not scan the style table for every later one-row statement.
 DO $capture$
 DECLARE
-    version constant text := 'atelier capture 4';
+    version constant text := 'atelier capture 5';
     mark regprocedure := to_regprocedure('public.atelier_mark(integer[],smallint)');
     old record;
 BEGIN
@@ -262,9 +262,31 @@ BEGIN
     END
     $body$;
 
+    -- Wakes the followers LISTENing on `atelier_queue` when rows enter the queue, from
+    -- whichever writer: delivered at its commit, once per transaction however many
+    -- statements queued rows, so an idle follower need not poll.
+    CREATE OR REPLACE FUNCTION public.atelier_wake_followers() RETURNS trigger
+    LANGUAGE plpgsql AS $body$
+    BEGIN
+        PERFORM pg_catalog.pg_notify('atelier_queue', '');
+        RETURN NULL;
+    END
+    $body$;
+
     EXECUTE format('COMMENT ON FUNCTION public.atelier_mark(integer[], smallint) IS %L', version);
 END
 $capture$;
+
+DO $wake$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger
+                   WHERE tgrelid = 'public.document_queue'::regclass
+                     AND tgname = 'atelier_wake_followers') THEN
+        CREATE TRIGGER atelier_wake_followers AFTER INSERT ON public.document_queue
+            FOR EACH STATEMENT EXECUTE FUNCTION public.atelier_wake_followers();
+    END IF;
+END
+$wake$;
 
 -- The capture triggers, one per table and statement kind (a trigger with transition
 -- tables takes one kind only). A load's new tables get theirs when it swaps them in and

@@ -188,6 +188,7 @@ impl MaterializeArgs {
         materialize::Settings {
             campus: self.campus.clone(),
             jobs: self.jobs,
+            ..materialize::Settings::default()
         }
     }
 }

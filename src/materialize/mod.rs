@@ -209,6 +209,11 @@ pub struct Settings {
     pub campus: String,
     /// Connections that build parts of a full rebuild at once.
     pub jobs: usize,
+    /// Longest a follower waits on an empty queue for a notification before it looks
+    /// again all the same: the safety net for rows queued with triggers off
+    /// (`session_replication_role = replica`), and how soon a silently dead connection
+    /// is noticed.
+    pub follow_poll: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -216,6 +221,7 @@ impl Default for Settings {
         Settings {
             campus: DEFAULT_CAMPUS.to_string(),
             jobs: std::thread::available_parallelism().map_or(1, usize::from),
+            follow_poll: std::time::Duration::from_secs(1),
         }
     }
 }

@@ -30,13 +30,17 @@ struct Follower {
 
 impl Follower {
     fn start(url: &str) -> Follower {
+        Follower::start_with(url, Settings::default())
+    }
+
+    fn start_with(url: &str, settings: Settings) -> Follower {
         let (stop, stopped) = oneshot::channel::<()>();
         let url = url.to_string();
         let task = tokio::spawn(async move {
             let stopped = async {
                 let _ = stopped.await;
             };
-            follow::follow(&url, &Settings::default(), stopped).await;
+            follow::follow(&url, &settings, stopped).await;
         });
         Follower {
             stop: Some(stop),
@@ -967,4 +971,74 @@ async fn the_embedded_default_follows_changes_by_itself() {
     })
     .await;
     server.abort();
+}
+
+/// Transactions committed in the test's database so far, as the statistics show them.
+async fn commits(client: &Client) -> i64 {
+    client
+        .batch_execute("SELECT pg_stat_force_next_flush()")
+        .await
+        .unwrap();
+    client
+        .query_one(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn an_idle_follower_waits_for_commits_instead_of_polling() {
+    let db = TestDb::new().await;
+    seed_catalog(&db.url, 20).await;
+    let client = db.client().await;
+    materialize::materialize(&db.url, Scope::Queued, &Settings::default())
+        .await
+        .unwrap();
+    // A safety poll far beyond the test: only the queue's notification can wake it.
+    let settings = Settings {
+        follow_poll: Duration::from_secs(3600),
+        ..Settings::default()
+    };
+    let follower = Follower::start_with(&db.url, settings);
+    eventually(10, "the follower listens", || async {
+        sessions(&client, follow::APPLICATION_NAME).await.1 == 1
+    })
+    .await;
+    wait_queue_empty(&client).await;
+
+    // Idle: the follower's backend commits nothing while nothing is queued (the old
+    // 20 ms poll committed about 150 statements in these 3 s).
+    let before = commits(&client).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The two statistics reads themselves are the only commits expected.
+    let idle_commits = commits(&client).await - before;
+    assert!(idle_commits <= 3, "{idle_commits} commits while idle");
+
+    // Woken by a writer's commit, however long the safety poll.
+    for (round, id) in [(1, 3), (2, 11), (3, 17)] {
+        client
+            .execute(
+                "UPDATE product SET name = $1 WHERE id = $2",
+                &[&format!("Woken {round}"), &id],
+            )
+            .await
+            .unwrap();
+        let expected = format!("Woken {round}");
+        eventually(10, "the change is rebuilt", || async {
+            let name: String = client
+                .query_one(
+                    "SELECT product->>'name' FROM document WHERE product_id = $1",
+                    &[&id],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            name == expected
+        })
+        .await;
+    }
+    follower.stop().await;
 }
