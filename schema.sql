@@ -139,6 +139,11 @@ CREATE TABLE IF NOT EXISTS document_queue (
 );
 ALTER TABLE document_queue ADD COLUMN IF NOT EXISTS parts smallint NOT NULL DEFAULT 15;
 
+-- Until when (milliseconds since the epoch) a follower at work promises to look at the
+-- queue again: writers queuing rows before then need not wake it (see
+-- `atelier_wake_followers`).
+CREATE SEQUENCE IF NOT EXISTS atelier_follower_awake AS bigint MINVALUE 0;
+
 -- Products whose rows changed since the last full load by other writers than that load
 -- (SQL, `load --changes`), so their stored fingerprint no longer describes them: the
 -- next full load counts them as changed whatever their fingerprint. Emptied by every
@@ -160,7 +165,7 @@ CREATE TABLE IF NOT EXISTS product_edited (
 -- must not scan the style table for every later one-row statement.
 DO $capture$
 DECLARE
-    version constant text := 'atelier capture 5';
+    version constant text := 'atelier capture 8';
     mark regprocedure := to_regprocedure('public.atelier_mark(integer[],smallint)');
     old record;
 BEGIN
@@ -263,30 +268,31 @@ BEGIN
     $body$;
 
     -- Wakes the followers LISTENing on `atelier_queue` when rows enter the queue, from
-    -- whichever writer: delivered at its commit, once per transaction however many
-    -- statements queued rows, so an idle follower need not poll.
+    -- whichever writer: delivered at its commit, so an idle follower need not poll. A
+    -- follower at work promises to look at the queue again until the time in
+    -- `atelier_follower_awake` (milliseconds since the epoch, set with setval: read and
+    -- written without a transaction's snapshot or dead rows), so a writer before that
+    -- time skips the NOTIFY and the lock it takes at commit, which would otherwise
+    -- serialize concurrent writers' commits (follow.rs).
     CREATE OR REPLACE FUNCTION public.atelier_wake_followers() RETURNS trigger
     LANGUAGE plpgsql AS $body$
     BEGIN
-        PERFORM pg_catalog.pg_notify('atelier_queue', '');
+        IF (SELECT last_value FROM public.atelier_follower_awake)
+           OPERATOR(pg_catalog.<)
+           (pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.*) 1000)
+        THEN
+            PERFORM pg_catalog.pg_notify('atelier_queue', '');
+        END IF;
         RETURN NULL;
     END
     $body$;
+    DROP TRIGGER IF EXISTS atelier_wake_followers ON public.document_queue;
+    CREATE TRIGGER atelier_wake_followers AFTER INSERT ON public.document_queue
+        FOR EACH STATEMENT EXECUTE FUNCTION public.atelier_wake_followers();
 
     EXECUTE format('COMMENT ON FUNCTION public.atelier_mark(integer[], smallint) IS %L', version);
 END
 $capture$;
-
-DO $wake$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_trigger
-                   WHERE tgrelid = 'public.document_queue'::regclass
-                     AND tgname = 'atelier_wake_followers') THEN
-        CREATE TRIGGER atelier_wake_followers AFTER INSERT ON public.document_queue
-            FOR EACH STATEMENT EXECUTE FUNCTION public.atelier_wake_followers();
-    END IF;
-END
-$wake$;
 
 -- The capture triggers, one per table and statement kind (a trigger with transition
 -- tables takes one kind only). A load's new tables get theirs when it swaps them in and

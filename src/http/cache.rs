@@ -242,12 +242,9 @@ impl DocumentCache {
 
     /// Whether `key` is cached in some coding.
     fn holds(&self, key: &Key) -> bool {
-        CODINGS.iter().any(|&coding| {
-            self.documents.contains_key(&Slot {
-                key: *key,
-                coding,
-            })
-        })
+        CODINGS
+            .iter()
+            .any(|&coding| self.documents.contains_key(&Slot { key: *key, coding }))
     }
 
     /// Drops `key` in every coding.

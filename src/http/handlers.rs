@@ -30,11 +30,7 @@ pub async fn list_products(
 }
 
 /// `GET /products/:id`.
-pub async fn get_product(
-    state: &AppState,
-    id: i32,
-    coding: Coding,
-) -> Result<Document, HttpError> {
+pub async fn get_product(state: &AppState, id: i32, coding: Coding) -> Result<Document, HttpError> {
     product_document(state, id, Key::Product(id), coding).await
 }
 

@@ -407,7 +407,10 @@ mod tests {
         request_headers.remove(hyper::header::ACCEPT_ENCODING);
         let other = answer(&state, &request_headers, &body).unwrap();
         assert_eq!(other.status(), StatusCode::OK);
-        assert_eq!(other.headers()[ETAG], Document::identity(body.clone()).etag());
+        assert_eq!(
+            other.headers()[ETAG],
+            Document::identity(body.clone()).etag()
+        );
 
         // Refusing identity and gzip alike leaves nothing to send.
         let refused = answer(&state, &accepting("gzip;q=0, identity;q=0"), &body);
