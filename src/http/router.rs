@@ -75,26 +75,33 @@ async fn route<B>(
 }
 
 /// The endpoint a path names and the product-id segment it carries (`""` if none).
-/// One trailing slash is accepted, as Express did.
+/// One trailing slash is accepted, as Express did. Matched by prefix and one search for
+/// the slash after the id, rather than by splitting the path into segments: this runs
+/// on every request.
 pub fn match_path(path: &str) -> Option<(Endpoint, &str)> {
     let path = match path.strip_suffix('/') {
         Some(trimmed) if !trimmed.is_empty() => trimmed,
         _ => path,
     };
-    let mut segments = path.strip_prefix('/')?.split('/');
-    let segments = [(); 4].map(|()| segments.next());
-    match segments {
-        [Some("products"), None, ..] => Some((Endpoint::ListProducts, "")),
-        [Some("products"), Some(id), None, _] => Some((Endpoint::GetProduct, id)),
-        [Some("products"), Some(id), Some("styles"), None] => {
-            Some((Endpoint::GetProductStyles, id))
+    if let Some(rest) = path.strip_prefix("/products") {
+        if rest.is_empty() {
+            return Some((Endpoint::ListProducts, ""));
         }
-        [Some("products"), Some(id), Some("related"), None] => {
-            Some((Endpoint::GetRelatedProducts, id))
-        }
-        [Some("healthz"), None, ..] => Some((Endpoint::Healthz, "")),
-        [Some("readyz"), None, ..] => Some((Endpoint::Readyz, "")),
-        [Some("metrics"), None, ..] => Some((Endpoint::Metrics, "")),
+        let rest = rest.strip_prefix('/')?;
+        let Some(slash) = rest.bytes().position(|b| b == b'/') else {
+            return Some((Endpoint::GetProduct, rest));
+        };
+        let (id, tail) = rest.split_at(slash);
+        return match tail {
+            "/styles" => Some((Endpoint::GetProductStyles, id)),
+            "/related" => Some((Endpoint::GetRelatedProducts, id)),
+            _ => None,
+        };
+    }
+    match path {
+        "/healthz" => Some((Endpoint::Healthz, "")),
+        "/readyz" => Some((Endpoint::Readyz, "")),
+        "/metrics" => Some((Endpoint::Metrics, "")),
         _ => None,
     }
 }
@@ -211,6 +218,14 @@ mod tests {
             ("/qa/questions", None),
             ("/cart", None),
             ("/Products", None),
+            ("/productsx", None),
+            ("/products7", None),
+            ("/products/7/stylesx", None),
+            ("/products/7/related/x", None),
+            ("/products/7/related//", None),
+            ("/healthz/x", None),
+            ("/metricsx", None),
+            ("//products", None),
         ];
         for (path, expected) in cases {
             assert_eq!(match_path(path), expected, "{path:?}");
