@@ -53,9 +53,7 @@ impl Cli {
 /// propagates a global argument only to subcommands that lack it, so the copy is the
 /// one parsed there, and its value still reaches the top level.
 fn hide_in_subcommands(command: clap::Command, arg: &Arg) -> clap::Command {
-    command.mut_subcommands(|subcommand| {
-        hide_in_subcommands(subcommand.arg(arg.clone()), arg)
-    })
+    command.mut_subcommands(|subcommand| hide_in_subcommands(subcommand.arg(arg.clone()), arg))
 }
 
 /// The subcommands.

@@ -22,8 +22,7 @@ fn main() -> ExitCode {
                 done(atelier::load::run(&args.db.database(), &args.request()).await)
             }
             Command::Materialize(args) => done(
-                atelier::materialize::run(&args.db.database(), args.task(), &args.settings())
-                    .await,
+                atelier::materialize::run(&args.db.database(), args.task(), &args.settings()).await,
             ),
             Command::Serve(args) => done(
                 atelier::http::run(

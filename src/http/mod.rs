@@ -63,7 +63,17 @@ pub async fn run(
         database = %crate::db::redact(&url),
         "serving the products API"
     );
-    serve(listener, state, shutdown).await
+    serve(listener, state, shutdown).await?;
+    if let Database::Embedded(data_dir) = database {
+        // The cluster outlives the server: whoever stops the one should learn of the other.
+        let data_dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.clone());
+        tracing::info!(
+            "the embedded PostgreSQL cluster is still running; \
+             `atelier db stop --data-dir {}` stops it",
+            data_dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// Installs the SIGTERM and SIGINT handlers at once, so that a signal sent as soon as

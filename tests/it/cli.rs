@@ -403,7 +403,11 @@ async fn db_status_and_stop_neither_create_nor_start_a_cluster() {
     let nowhere = tmp.path().join("nowhere");
     let dir = nowhere.to_str().unwrap();
     let status = output(atelier(&["db", "status", "--data-dir", dir])).await;
-    assert_eq!(status.status.code(), Some(4), "no cluster: pg_ctl status's 4");
+    assert_eq!(
+        status.status.code(),
+        Some(4),
+        "no cluster: pg_ctl status's 4"
+    );
     assert_eq!(
         text(&status.stdout),
         format!("no embedded cluster in {dir} (load, materialize or serve creates it)\n")
@@ -490,7 +494,11 @@ async fn generate_prints_its_summary_on_standard_output() {
     for file in atelier::catalog::FILE_NAMES {
         assert!(stdout.contains(&format!("  {file}")), "{file} in {stdout}");
     }
-    assert!(!text(&output.stderr).contains("generated"), "{}", text(&output.stderr));
+    assert!(
+        !text(&output.stderr).contains("generated"),
+        "{}",
+        text(&output.stderr)
+    );
 }
 
 #[tokio::test]
@@ -557,7 +565,10 @@ async fn a_broken_header_names_both_forms_before_starting_a_cluster() {
         let output = output(atelier(&args)).await;
         assert!(!output.status.success());
         assert_eq!(text(&output.stderr), expected, "--changes: {changes}");
-        assert!(!cluster.exists(), "a cluster was created (--changes: {changes})");
+        assert!(
+            !cluster.exists(),
+            "a cluster was created (--changes: {changes})"
+        );
     }
 }
 
@@ -581,11 +592,29 @@ async fn log_format_is_listed_once_in_the_top_level_help_and_taken_anywhere() {
     let tmp = TempDir::new().unwrap();
     let dir = tmp.path().join("none");
     for args in [
-        vec!["--log-format", "json", "db", "stop", "--data-dir", dir.to_str().unwrap()],
-        vec!["db", "stop", "--data-dir", dir.to_str().unwrap(), "--log-format", "json"],
+        vec![
+            "--log-format",
+            "json",
+            "db",
+            "stop",
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ],
+        vec![
+            "db",
+            "stop",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--log-format",
+            "json",
+        ],
     ] {
         let output = output(atelier(&args)).await;
-        assert!(output.status.success(), "{args:?}: {}", text(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
     }
     let failed = output(atelier(&["db", "stop", "--log-format", "xml"])).await;
     assert_eq!(failed.status.code(), Some(2));
@@ -608,8 +637,15 @@ async fn serve_listens_on_the_loopback_interface_given_a_port_alone() {
         let listen = format!("{form}{port}");
         let server =
             ServeProcess::start_with(&["--listen", &listen, "--database-url", &db.url], &[]).await;
-        assert_eq!(server.addr, SocketAddr::from(([127, 0, 0, 1], port)), "{listen}");
-        assert_eq!(request(server.addr, "GET", "/products/1", &[]).await.status, 200);
+        assert_eq!(
+            server.addr,
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            "{listen}"
+        );
+        assert_eq!(
+            request(server.addr, "GET", "/products/1", &[]).await.status,
+            200
+        );
         server.terminate();
         server.finish().await;
     }
@@ -648,7 +684,11 @@ async fn serve_explains_a_bad_address_and_points_port_to_listen() {
         );
     }
     let bare = output(atelier(&["serve", "--port"])).await;
-    assert!(text(&bare.stderr).contains("use --listen PORT"), "{}", text(&bare.stderr));
+    assert!(
+        text(&bare.stderr).contains("use --listen PORT"),
+        "{}",
+        text(&bare.stderr)
+    );
     assert!(!output_of_help(&["serve"]).await.contains("--port"));
 }
 
@@ -660,9 +700,16 @@ async fn the_materialize_script_runs_this_checkouts_build() {
     let tmp = TempDir::new().unwrap();
     let impostor = tmp.path().join("atelier");
     std::fs::write(&impostor, "#!/bin/sh\necho impostor\nexit 7\n").unwrap();
-    std::fs::set_permissions(&impostor, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .unwrap();
-    let path = format!("{}:{}", tmp.path().display(), std::env::var("PATH").unwrap());
+    std::fs::set_permissions(
+        &impostor,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        tmp.path().display(),
+        std::env::var("PATH").unwrap()
+    );
     let mut command = tokio::process::Command::new(repo.join("materialize"));
     command
         .arg("--help")
@@ -727,4 +774,75 @@ async fn a_lost_listen_connection_is_logged_with_its_cause() {
     eventually(10, "the server listens again", || server.listening()).await;
     server.terminate();
     server.finish().await;
+}
+
+#[tokio::test]
+async fn the_embedded_cluster_says_when_it_starts_and_serve_that_it_still_runs() {
+    let own = OwnCluster::new();
+    let dir = own.dir.path().canonicalize().unwrap();
+    let data_dir = dir.to_str().unwrap();
+    let started = format!(
+        "started the embedded PostgreSQL cluster in {}; it logs to {} and keeps running \
+         after this command (`atelier db stop --data-dir {data_dir}` stops it)",
+        dir.join("pg").display(),
+        dir.join("postgres.log").display()
+    );
+    let sample = sample("sara-2023");
+    let rejects = dir.join("rejects.csv");
+    let load = output(atelier(&[
+        "load",
+        sample.to_str().unwrap(),
+        "--rejects",
+        rejects.to_str().unwrap(),
+        "--data-dir",
+        data_dir,
+    ]))
+    .await;
+    assert!(load.status.success(), "{}", text(&load.stderr));
+    let stderr = text(&load.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "INFO atelier::db::embedded: created the embedded PostgreSQL cluster in {}",
+            dir.join("pg").display()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&started), "{stderr}");
+    // A running cluster is used without a word.
+    let again = output(atelier(&["materialize", "--data-dir", data_dir])).await;
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(
+        !text(&again.stderr).contains("embedded PostgreSQL"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    own.cluster.stop().unwrap();
+    let server =
+        ServeProcess::start_with(&["--listen", "127.0.0.1:0", "--data-dir", data_dir], &[]).await;
+    assert!(
+        text(&server.log).contains(&started),
+        "{}",
+        text(&server.log)
+    );
+    assert_eq!(
+        request(server.addr, "GET", "/products/1", &[]).await.status,
+        200
+    );
+    assert!(
+        text(&server.log).contains("following catalog changes of the embedded database"),
+        "{}",
+        text(&server.log)
+    );
+    server.terminate();
+    let log = text(&server.finish().await);
+    let last = log.lines().last().unwrap();
+    assert!(
+        last.ends_with(&format!(
+            "INFO atelier::http: the embedded PostgreSQL cluster is still running; \
+             `atelier db stop --data-dir {data_dir}` stops it"
+        )),
+        "{log}"
+    );
+    assert!(own.cluster.is_running());
 }
