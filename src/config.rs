@@ -280,6 +280,10 @@ pub struct ServeArgs {
     /// connections are closed after it too.
     #[arg(long, env = "ATELIER_HEADER_TIMEOUT_MS", default_value_t = millis(serve_defaults().header_timeout))]
     pub header_timeout_ms: u64,
+    /// Log one line per request (method, path, status, duration in µs, body bytes) at
+    /// info level, in the --log-format; off, it costs nothing.
+    #[arg(long, env = "ATELIER_ACCESS_LOG")]
+    pub access_log: bool,
     /// Milliseconds in-flight requests get to finish on SIGTERM/SIGINT.
     #[arg(long, env = "ATELIER_DRAIN_TIMEOUT_MS", default_value_t = millis(serve_defaults().drain_timeout))]
     pub drain_timeout_ms: u64,
@@ -347,6 +351,7 @@ impl ServeArgs {
             header_timeout: Duration::from_millis(self.header_timeout_ms),
             drain_timeout: Duration::from_millis(self.drain_timeout_ms),
             compress: self.compression == Compression::Gzip,
+            access_log: self.access_log,
         }
     }
 

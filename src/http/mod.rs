@@ -5,13 +5,17 @@
 //! and the stored JSON bytes go back out untouched, or in the gzip form [`encoding`]
 //! made of them once, as the document entered the cache. [`endpoint`] names what a
 //! request was routed to; [`notify`] keeps the cache in step with materialize;
-//! [`error`] is the one mapping of failures to answers; [`metrics`] counts.
+//! [`error`] is the one mapping of failures to answers; [`head`] refuses oversized
+//! and unparseable request heads with those answers; [`metrics`] counts;
+//! [`access_log`] logs each request when asked to.
 
+pub mod access_log;
 pub mod cache;
 pub mod encoding;
 pub mod endpoint;
 pub mod error;
 pub mod handlers;
+pub mod head;
 pub mod headers;
 pub mod metrics;
 pub mod notify;

@@ -846,3 +846,72 @@ async fn the_embedded_cluster_says_when_it_starts_and_serve_that_it_still_runs()
     );
     assert!(own.cluster.is_running());
 }
+
+#[tokio::test]
+async fn the_access_log_is_one_line_a_request_in_the_log_format_and_off_by_default() {
+    let db = TestDb::with_catalog(&sample("sara-2023")).await;
+    let url = db.url.as_str();
+    let base = ["--listen", "127.0.0.1:0", "--database-url", url];
+
+    let mut text_log =
+        ServeProcess::start_with(&[&base[..], &["--access-log"]].concat(), &[]).await;
+    let reply = request(text_log.addr, "GET", "/products/1", &[]).await;
+    assert_eq!(reply.status, 200);
+    let line = text_log.line_containing("atelier::access").await;
+    let fields =
+        "INFO atelier::access: request method=GET path=/products/1 status=200 duration_us=";
+    assert!(line.contains(fields), "{line}");
+    assert!(
+        line.trim_end()
+            .ends_with(&format!(" bytes={}", reply.body.len())),
+        "{line}"
+    );
+    assert_eq!(
+        request(text_log.addr, "HEAD", "/nowhere?x=1", &[])
+            .await
+            .status,
+        404
+    );
+    let line = text_log.line_containing("atelier::access").await;
+    assert!(
+        line.contains("request method=HEAD path=/nowhere?x=1 status=404 duration_us="),
+        "{line}"
+    );
+    assert!(line.trim_end().ends_with(" bytes=0"), "{line}");
+    text_log.terminate();
+    text_log.finish().await;
+
+    let mut json_log = ServeProcess::start_with(
+        &[&base[..], &["--access-log"]].concat(),
+        &[("ATELIER_LOG_FORMAT", "json")],
+    )
+    .await;
+    let long = format!("/products/1?q={}", "a".repeat(17_000));
+    assert_eq!(request(json_log.addr, "GET", &long, &[]).await.status, 414);
+    let line = json_log.line_containing("atelier::access").await;
+    let entry: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["target"], "atelier::access");
+    assert_eq!(entry["level"], "INFO");
+    let fields = &entry["fields"];
+    assert_eq!(fields["message"], "request");
+    assert_eq!(fields["method"], "GET");
+    assert_eq!(fields["path"], format!("{}...", &long[..1024]));
+    assert_eq!(fields["status"], 414);
+    assert!(fields["duration_us"].as_u64().is_some(), "{line}");
+    assert!(fields["bytes"].as_u64().unwrap() > 0, "{line}");
+    json_log.terminate();
+    json_log.finish().await;
+
+    let quiet = ServeProcess::start(url, &[]).await;
+    assert_eq!(
+        request(quiet.addr, "GET", "/products/1", &[]).await.status,
+        200
+    );
+    assert_eq!(
+        request(quiet.addr, "GET", "/products/2", &[]).await.status,
+        200
+    );
+    quiet.terminate();
+    let log = text(&quiet.finish().await);
+    assert!(!log.contains("atelier::access"), "{log}");
+}
