@@ -281,7 +281,7 @@ pub struct ServeArgs {
     #[arg(long, env = "ATELIER_HEADER_TIMEOUT_MS", default_value_t = millis(serve_defaults().header_timeout))]
     pub header_timeout_ms: u64,
     /// Log one line per request (method, path, status, duration in µs, body bytes) at
-    /// info level, in the --log-format; off, it costs nothing.
+    /// info level, in the chosen log format; off, it costs nothing.
     #[arg(long, env = "ATELIER_ACCESS_LOG")]
     pub access_log: bool,
     /// Milliseconds in-flight requests get to finish on SIGTERM/SIGINT.
