@@ -4,10 +4,11 @@
 //! [`generate::Spec`], …) whose defaults are the flags' defaults; the arguments here
 //! convert to them, so the library never sees clap.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Arg, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::catalog::Variant;
 use crate::db::Database;
@@ -16,15 +17,43 @@ use crate::{generate, http, load, materialize};
 pub use crate::logging::LogFormat;
 
 /// Atelier products: load the catalog CSV files, materialize JSON documents, serve them.
+///
+/// Every command writes its result to standard output and its logs to standard error.
 #[derive(Debug, Parser)]
-#[command(name = "atelier", version, about)]
+#[command(name = "atelier", version, about, long_about)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// How log lines on standard error are written: text (coloured only on a terminal)
-    /// or json (one object per line).
+    /// or json (one object per line). Accepted after any command too; `ATELIER_LOG`
+    /// filters the lines (default `info,tokio_postgres=warn`).
     #[arg(long, global = true, env = "ATELIER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+impl Cli {
+    /// Parses the process's arguments, exiting with clap's message on an error.
+    /// `--log-format` is accepted after every command but listed only in
+    /// `atelier --help`, so that it does not repeat in every command's help.
+    pub fn parse_args() -> Cli {
+        let mut command = Cli::command();
+        let log_format = command
+            .get_arguments()
+            .find(|arg| arg.get_id() == "log_format")
+            .cloned()
+            .expect("the log format is an argument")
+            .hide(true);
+        command = hide_in_subcommands(command, &log_format);
+        let mut matches = command.get_matches();
+        Cli::from_arg_matches_mut(&mut matches).unwrap_or_else(|error| error.exit())
+    }
+}
+
+/// Gives every subcommand, at any depth, its own hidden copy of the global `arg`: clap
+/// propagates a global argument only to subcommands that lack it, so the copy is the
+/// one parsed there, and its value still reaches the top level.
+fn hide_in_subcommands(command: clap::Command, arg: &Arg) -> clap::Command {
+    command.mut_subcommands(|subcommand| hide_in_subcommands(subcommand.arg(arg.clone()), arg))
 }
 
 /// The subcommands.
@@ -84,8 +113,9 @@ const DATA_DIR_STARTED: &str = "Directory of the embedded PostgreSQL cluster, us
 /// Arguments of `atelier generate`.
 #[derive(Debug, Clone, Args)]
 pub struct GenerateArgs {
-    /// Number of products to generate (1000011 is the full dataset's size).
-    #[arg(long)]
+    /// Number of products to generate, a positive integer (1000011 is the full
+    /// dataset's size).
+    #[arg(long, allow_negative_numbers = true, value_parser = positive_count)]
     pub products: u32,
     /// Seed: the same seed and arguments give byte-identical files.
     #[arg(long, default_value_t = 1)]
@@ -111,6 +141,20 @@ impl GenerateArgs {
             clean: self.clean,
             variant: self.variant,
         }
+    }
+}
+
+/// `--products` of generate: a whole number of at least 1, said so for `0` or `-5`.
+fn positive_count(text: &str) -> Result<u32, String> {
+    match text.trim().parse::<i64>() {
+        Ok(count) if count >= 1 => u32::try_from(count)
+            .map_err(|_| format!("the number must be at most {}, got {count}", u32::MAX)),
+        Ok(count) => Err(format!(
+            "the number must be positive (1 or more), got {count}"
+        )),
+        Err(_) => Err(format!(
+            "expected a positive whole number such as 10000, got {text:?}"
+        )),
     }
 }
 
@@ -196,9 +240,14 @@ impl MaterializeArgs {
 /// Arguments of `atelier serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "ATELIER_LISTEN", default_value = "127.0.0.1:3000")]
-    pub listen: std::net::SocketAddr,
+    /// Address to listen on: IP:PORT (0.0.0.0:3000 for every interface, [::1]:3000),
+    /// or a port alone (3000 or :3000), which listens on 127.0.0.1 only, the safe
+    /// default: other machines cannot reach it.
+    #[arg(long, env = "ATELIER_LISTEN", default_value = "127.0.0.1:3000", value_parser = listen_address)]
+    pub listen: SocketAddr,
+    /// There is no --port: the port is part of --listen. Kept, hidden, to say so.
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "PORT", value_parser = no_port_flag)]
+    pub port: Option<String>,
     /// Memory the document cache may hold, in bytes (bodies, validators and keys).
     #[arg(long, env = "ATELIER_CACHE_BYTES", default_value_t = serve_defaults().cache_bytes)]
     pub cache_bytes: u64,
@@ -232,6 +281,10 @@ pub struct ServeArgs {
     /// connections are closed after it too.
     #[arg(long, env = "ATELIER_HEADER_TIMEOUT_MS", default_value_t = millis(serve_defaults().header_timeout))]
     pub header_timeout_ms: u64,
+    /// Log one line per request (method, path, status, duration in µs, body bytes) at
+    /// info level, in the chosen log format; off, it costs nothing.
+    #[arg(long, env = "ATELIER_ACCESS_LOG")]
+    pub access_log: bool,
     /// Milliseconds in-flight requests get to finish on SIGTERM/SIGINT.
     #[arg(long, env = "ATELIER_DRAIN_TIMEOUT_MS", default_value_t = millis(serve_defaults().drain_timeout))]
     pub drain_timeout_ms: u64,
@@ -246,6 +299,32 @@ pub struct ServeArgs {
     pub primary_url: Option<String>,
     #[command(flatten)]
     pub db: DatabaseArgs,
+}
+
+/// `--listen`: a socket address, or a port alone (`3001`, `:3001`) on the loopback
+/// interface, so that naming only a port never opens the service to the network.
+fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    let port = text.strip_prefix(':').unwrap_or(text);
+    if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
+        return port
+            .parse::<u16>()
+            .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+            .map_err(|_| format!("the port must be at most 65535, got {port}"));
+    }
+    text.parse().map_err(|_| {
+        format!(
+            "expected IP:PORT or a port alone, e.g. 127.0.0.1:3000, 0.0.0.0:3000, [::1]:3000, \
+             3000 or :3000 (a port alone listens on 127.0.0.1), got {text:?}"
+        )
+    })
+}
+
+/// `--port`, which does not exist: it points to `--listen`.
+fn no_port_flag(text: &str) -> Result<String, String> {
+    Err(format!(
+        "there is no --port option: use --listen {text} (127.0.0.1:{text}) or \
+         --listen 0.0.0.0:{text} for every interface"
+    ))
 }
 
 /// The server's defaults, which the flags show and use.
@@ -273,6 +352,7 @@ impl ServeArgs {
             header_timeout: Duration::from_millis(self.header_timeout_ms),
             drain_timeout: Duration::from_millis(self.drain_timeout_ms),
             compress: self.compression == Compression::Gzip,
+            access_log: self.access_log,
         }
     }
 
@@ -295,7 +375,9 @@ pub enum Compression {
 /// `atelier db` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum DbCommand {
-    /// Say whether the embedded cluster exists and runs, and its connection URL.
+    /// Say whether the embedded cluster exists and runs, and its connection URL. Exits
+    /// with status 0 when it runs (or DATABASE_URL is set), 3 when it is stopped and 4
+    /// when there is none, as `pg_ctl status` does, so scripts can test it.
     #[command(mut_arg("data_dir", |arg| arg.help(
         "Directory of the embedded PostgreSQL cluster to report on; it is neither created \
          nor started"

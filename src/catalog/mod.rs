@@ -137,10 +137,12 @@ impl FileKind {
         let expected = self.header();
         let unknown = || {
             format!(
-                "not a catalog {}: its first line {:?} is not the header `{}`",
+                "not a catalog {}: its first line {:?} is neither header it may have, \
+                 `{}` (compact) or `{}` (spaced)",
                 self.file_name(),
                 String::from_utf8_lossy(&header[..header.len().min(200)]),
-                expected.join(",")
+                self.header_line(Variant::Compact),
+                self.header_line(Variant::Spaced),
             )
         };
         let text = std::str::from_utf8(header).map_err(|_| unknown())?;
@@ -259,7 +261,9 @@ mod tests {
         assert!(FileKind::Skus.parse_header(b"\x00\x01binary").is_err());
         let error = FileKind::Related.parse_header(b"a,b,c").unwrap_err();
         assert!(
-            error.contains("related.csv") && error.contains("id,current_product_id"),
+            error.contains("related.csv")
+                && error.contains("`id,current_product_id,related_product_id` (compact)")
+                && error.contains("`id, current_product_id, related_product_id` (spaced)"),
             "{error}"
         );
     }

@@ -147,6 +147,10 @@ impl Cluster {
         let _lock = DirLock::acquire(&self.root.join("cluster.lock"))?;
         if !self.is_initialized() {
             self.init(durability)?;
+            tracing::info!(
+                "created the embedded PostgreSQL cluster in {}",
+                self.pgdata().display()
+            );
         }
         let changed = self.secure()?;
         if self.is_running() {
@@ -161,7 +165,16 @@ impl Cluster {
             );
             self.stop()?;
         }
-        self.start()
+        self.start()?;
+        // Said once, when it starts: the server outlives this command.
+        tracing::info!(
+            "started the embedded PostgreSQL cluster in {}; it logs to {} and keeps \
+             running after this command (`atelier db stop --data-dir {}` stops it)",
+            self.pgdata().display(),
+            self.log_file().display(),
+            self.root.display()
+        );
+        Ok(())
     }
 
     /// Writes the settings and `pg_hba.conf` that close the cluster to other users (no

@@ -90,33 +90,64 @@ pub async fn apply_schema(client: &Client) -> Result<()> {
     Ok(())
 }
 
+/// What `atelier db status` found, which its exit status tells scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterState {
+    /// The embedded cluster runs.
+    Running,
+    /// The embedded cluster exists but is stopped.
+    Stopped,
+    /// No embedded cluster was ever created in the data directory.
+    Absent,
+    /// `DATABASE_URL` is set: no embedded cluster is managed.
+    External,
+}
+
+impl ClusterState {
+    /// The process's exit status for this state: `pg_ctl status`'s, 0 when a server
+    /// runs (or is someone else's to run), 3 when it is stopped, 4 when there is none.
+    pub fn exit_status(self) -> u8 {
+        match self {
+            ClusterState::Running | ClusterState::External => 0,
+            ClusterState::Stopped => 3,
+            ClusterState::Absent => 4,
+        }
+    }
+}
+
 /// `atelier db status`: prints whether the embedded cluster exists and runs; it never
 /// creates or starts one (nor the directory).
-pub fn status(database: &Database) -> Result<()> {
+pub fn status(database: &Database) -> Result<ClusterState> {
     let data_dir = match database {
         Database::Url(url) => {
             println!(
                 "using DATABASE_URL ({}); no embedded cluster is managed",
                 redact(url)
             );
-            return Ok(());
+            return Ok(ClusterState::External);
         }
         Database::Embedded(data_dir) => data_dir,
     };
-    match existing_cluster(data_dir)? {
-        None => println!(
-            "no embedded cluster in {} (load, materialize or serve creates it)",
-            data_dir.display()
-        ),
+    Ok(match existing_cluster(data_dir)? {
+        None => {
+            println!(
+                "no embedded cluster in {} (load, materialize or serve creates it)",
+                data_dir.display()
+            );
+            ClusterState::Absent
+        }
         Some(cluster) if cluster.is_running() => {
             println!("running: {}", cluster.url(EMBEDDED_DATABASE)?);
+            ClusterState::Running
         }
-        Some(cluster) => println!(
-            "stopped: {} (load, materialize or serve starts it)",
-            cluster.pgdata().display()
-        ),
-    }
-    Ok(())
+        Some(cluster) => {
+            println!(
+                "stopped: {} (load, materialize or serve starts it)",
+                cluster.pgdata().display()
+            );
+            ClusterState::Stopped
+        }
+    })
 }
 
 /// `atelier db stop`: stops the embedded cluster if it runs.

@@ -82,7 +82,8 @@ pub fn run(args: &Spec) -> Result<()> {
             *bytes as f64 / 1e6
         ));
     }
-    eprint!("{summary}");
+    // The command's result, like every command's, goes to standard output.
+    print!("{summary}");
     Ok(())
 }
 

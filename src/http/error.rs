@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, VARY};
+use hyper::header::{ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, RETRY_AFTER, VARY};
 use hyper::{Method, Response, StatusCode};
 
+use super::head::{MAX_HEAD_BYTES, MAX_HEADER_FIELDS};
 use super::headers;
 use super::store::StoreError;
 
@@ -40,6 +41,12 @@ pub enum HttpError {
     NotMaterialized,
     /// Shutdown has begun (`/readyz`), so load balancers should look elsewhere.
     ShuttingDown,
+    /// A request head that does not parse as HTTP/1.1 (hyper's verdict).
+    Malformed,
+    /// A request target (path and query) that alone is over [`MAX_HEAD_BYTES`].
+    UriTooLong,
+    /// A request head over [`MAX_HEAD_BYTES`] or [`MAX_HEADER_FIELDS`].
+    HeadTooLarge,
 }
 
 impl HttpError {
@@ -49,9 +56,11 @@ impl HttpError {
             HttpError::NoSuchPath(_) | HttpError::NoSuchProduct(_) => StatusCode::NOT_FOUND,
             HttpError::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
             HttpError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            HttpError::InvalidProductId(_) | HttpError::InvalidParameter { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            HttpError::InvalidProductId(_)
+            | HttpError::InvalidParameter { .. }
+            | HttpError::Malformed => StatusCode::BAD_REQUEST,
+            HttpError::UriTooLong => StatusCode::URI_TOO_LONG,
+            HttpError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             HttpError::Unavailable | HttpError::NotMaterialized | HttpError::ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -86,14 +95,27 @@ impl HttpError {
             }
             HttpError::NotMaterialized => "no materialized catalog yet".to_string(),
             HttpError::ShuttingDown => "the server is shutting down".to_string(),
+            HttpError::Malformed => "the request is not valid HTTP/1.1".to_string(),
+            HttpError::UriTooLong => {
+                format!("the request target (path and query) is over {MAX_HEAD_BYTES} bytes")
+            }
+            HttpError::HeadTooLarge => format!(
+                "the request head is too large: at most {MAX_HEAD_BYTES} bytes of request \
+                 line and header fields, and {MAX_HEADER_FIELDS} header fields"
+            ),
         }
+    }
+
+    /// The body: `{"message": ...}`.
+    pub fn body(&self) -> Bytes {
+        let body = serde_json::to_vec(&serde_json::json!({ "message": self.message() }))
+            .expect("a JSON object of one string serializes");
+        Bytes::from(body)
     }
 
     /// The response: status, `{"message": ...}`, and the headers the status calls for.
     pub fn into_response(self) -> Response<Full<Bytes>> {
-        let body = serde_json::to_vec(&serde_json::json!({ "message": self.message() }))
-            .expect("a JSON object of one string serializes");
-        let mut response = Response::new(Full::new(Bytes::from(body)));
+        let mut response = Response::new(Full::new(self.body()));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, headers::JSON);
@@ -107,6 +129,10 @@ impl HttpError {
             }
             HttpError::Unavailable | HttpError::NotMaterialized | HttpError::ShuttingDown => {
                 headers.insert(RETRY_AFTER, headers::RETRY_AFTER_SECONDS);
+            }
+            // Whatever follows such a head on the connection is not worth reading.
+            HttpError::Malformed | HttpError::UriTooLong | HttpError::HeadTooLarge => {
+                headers.insert(CONNECTION, headers::CLOSE);
             }
             _ => {}
         }

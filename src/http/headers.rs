@@ -17,3 +17,5 @@ pub const RETRY_AFTER_SECONDS: HeaderValue = HeaderValue::from_static("1");
 pub const VARY_ENCODING: HeaderValue = HeaderValue::from_static("Accept-Encoding");
 /// `Content-Encoding` of a document sent in its gzip form.
 pub const GZIP: HeaderValue = HeaderValue::from_static("gzip");
+/// `Connection` of an answer after which the server closes the connection.
+pub const CLOSE: HeaderValue = HeaderValue::from_static("close");

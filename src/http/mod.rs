@@ -5,13 +5,17 @@
 //! and the stored JSON bytes go back out untouched, or in the gzip form [`encoding`]
 //! made of them once, as the document entered the cache. [`endpoint`] names what a
 //! request was routed to; [`notify`] keeps the cache in step with materialize;
-//! [`error`] is the one mapping of failures to answers; [`metrics`] counts.
+//! [`error`] is the one mapping of failures to answers; [`head`] refuses oversized
+//! and unparseable request heads with those answers; [`metrics`] counts;
+//! [`access_log`] logs each request when asked to.
 
+pub mod access_log;
 pub mod cache;
 pub mod encoding;
 pub mod endpoint;
 pub mod error;
 pub mod handlers;
+pub mod head;
 pub mod headers;
 pub mod metrics;
 pub mod notify;
@@ -63,7 +67,17 @@ pub async fn run(
         database = %crate::db::redact(&url),
         "serving the products API"
     );
-    serve(listener, state, shutdown).await
+    serve(listener, state, shutdown).await?;
+    if let Database::Embedded(data_dir) = database {
+        // The cluster outlives the server: whoever stops the one should learn of the other.
+        let data_dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.clone());
+        tracing::info!(
+            "the embedded PostgreSQL cluster is still running; \
+             `atelier db stop --data-dir {}` stops it",
+            data_dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// Installs the SIGTERM and SIGINT handlers at once, so that a signal sent as soon as

@@ -3,10 +3,11 @@
 //! connections at once and lets in-flight requests finish within a bounded drain.
 //!
 //! What hostile clients get: a request head that does not parse (a bad request line,
-//! TLS or HTTP/2 bytes, broken header syntax, a bad `Content-Length` or
-//! `Transfer-Encoding`) is answered by hyper with a bare `400` and the connection is
-//! closed; a head over [`MAX_HEAD_BYTES`] or with more than 100 header fields gets
-//! `431`; a head not complete within the header timeout (slowloris), or a keep-alive
+//! TLS bytes, broken header syntax, a bad `Content-Length` or `Transfer-Encoding`) is
+//! answered `400` and the connection is closed; a target over [`MAX_HEAD_BYTES`] gets
+//! `414`, a longer head or one with more than 100 header fields `431`, each with the
+//! JSON body of every error ([`head`]); HTTP/2 bytes are not answered; a head not
+//! complete within the header timeout (slowloris), or a keep-alive
 //! connection idle that long, is closed without an answer, and so is a client that
 //! stops reading its answers for that long (a stalled write). No endpoint reads a
 //! request body: one that has fully arrived with its head is discarded, otherwise the
@@ -30,13 +31,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::{AppState, notify, router};
+use super::head::{self, JsonAnswers, MAX_HEADER_FIELDS, READ_LIMIT};
+use super::{AppState, access_log, notify, router};
 use crate::Result;
 
-/// Largest request head (request line and header fields) a client may send; a larger
-/// one is answered `431` and the connection closed. It bounds what a slow or idle client
-/// can make the server hold, far above any URL the API has.
-pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+pub use super::head::MAX_HEAD_BYTES;
 
 /// Connections the kernel queues until they are accepted (capped by
 /// `net.core.somaxconn`). Listeners are usually bound with a backlog of 128: a burst of
@@ -65,7 +64,8 @@ pub async fn serve(
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
-        .max_header_size(MAX_HEAD_BYTES)
+        .max_header_size(READ_LIMIT)
+        .max_headers(MAX_HEADER_FIELDS)
         .keep_alive(true);
     tokio::pin!(shutdown);
     loop {
@@ -95,12 +95,22 @@ pub async fn serve(
             let state = state.clone();
             let counted = InFlight::enter(&in_flight);
             async move {
-                let response = router::handle(&state, request).await;
+                // Off by default, when it costs this one test.
+                let logged = limits
+                    .access_log
+                    .then(|| access_log::Entry::start(&request));
+                let response = match head::check(&request) {
+                    Some(error) => error.into_response(),
+                    None => router::handle(&state, request).await,
+                };
+                if let Some(entry) = logged {
+                    entry.finish(&response);
+                }
                 drop(counted);
                 Ok::<_, Infallible>(response)
             }
         });
-        let stream = StallLimit::new(stream, limits.header_timeout);
+        let stream = JsonAnswers::new(StallLimit::new(stream, limits.header_timeout));
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tasks.spawn(async move {
             if let Err(error) = connection.await {

@@ -44,6 +44,8 @@ pub struct Settings {
     /// Whether documents are also sent gzip-compressed to clients that accept it (the
     /// gzip form made once per document, when such a client first asks for it).
     pub compress: bool,
+    /// Whether every request is logged (method, path, status, duration, bytes).
+    pub access_log: bool,
 }
 
 impl Default for Settings {
@@ -61,6 +63,7 @@ impl Default for Settings {
             header_timeout: Duration::from_millis(10_000),
             drain_timeout: Duration::from_millis(10_000),
             compress: true,
+            access_log: false,
         }
     }
 }
@@ -74,6 +77,8 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Time in-flight requests get to finish once shutdown begins.
     pub drain_timeout: Duration,
+    /// Whether every request is logged.
+    pub access_log: bool,
 }
 
 /// The server's shared state, held in an `Arc` by every connection.
@@ -166,6 +171,7 @@ impl AppState {
                 max_connections: settings.max_connections,
                 header_timeout: settings.header_timeout,
                 drain_timeout: settings.drain_timeout,
+                access_log: settings.access_log,
             },
         }))
     }

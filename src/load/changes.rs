@@ -50,6 +50,34 @@ struct Checked {
 pub async fn load_changes(client: &mut Client, dir: &Path, rejects: &Path) -> Result<LoadReport> {
     let started = Instant::now();
     crate::db::apply_schema(client).await?;
+    let (present, deletions) = open_files(dir)?;
+
+    staging::lock(client).await?;
+    let outcome = apply(client, dir, &present, deletions, rejects, started).await;
+    if outcome.is_err() {
+        let mut parts: Vec<PathBuf> = FileKind::ALL
+            .iter()
+            .map(|kind| rejects::part_path(rejects, kind.file_name()))
+            .collect();
+        parts.push(rejects::part_path(rejects, DELETED_FILE));
+        rejects::remove_parts(&parts);
+    }
+    let unlocked = staging::unlock(client).await;
+    let report = outcome?;
+    unlocked?;
+    Ok(report)
+}
+
+/// Checks what can be checked of the change files of `dir` without a database: that
+/// it is a directory holding at least one, and every header.
+pub fn check_files(dir: &Path) -> Result<()> {
+    crate::load::check_dir(dir)?;
+    open_files(dir).map(|_| ())
+}
+
+/// The catalog files present in `dir`, each opened and its header checked, and the
+/// deletions of `deleted.csv` if there is one; at least one of them must be there.
+fn open_files(dir: &Path) -> Result<(Vec<FileKind>, Option<Vec<Deletion>>)> {
     let present: Vec<FileKind> = FileKind::ALL
         .into_iter()
         .filter(|kind| dir.join(kind.file_name()).exists())
@@ -72,21 +100,7 @@ pub async fn load_changes(client: &mut Client, dir: &Path, rejects: &Path) -> Re
         true => Some(read_deleted(&deleted_path)?),
         false => None,
     };
-
-    staging::lock(client).await?;
-    let outcome = apply(client, dir, &present, deletions, rejects, started).await;
-    if outcome.is_err() {
-        let mut parts: Vec<PathBuf> = FileKind::ALL
-            .iter()
-            .map(|kind| rejects::part_path(rejects, kind.file_name()))
-            .collect();
-        parts.push(rejects::part_path(rejects, DELETED_FILE));
-        rejects::remove_parts(&parts);
-    }
-    let unlocked = staging::unlock(client).await;
-    let report = outcome?;
-    unlocked?;
-    Ok(report)
+    Ok((present, deletions))
 }
 
 async fn apply(

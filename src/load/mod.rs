@@ -169,8 +169,11 @@ pub async fn run(database: &Database, request: &Request) -> Result<()> {
     let dir = &request.dir;
     // What can be checked without the database is checked before a cluster starts.
     match request.changes {
-        true => check_dir(dir)?,
-        false => check_catalog_dir(dir)?,
+        true => changes::check_files(dir)?,
+        false => {
+            check_catalog_dir(dir)?;
+            check_headers(dir)?;
+        }
     }
     let rejects = request
         .rejects
@@ -225,8 +228,17 @@ pub fn check_catalog_dir(dir: &Path) -> Result<()> {
     )))
 }
 
+/// Opens each of the six files and checks its header, naming the first that is not a
+/// catalog file; the load opens them again to read them.
+fn check_headers(dir: &Path) -> Result<()> {
+    for kind in FileKind::ALL {
+        Source::open(dir, kind)?;
+    }
+    Ok(())
+}
+
 /// Checks that `dir` exists and is a directory.
-fn check_dir(dir: &Path) -> Result<()> {
+pub(crate) fn check_dir(dir: &Path) -> Result<()> {
     match std::fs::metadata(dir) {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Err(Error::InvalidInput(
             format!("catalog directory {} does not exist", dir.display()),

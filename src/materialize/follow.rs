@@ -159,11 +159,16 @@ impl Totals {
         self.documents += documents;
         self.batches += 1;
         if self.since.elapsed() >= REPORT_EVERY {
+            let (products, batches) = (self.documents, self.batches);
+            let interval_seconds = self.since.elapsed().as_secs();
             tracing::info!(
-                documents = self.documents,
-                batches = self.batches,
-                seconds = self.since.elapsed().as_secs(),
-                "rebuilt changed documents"
+                products,
+                batches,
+                interval_seconds,
+                "follower progress: rebuilt the documents of {products} product{} in \
+                 {batches} batch{} over the last {interval_seconds} s",
+                if products == 1 { "" } else { "s" },
+                if batches == 1 { "" } else { "es" },
             );
             *self = Totals::new();
         }

@@ -1,6 +1,8 @@
 //! Tests of the `atelier` command itself, run as a process: its log output on a pipe,
-//! text or JSON; what load, materialize and db say about bad input before any work;
-//! the rejects report's place; and how serve stops and reports a lost LISTEN connection.
+//! text or JSON; results on standard output and logs on standard error; what generate,
+//! load, materialize, serve and db say about bad input before any work; `db status`'s
+//! exit status; the rejects report's place; the `./materialize` script; and how serve
+//! starts, stops and reports a lost LISTEN connection.
 
 use std::net::SocketAddr;
 use std::process::{Output, Stdio};
@@ -77,7 +79,12 @@ struct ServeProcess {
 impl ServeProcess {
     /// Starts serving `url` and waits until it listens.
     async fn start(url: &str, envs: &[(&str, &str)]) -> ServeProcess {
-        let mut command = atelier(&["serve", "--listen", "127.0.0.1:0", "--database-url", url]);
+        ServeProcess::start_with(&["--listen", "127.0.0.1:0", "--database-url", url], envs).await
+    }
+
+    /// Starts `atelier serve args` and waits until it listens on 127.0.0.1.
+    async fn start_with(args: &[&str], envs: &[(&str, &str)]) -> ServeProcess {
+        let mut command = atelier(&[&["serve"], args].concat());
         command.envs(envs.iter().copied());
         let mut child = command.spawn().unwrap();
         let stderr = BufReader::new(child.stderr.take().unwrap());
@@ -396,7 +403,11 @@ async fn db_status_and_stop_neither_create_nor_start_a_cluster() {
     let nowhere = tmp.path().join("nowhere");
     let dir = nowhere.to_str().unwrap();
     let status = output(atelier(&["db", "status", "--data-dir", dir])).await;
-    assert!(status.status.success());
+    assert_eq!(
+        status.status.code(),
+        Some(4),
+        "no cluster: pg_ctl status's 4"
+    );
     assert_eq!(
         text(&status.stdout),
         format!("no embedded cluster in {dir} (load, materialize or serve creates it)\n")
@@ -422,6 +433,7 @@ async fn db_status_and_stop_neither_create_nor_start_a_cluster() {
         "{}",
         text(&status.stdout)
     );
+    assert_eq!(status.status.code(), Some(3), "stopped: pg_ctl status's 3");
     assert!(!own.cluster.is_running());
     let stop = output(atelier(&["db", "stop", "--data-dir", dir])).await;
     assert_eq!(text(&stop.stdout), "not running\n");
@@ -429,6 +441,313 @@ async fn db_status_and_stop_neither_create_nor_start_a_cluster() {
     let help = output_of_help(&["db", "status"]).await;
     assert!(help.contains("it is neither created nor started"), "{help}");
     assert!(!help.contains("started if needed"), "{help}");
+    assert!(
+        help.contains("Exits with status 0 when it runs (or DATABASE_URL is set), 3 when it is stopped and 4 when there is none"),
+        "{help}"
+    );
+}
+
+#[tokio::test]
+async fn db_status_exits_zero_while_the_cluster_runs() {
+    let own = OwnCluster::new();
+    own.cluster
+        .ensure_running(atelier::db::embedded::Durability::Throwaway)
+        .unwrap();
+    let dir = own.dir.path().to_str().unwrap();
+    let status = output(atelier(&["db", "status", "--data-dir", dir])).await;
+    own.cluster.stop().unwrap();
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    assert!(
+        text(&status.stdout).starts_with("running: postgres://"),
+        "{}",
+        text(&status.stdout)
+    );
+    let external = output(atelier(&[
+        "db",
+        "status",
+        "--database-url",
+        "postgres://nobody@localhost/none",
+    ]))
+    .await;
+    assert!(external.status.success());
+    assert!(text(&external.stdout).starts_with("using DATABASE_URL"));
+}
+
+#[tokio::test]
+async fn generate_prints_its_summary_on_standard_output() {
+    let tmp = TempDir::new().unwrap();
+    let out = tmp.path().join("catalog");
+    let output = output(atelier(&[
+        "generate",
+        "--products",
+        "20",
+        "--out",
+        out.to_str().unwrap(),
+    ]))
+    .await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.starts_with(&format!("generated 20 products into {} in ", out.display())),
+        "{stdout}"
+    );
+    for file in atelier::catalog::FILE_NAMES {
+        assert!(stdout.contains(&format!("  {file}")), "{file} in {stdout}");
+    }
+    assert!(
+        !text(&output.stderr).contains("generated"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn generate_says_the_number_of_products_must_be_positive() {
+    let tmp = TempDir::new().unwrap();
+    let out = tmp.path().join("catalog");
+    for count in ["-5", "0"] {
+        let output = output(atelier(&[
+            "generate",
+            "--products",
+            count,
+            "--out",
+            out.to_str().unwrap(),
+        ]))
+        .await;
+        assert_eq!(output.status.code(), Some(2), "a usage error");
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "invalid value '{count}' for '--products <PRODUCTS>': the number must be \
+                 positive (1 or more), got {count}"
+            )),
+            "{stderr}"
+        );
+        assert!(!out.exists());
+    }
+}
+
+/// A copy of the sara-2023 sample with styles.csv's header replaced by `header`.
+fn catalog_with_styles_header(tmp: &TempDir, header: &str) -> std::path::PathBuf {
+    let catalog = tmp.path().join("catalog");
+    std::fs::create_dir(&catalog).unwrap();
+    for file in atelier::catalog::FILE_NAMES {
+        std::fs::copy(sample("sara-2023").join(file), catalog.join(file)).unwrap();
+    }
+    let styles = std::fs::read_to_string(catalog.join("styles.csv")).unwrap();
+    let (_, rows) = styles.split_once('\n').unwrap();
+    std::fs::write(catalog.join("styles.csv"), format!("{header}\n{rows}")).unwrap();
+    catalog
+}
+
+#[tokio::test]
+async fn a_broken_header_names_both_forms_before_starting_a_cluster() {
+    let tmp = TempDir::new().unwrap();
+    let catalog = catalog_with_styles_header(&tmp, "id,productId,name,price");
+    let cluster = tmp.path().join("pg");
+    let expected = format!(
+        "error: {}: not a catalog styles.csv: its first line \"id,productId,name,price\" is \
+         neither header it may have, \
+         `id,productId,name,sale_price,original_price,default_style` (compact) or \
+         `id, product_id, name, sale_price, original_price, default_style` (spaced)\n",
+        catalog.join("styles.csv").display()
+    );
+    for changes in [false, true] {
+        let mut args = vec![
+            "load",
+            catalog.to_str().unwrap(),
+            "--data-dir",
+            cluster.to_str().unwrap(),
+        ];
+        if changes {
+            args.push("--changes");
+        }
+        let output = output(atelier(&args)).await;
+        assert!(!output.status.success());
+        assert_eq!(text(&output.stderr), expected, "--changes: {changes}");
+        assert!(
+            !cluster.exists(),
+            "a cluster was created (--changes: {changes})"
+        );
+    }
+}
+
+#[tokio::test]
+async fn log_format_is_listed_once_in_the_top_level_help_and_taken_anywhere() {
+    let top = output_of_help(&[]).await;
+    assert!(top.contains("--log-format <LOG_FORMAT>"), "{top}");
+    assert!(top.contains("Accepted after any command too"), "{top}");
+    for command in [
+        &["generate"][..],
+        &["load"],
+        &["materialize"],
+        &["serve"],
+        &["db", "status"],
+        &["db", "stop"],
+    ] {
+        let help = output_of_help(command).await;
+        assert!(!help.contains("log-format"), "{command:?}: {help}");
+    }
+    // Before or after the command, it is taken.
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("none");
+    for args in [
+        vec![
+            "--log-format",
+            "json",
+            "db",
+            "stop",
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ],
+        vec![
+            "db",
+            "stop",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--log-format",
+            "json",
+        ],
+    ] {
+        let output = output(atelier(&args)).await;
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+    }
+    let failed = output(atelier(&["db", "stop", "--log-format", "xml"])).await;
+    assert_eq!(failed.status.code(), Some(2));
+}
+
+/// A port no one listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn serve_listens_on_the_loopback_interface_given_a_port_alone() {
+    let db = TestDb::with_catalog(&sample("sara-2023")).await;
+    for form in ["", ":"] {
+        let port = free_port();
+        let listen = format!("{form}{port}");
+        let server =
+            ServeProcess::start_with(&["--listen", &listen, "--database-url", &db.url], &[]).await;
+        assert_eq!(
+            server.addr,
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            "{listen}"
+        );
+        assert_eq!(
+            request(server.addr, "GET", "/products/1", &[]).await.status,
+            200
+        );
+        server.terminate();
+        server.finish().await;
+    }
+    let help = output_of_help(&["serve"]).await;
+    assert!(
+        help.contains("or a port alone (3000 or :3000), which listens on 127.0.0.1 only"),
+        "{help}"
+    );
+}
+
+#[tokio::test]
+async fn serve_explains_a_bad_address_and_points_port_to_listen() {
+    let bad = output(atelier(&["serve", "--listen", "localhost:3000"])).await;
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = text(&bad.stderr);
+    assert!(
+        stderr.contains(
+            "invalid value 'localhost:3000' for '--listen <LISTEN>': expected IP:PORT or a \
+             port alone, e.g. 127.0.0.1:3000, 0.0.0.0:3000"
+        ),
+        "{stderr}"
+    );
+    let too_big = output(atelier(&["serve", "--listen", "70000"])).await;
+    assert!(
+        text(&too_big.stderr).contains("the port must be at most 65535, got 70000"),
+        "{}",
+        text(&too_big.stderr)
+    );
+    for args in [&["serve", "--port", "3001"][..], &["serve", "--port=3001"]] {
+        let port = output(atelier(args)).await;
+        assert_eq!(port.status.code(), Some(2));
+        let stderr = text(&port.stderr);
+        assert!(
+            stderr.contains("there is no --port option: use --listen 3001 (127.0.0.1:3001)"),
+            "{stderr}"
+        );
+    }
+    let bare = output(atelier(&["serve", "--port"])).await;
+    assert!(
+        text(&bare.stderr).contains("use --listen PORT"),
+        "{}",
+        text(&bare.stderr)
+    );
+    assert!(!output_of_help(&["serve"]).await.contains("--port"));
+}
+
+#[tokio::test]
+async fn the_materialize_script_runs_this_checkouts_build() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ours = std::path::Path::new(env!("CARGO_BIN_EXE_atelier"));
+    // Another `atelier` first on PATH, which must not be the one run.
+    let tmp = TempDir::new().unwrap();
+    let impostor = tmp.path().join("atelier");
+    std::fs::write(&impostor, "#!/bin/sh\necho impostor\nexit 7\n").unwrap();
+    std::fs::set_permissions(
+        &impostor,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        tmp.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let mut command = tokio::process::Command::new(repo.join("materialize"));
+    command
+        .arg("--help")
+        .env("PATH", path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let output = output(command).await;
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        text(&output.stdout).contains("Usage: atelier materialize [OPTIONS]"),
+        "{}",
+        text(&output.stdout)
+    );
+    let ran = stderr
+        .strip_prefix("materialize: running ")
+        .expect("it says which binary it runs")
+        .trim_end();
+    assert!(
+        [
+            repo.join("target/release/atelier"),
+            repo.join("target/debug/atelier")
+        ]
+        .iter()
+        .any(|build| build.as_os_str() == ran),
+        "{stderr}"
+    );
+    // When the tests' build is this checkout's, it is the newer one, so the one run.
+    if ours.starts_with(repo.join("target")) {
+        let release = repo.join("target/release/atelier");
+        let release_newer = std::fs::metadata(&release)
+            .and_then(|release| Ok(release.modified()? > std::fs::metadata(ours)?.modified()?))
+            .unwrap_or(false);
+        if !release_newer {
+            assert_eq!(ran, repo.join("target/debug/atelier").to_str().unwrap());
+        }
+    }
 }
 
 #[tokio::test]
@@ -455,4 +774,144 @@ async fn a_lost_listen_connection_is_logged_with_its_cause() {
     eventually(10, "the server listens again", || server.listening()).await;
     server.terminate();
     server.finish().await;
+}
+
+#[tokio::test]
+async fn the_embedded_cluster_says_when_it_starts_and_serve_that_it_still_runs() {
+    let own = OwnCluster::new();
+    let dir = own.dir.path().canonicalize().unwrap();
+    let data_dir = dir.to_str().unwrap();
+    let started = format!(
+        "started the embedded PostgreSQL cluster in {}; it logs to {} and keeps running \
+         after this command (`atelier db stop --data-dir {data_dir}` stops it)",
+        dir.join("pg").display(),
+        dir.join("postgres.log").display()
+    );
+    let sample = sample("sara-2023");
+    let rejects = dir.join("rejects.csv");
+    let load = output(atelier(&[
+        "load",
+        sample.to_str().unwrap(),
+        "--rejects",
+        rejects.to_str().unwrap(),
+        "--data-dir",
+        data_dir,
+    ]))
+    .await;
+    assert!(load.status.success(), "{}", text(&load.stderr));
+    let stderr = text(&load.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "INFO atelier::db::embedded: created the embedded PostgreSQL cluster in {}",
+            dir.join("pg").display()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&started), "{stderr}");
+    // A running cluster is used without a word.
+    let again = output(atelier(&["materialize", "--data-dir", data_dir])).await;
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(
+        !text(&again.stderr).contains("embedded PostgreSQL"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    own.cluster.stop().unwrap();
+    let server =
+        ServeProcess::start_with(&["--listen", "127.0.0.1:0", "--data-dir", data_dir], &[]).await;
+    assert!(
+        text(&server.log).contains(&started),
+        "{}",
+        text(&server.log)
+    );
+    assert_eq!(
+        request(server.addr, "GET", "/products/1", &[]).await.status,
+        200
+    );
+    assert!(
+        text(&server.log).contains("following catalog changes of the embedded database"),
+        "{}",
+        text(&server.log)
+    );
+    server.terminate();
+    let log = text(&server.finish().await);
+    let last = log.lines().last().unwrap();
+    assert!(
+        last.ends_with(&format!(
+            "INFO atelier::http: the embedded PostgreSQL cluster is still running; \
+             `atelier db stop --data-dir {data_dir}` stops it"
+        )),
+        "{log}"
+    );
+    assert!(own.cluster.is_running());
+}
+
+#[tokio::test]
+async fn the_access_log_is_one_line_a_request_in_the_log_format_and_off_by_default() {
+    let db = TestDb::with_catalog(&sample("sara-2023")).await;
+    let url = db.url.as_str();
+    let base = ["--listen", "127.0.0.1:0", "--database-url", url];
+
+    let mut text_log =
+        ServeProcess::start_with(&[&base[..], &["--access-log"]].concat(), &[]).await;
+    let reply = request(text_log.addr, "GET", "/products/1", &[]).await;
+    assert_eq!(reply.status, 200);
+    let line = text_log.line_containing("atelier::access").await;
+    let fields =
+        "INFO atelier::access: request method=GET path=/products/1 status=200 duration_us=";
+    assert!(line.contains(fields), "{line}");
+    assert!(
+        line.trim_end()
+            .ends_with(&format!(" bytes={}", reply.body.len())),
+        "{line}"
+    );
+    assert_eq!(
+        request(text_log.addr, "HEAD", "/nowhere?x=1", &[])
+            .await
+            .status,
+        404
+    );
+    let line = text_log.line_containing("atelier::access").await;
+    assert!(
+        line.contains("request method=HEAD path=/nowhere?x=1 status=404 duration_us="),
+        "{line}"
+    );
+    assert!(line.trim_end().ends_with(" bytes=0"), "{line}");
+    text_log.terminate();
+    text_log.finish().await;
+
+    let mut json_log = ServeProcess::start_with(
+        &[&base[..], &["--access-log"]].concat(),
+        &[("ATELIER_LOG_FORMAT", "json")],
+    )
+    .await;
+    let long = format!("/products/1?q={}", "a".repeat(17_000));
+    assert_eq!(request(json_log.addr, "GET", &long, &[]).await.status, 414);
+    let line = json_log.line_containing("atelier::access").await;
+    let entry: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["target"], "atelier::access");
+    assert_eq!(entry["level"], "INFO");
+    let fields = &entry["fields"];
+    assert_eq!(fields["message"], "request");
+    assert_eq!(fields["method"], "GET");
+    assert_eq!(fields["path"], format!("{}...", &long[..1024]));
+    assert_eq!(fields["status"], 414);
+    assert!(fields["duration_us"].as_u64().is_some(), "{line}");
+    assert!(fields["bytes"].as_u64().unwrap() > 0, "{line}");
+    json_log.terminate();
+    json_log.finish().await;
+
+    let quiet = ServeProcess::start(url, &[]).await;
+    assert_eq!(
+        request(quiet.addr, "GET", "/products/1", &[]).await.status,
+        200
+    );
+    assert_eq!(
+        request(quiet.addr, "GET", "/products/2", &[]).await.status,
+        200
+    );
+    quiet.terminate();
+    let log = text(&quiet.finish().await);
+    assert!(!log.contains("atelier::access"), "{log}");
 }

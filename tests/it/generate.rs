@@ -1,7 +1,7 @@
 //! Tests of `generate`: determinism, the real formats of both layouts, the dataset's
 //! shape, the genuine rows of products 1–11, and the dirt: absent from a clean catalog,
 //! present at plausible rates otherwise, and such that repairing and rejecting it by
-//! the rules of data.md gives back the clean catalog.
+//! the rules of docs/data.md gives back the clean catalog.
 
 use std::collections::{HashMap, HashSet};
 
@@ -627,7 +627,7 @@ fn a_repaired_dirty_catalog_is_the_clean_catalog() {
     }
 }
 
-/// What loading a catalog by the rules of data.md keeps, repairs and rejects.
+/// What loading a catalog by the rules of docs/data.md keeps, repairs and rejects.
 struct Loaded {
     /// The rows kept, as lines of the catalog's layout.
     rows: Vec<Vec<String>>,
@@ -657,7 +657,7 @@ fn tally(counts: &mut HashMap<String, usize>, file: usize, what: &str) {
         .or_insert(0) += 1;
 }
 
-/// Loads `catalog` the way data.md tells the loader to: photo records end at a newline
+/// Loads `catalog` the way docs/data.md tells the loader to: photo records end at a newline
 /// when the next line starts a record, stray quotes and newlines in URLs go, junk
 /// around a number goes when one integer remains; duplicate ids, orphans, related id
 /// 0 and rows with the wrong number of fields are rejected.
