@@ -34,7 +34,8 @@ MIB = 1024 * 1024
 # What a 1 GiB machine leaves the server once the kernel, sshd and a small PostgreSQL
 # (shared_buffers 128 MiB plus backends) have taken theirs.
 T2_MICRO_SERVER_BYTES = 640 * MIB
-SCENARIOS = ["hot", "uniform", "list", "storefront", "cold", "t2micro", "soak", "compress"]
+SCENARIOS = ["hot", "uniform", "list", "storefront", "cold", "t2micro", "soak", "compress",
+             "fill"]
 LIST_COUNT = 5
 ZIPF_S = 1.01
 
@@ -1026,6 +1027,80 @@ def fill_cache(args, url, directory):
             "bytes": held["bytes"], "peak_rss_mib": peak}
 
 
+def run_fill(args, url):
+    """Peak RSS with the default cache budget full, once with clients that do not take
+    gzip and once with browsers: a service asked for every document of the catalog in
+    a random order, far more than the budget holds."""
+    directory = os.path.join(WORK, "scenarios", "fill")
+    shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(directory)
+    paths = [f"/products/{i}{s}" for i in range(1, args.products + 1)
+             for s in ("", "/styles", "/related")]
+    random.Random(args.seed).shuffle(paths)
+    paths_file = os.path.join(directory, "every-document.txt")
+    with open(paths_file, "w") as f:
+        f.write("\n".join(paths) + "\n")
+    runs = {}
+    for clients, accept in (("identity", None), ("gzip", BROWSER_ACCEPT)):
+        server = Server("fill", service_command(args, url, args.cache_bytes),
+                        PORTS["service"], directory, env={"ATELIER_LOG": "warn"}).start()
+        try:
+            server.reset_peak_rss()
+            result = wrk(server.port, paths_file, args.fill_seconds, args.connections,
+                         directory, accept)
+            held = cache_weight(server.port)
+            peak = server.peak_rss() / MIB
+        finally:
+            server.stop()
+        log(f"fill ({clients}): cache {held}, peak RSS {peak:.1f} MiB")
+        runs[clients] = {"requests": result["requests"], "rps": result["rps"],
+                         "errors": result["errors"], "non_2xx": result["non_2xx"],
+                         "entries": held["entries"], "bytes": held["bytes"],
+                         "peak_rss_mib": peak}
+    budget = args.cache_bytes / MIB + 64
+    return {
+        "scenario": "fill",
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "products": args.products,
+        "settings": {"cache_bytes": args.cache_bytes, "seconds": args.fill_seconds,
+                     "connections": args.connections, "documents": len(paths)},
+        "runs": runs,
+        "goals": {f"rss <= cache budget + 64 MiB ({clients})": {
+            "value": run["peak_rss_mib"], "limit": budget,
+            "met": run["peak_rss_mib"] <= budget and run["errors"] == 0}
+            for clients, run in runs.items()},
+    }
+
+
+def write_fill_results(result, stamp):
+    os.makedirs(RESULTS, exist_ok=True)
+    base = os.path.join(RESULTS, f"{stamp}-fill")
+    with open(base + ".json", "w") as f:
+        json.dump(result, f, indent=1)
+    s = result["settings"]
+    lines = [
+        f"# fill — {result['date']}",
+        "",
+        f"{result['products']:,} products; every one of their {s['documents']:,} documents "
+        f"asked for in a random order by wrk for {s['seconds']} s at {s['connections']} "
+        f"connections; cache budget {s['cache_bytes'] / MIB:.0f} MiB.",
+        "",
+        "| clients | requests | entries held | bytes held (MiB) | peak RSS (MiB) | errors |",
+        "|---|---|---|---|---|---|",
+    ]
+    for clients, run in result["runs"].items():
+        lines.append(f"| {clients} | {run['requests']:,} | {run['entries']:,} | "
+                     f"{run['bytes'] / MIB:.1f} | {run['peak_rss_mib']:.1f} | "
+                     f"{run['errors'] + run['non_2xx']} |")
+    lines += ["", "Goals:", ""]
+    for name, goal in result["goals"].items():
+        mark = "met" if goal["met"] else "MISSED"
+        lines.append(f"- {name}: {goal['value']:.1f} (limit {goal['limit']:.1f}) — {mark}")
+    with open(base + ".md", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    log(f"wrote {base}.md")
+
+
 def summarize_compress(args, mix, sizes, memory, runs):
     keys = ["rps", "p50_ms", "p90_ms", "p99_ms", "max_ms", "server_cpu_us_per_request",
             "server_peak_rss_mib", "cache_hit_rate", "errors", "non_2xx", "bytes_per_answer",
@@ -1385,6 +1460,8 @@ def main():
     parser.add_argument("--pgbench-clients", type=int, default=16,
                         help="pgbench's connections (16 gave pgbench its best rate here; "
                         "4 and 64 gave less)")
+    parser.add_argument("--fill-seconds", type=int, default=40,
+                        help="seconds the fill scenario asks for documents")
     parser.add_argument("--soak-seconds", type=int, default=600)
     parser.add_argument("--soak-share", type=float, default=0.5,
                         help="the soak's request rate as a share of the measured peak")
@@ -1408,6 +1485,8 @@ def main():
             write_soak_results(run_soak(args, url), stamp)
         elif scenario == "compress":
             write_compress_results(run_compress(args, url), stamp)
+        elif scenario == "fill":
+            write_fill_results(run_fill(args, url), stamp)
         else:
             write_results(run_scenario(args, scenario, url), stamp)
 
