@@ -498,12 +498,19 @@ async fn a_rolling_restart_fails_no_client_request() {
         instance.terminate().await;
         load.wait_for(100).await;
         instance.restart().await;
+        let listening = Instant::now();
         // Back in rotation: the new process answers requests that came through nginx
-        // (once nginx's fail_timeout for it has passed) before the next one goes.
+        // before the next one goes.
         wait_until("the restarted instance serves again", || async {
             instance.lookups().await > 0.0
         })
         .await;
+        // Each nginx worker keeps its own view of the upstreams: one that took the
+        // instance out of rotation did so before it listened again (no connection to it
+        // has failed since), so once fail_timeout has passed from then, every worker
+        // sends it requests again, not only the one whose request was counted above.
+        let back_everywhere = listening + nginx_fail_timeout() + Duration::from_millis(500);
+        tokio::time::sleep_until(back_everywhere.into()).await;
     }
     load.wait_for(200).await;
     let (ok, failures) = load.finish().await;
@@ -515,6 +522,18 @@ async fn a_rolling_restart_fails_no_client_request() {
         nginx.error_log()
     );
     assert!(ok >= 500);
+}
+
+/// How long nginx.conf has a worker keep an instance it saw fail out of rotation.
+fn nginx_fail_timeout() -> Duration {
+    let conf = include_str!("../../nginx.conf");
+    let seconds = conf
+        .split("fail_timeout=")
+        .nth(1)
+        .and_then(|rest| rest.split('s').next())
+        .and_then(|value| value.parse().ok())
+        .expect("nginx.conf sets fail_timeout in seconds");
+    Duration::from_secs(seconds)
 }
 
 #[tokio::test]
