@@ -85,19 +85,31 @@ pub struct Accepted {
 /// RFC 9110 has it, and below any coding the client named.
 const IMPLICIT_IDENTITY: u16 = 1;
 
+/// `Accept-Encoding` values of current browsers (Chromium and Firefox, then Safari),
+/// which all take gzip at full weight and name no identity.
+const BROWSER_VALUES: [&[u8]; 2] = [b"gzip, deflate, br, zstd", b"gzip, deflate, br"];
+
 impl Accepted {
     /// What the request's `Accept-Encoding` fields allow. Without the header, or with
     /// an empty one, only identity is asked for, as the service has always answered.
     pub fn from_headers(headers: &HeaderMap) -> Accepted {
-        let mut fields = headers.get_all(ACCEPT_ENCODING).iter().peekable();
-        if fields.peek().is_none() {
+        let all = headers.get_all(ACCEPT_ENCODING);
+        let mut fields = all.iter();
+        let Some(first) = fields.next() else {
             return Accepted {
                 gzip: 0,
                 identity: 1000,
             };
+        };
+        // What browsers send, word for word, is known without a scan.
+        if BROWSER_VALUES.contains(&first.as_bytes()) && fields.next().is_none() {
+            return Accepted {
+                gzip: 1000,
+                identity: IMPLICIT_IDENTITY,
+            };
         }
         let (mut gzip, mut identity, mut any) = (None, None, None);
-        for field in fields {
+        for field in all.iter() {
             for element in field.as_bytes().split(|&b| b == b',') {
                 let mut parts = element.split(|&b| b == b';');
                 let coding = parts.next().unwrap_or_default().trim_ascii();
@@ -251,6 +263,29 @@ mod tests {
                 "{values:?} without gzip"
             );
         }
+    }
+
+    #[test]
+    fn browser_values_read_as_a_scan_reads_them() {
+        for value in BROWSER_VALUES {
+            let value = std::str::from_utf8(value).unwrap();
+            // The same value with a space more takes the scan.
+            let scanned = format!("{value} ");
+            let mut headers = HeaderMap::new();
+            headers.insert(ACCEPT_ENCODING, HeaderValue::try_from(scanned).unwrap());
+            let mut known = HeaderMap::new();
+            known.insert(ACCEPT_ENCODING, HeaderValue::from_str(value).unwrap());
+            assert_eq!(
+                Accepted::from_headers(&known),
+                Accepted::from_headers(&headers)
+            );
+        }
+        // A second field is read too: here it refuses identity.
+        assert_eq!(
+            choice(&["gzip, deflate, br"], false),
+            Some(Coding::Identity)
+        );
+        assert_eq!(choice(&["gzip, deflate, br", "identity;q=0"], false), None);
     }
 
     #[test]
