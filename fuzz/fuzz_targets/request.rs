@@ -46,7 +46,8 @@ static STATE: LazyLock<Arc<AppState>> = LazyLock::new(|| {
         unreachable!("parsed a serve command")
     };
     let _runtime = RUNTIME.enter();
-    AppState::new(&args, args.db.database_url.as_deref().unwrap()).expect("server state")
+    AppState::new(&args.settings(), args.db.database_url.as_deref().unwrap())
+        .expect("server state")
 });
 
 /// The status the contract gives a request when no document can be read.
