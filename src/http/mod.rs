@@ -3,11 +3,11 @@
 //! A request flows [`server`] (connections) → [`router`] (method and path) →
 //! [`handlers`] → [`cache`] (documents in memory) → [`store`] (the `document` table),
 //! and the stored JSON bytes go back out untouched, or in the gzip form [`encoding`]
-//! made of them once, as the document entered the cache. [`endpoint`] names what a
-//! request was routed to; [`notify`] keeps the cache in step with materialize;
-//! [`error`] is the one mapping of failures to answers; [`head`] refuses oversized
-//! and unparseable request heads with those answers; [`metrics`] counts;
-//! [`access_log`] logs each request when asked to.
+//! made of them once, when a client that takes gzip first asked for the document.
+//! [`endpoint`] names what a request was routed to; [`notify`] keeps the cache in step
+//! with materialize; [`error`] is the one mapping of failures to answers; [`head`]
+//! refuses oversized and unparseable request heads with those answers; [`metrics`]
+//! counts; [`access_log`] logs each request when asked to.
 
 pub mod access_log;
 pub mod cache;
