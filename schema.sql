@@ -165,7 +165,7 @@ CREATE TABLE IF NOT EXISTS product_edited (
 -- must not scan the style table for every later one-row statement.
 DO $capture$
 DECLARE
-    version constant text := 'atelier capture 8';
+    version constant text := 'atelier capture 9';
     mark regprocedure := to_regprocedure('public.atelier_mark(integer[],smallint)');
     old record;
 BEGIN
@@ -188,6 +188,10 @@ BEGIN
     CREATE OR REPLACE FUNCTION public.atelier_mark(ids integer[], parts smallint) RETURNS void
     LANGUAGE plpgsql AS $body$
     BEGIN
+        -- A statement that touched no row queues nothing and wakes nobody.
+        IF pg_catalog.cardinality(ids) OPERATOR(pg_catalog.=) 0 THEN
+            RETURN;
+        END IF;
         INSERT INTO public.document_queue (product_id, parts)
         SELECT pg_catalog.unnest(ids), parts;
         INSERT INTO public.product_edited (product_id)
@@ -271,15 +275,18 @@ BEGIN
     -- whichever writer: delivered at its commit, so an idle follower need not poll. A
     -- follower at work promises to look at the queue again until the time in
     -- `atelier_follower_awake` (milliseconds since the epoch, set with setval: read and
-    -- written without a transaction's snapshot or dead rows), so a writer before that
-    -- time skips the NOTIFY and the lock it takes at commit, which would otherwise
-    -- serialize concurrent writers' commits (follow.rs).
+    -- written without a transaction's snapshot or dead rows), so a writer whose
+    -- statement runs at least 250 ms before that time skips the NOTIFY and the lock it
+    -- takes at commit, which would otherwise serialize concurrent writers' commits
+    -- (follow.rs). A writer that commits more than 250 ms after its statement, past the
+    -- promise, is found by the follower's next look within its safety poll.
     CREATE OR REPLACE FUNCTION public.atelier_wake_followers() RETURNS trigger
     LANGUAGE plpgsql AS $body$
     BEGIN
         IF (SELECT last_value FROM public.atelier_follower_awake)
            OPERATOR(pg_catalog.<)
-           (pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.*) 1000)
+           (pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()) OPERATOR(pg_catalog.*) 1000
+            OPERATOR(pg_catalog.+) 250)
         THEN
             PERFORM pg_catalog.pg_notify('atelier_queue', '');
         END IF;

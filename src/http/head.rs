@@ -51,7 +51,7 @@ pub fn check<B>(request: &Request<B>) -> Option<HttpError> {
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum();
-    let head = request.method().as_str().len() + target + 11 + fields + 2;
+    let head = request.method().as_str().len() + target + 12 + fields + 2;
     (head > MAX_HEAD_BYTES).then_some(HttpError::HeadTooLarge)
 }
 

@@ -184,15 +184,19 @@ async fn session(
 ) -> Result<()> {
     let mut config: tokio_postgres::Config = url.parse()?;
     config.application_name(APPLICATION_NAME);
+    // A connection that dies silently (a host gone, not closed) is noticed by TCP within
+    // a minute or so rather than hours, as the pooled reads' connections are.
+    config.keepalives_idle(Duration::from_secs(30));
     let (mut client, mut connection) = config.connect(tokio_postgres::NoTls).await?;
-    let (wake, mut woken) = mpsc::unbounded_channel();
+    // One pending wake is all a follower needs: it looks at the whole queue when woken.
+    let (wake, mut woken) = mpsc::channel(1);
     // The connection must be polled for notifications to arrive; the task ends, and
     // closes the channel, when the connection does.
     let driver = tokio::spawn(async move {
         while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
             match message {
                 Ok(AsyncMessage::Notification(_)) => {
-                    if wake.send(()).is_err() {
+                    if let Err(mpsc::error::TrySendError::Closed(())) = wake.try_send(()) {
                         break;
                     }
                 }
@@ -227,14 +231,13 @@ async fn session(
             if std::mem::replace(failing, false) {
                 tracing::info!("following catalog changes again");
             }
-            let promised = awake_until.is_some_and(|until| until > tokio::time::Instant::now());
-            let poll = if promised {
-                QUIET_POLL
-            } else {
-                settings.follow_poll
+            // While its promise holds, writers may not wake this follower: it looks.
+            let poll = |awake_until: Option<tokio::time::Instant>| match awake_until {
+                Some(until) if until > tokio::time::Instant::now() => QUIET_POLL,
+                _ => settings.follow_poll,
             };
             if !any {
-                wait_for_rows(&mut woken, poll).await;
+                wait_for_rows(&mut woken, poll(awake_until)).await;
                 continue;
             }
             let grace = i64::try_from(GRACE.as_millis()).expect("a second fits");
@@ -242,7 +245,7 @@ async fn session(
             awake_until = Some(tokio::time::Instant::now() + GRACE);
             let started = tokio::time::Instant::now();
             match batch(&mut client, settings, &statements).await? {
-                Batch::Empty => wait_for_rows(&mut woken, poll).await,
+                Batch::Empty => wait_for_rows(&mut woken, poll(awake_until)).await,
                 Batch::Busy => tokio::time::sleep(BUSY).await,
                 Batch::Rebuilt { documents, full } => {
                     totals.add(documents);
@@ -267,7 +270,7 @@ async fn session(
 /// Returns when a writer has committed rows to the queue, or after `poll`, or at once
 /// when the connection that would carry the notification is gone (the next statement
 /// then fails, and the follower reconnects).
-async fn wait_for_rows(woken: &mut mpsc::UnboundedReceiver<()>, poll: Duration) {
+async fn wait_for_rows(woken: &mut mpsc::Receiver<()>, poll: Duration) {
     let _ = tokio::time::timeout(poll, woken.recv()).await;
 }
 

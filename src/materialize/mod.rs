@@ -211,8 +211,8 @@ pub struct Settings {
     pub jobs: usize,
     /// Longest a follower waits on an empty queue for a notification before it looks
     /// again all the same: the safety net for rows queued with triggers off
-    /// (`session_replication_role = replica`), and how soon a silently dead connection
-    /// is noticed.
+    /// (`session_replication_role = replica`), and for a writer that commits long after
+    /// its statement, past a working follower's promise to look again.
     pub follow_poll: std::time::Duration,
 }
 
