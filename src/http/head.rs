@@ -8,7 +8,8 @@
 //! target (414) from long headers (431). What hyper cannot take at all (a head not
 //! complete within the bound, too many fields, bytes that do not parse) it answers
 //! itself, with an empty body; [`JsonAnswers`] rewrites those answers as they are
-//! written.
+//! written, judging only writes that begin an answer (not the rest of one a client
+//! took only part of).
 
 use std::io;
 use std::pin::Pin;
@@ -63,6 +64,9 @@ pub struct JsonAnswers<T> {
     /// The answer being written in place of hyper's, how much of it is written, and
     /// the length of hyper's bytes it stands for.
     replacing: Option<(Bytes, usize, usize)>,
+    /// Whether the last write took only part of what it was offered: the next one then
+    /// goes on with the same answer, and its first bytes are not the start of one.
+    continuing: bool,
 }
 
 impl<T> JsonAnswers<T> {
@@ -70,6 +74,7 @@ impl<T> JsonAnswers<T> {
         JsonAnswers {
             inner,
             replacing: None,
+            continuing: false,
         }
     }
 }
@@ -119,9 +124,13 @@ impl<T: AsyncWrite + Unpin> JsonAnswers<T> {
     /// once all of its stand-in is.
     fn write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         if self.replacing.is_none() {
-            match replacement(buf) {
+            match (!self.continuing).then(|| replacement(buf)).flatten() {
                 Some(answer) => self.replacing = Some((answer, 0, buf.len())),
-                None => return Pin::new(&mut self.inner).poll_write(cx, buf),
+                None => {
+                    let written = ready!(Pin::new(&mut self.inner).poll_write(cx, buf))?;
+                    self.continuing = written < buf.len();
+                    return Poll::Ready(Ok(written));
+                }
             }
         }
         let (answer, written, stands_for) = self.replacing.as_mut().expect("set above");
@@ -165,10 +174,17 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for JsonAnswers<T> {
         let this = self.get_mut();
         // hyper's answer is a head of its own, so a buffer of its own.
         match bufs.iter().find(|buf| !buf.is_empty()) {
-            Some(first) if this.replacing.is_some() || replacement(first).is_some() => {
+            Some(first)
+                if this.replacing.is_some()
+                    || (!this.continuing && replacement(first).is_some()) =>
+            {
                 this.write(cx, first)
             }
-            _ => Pin::new(&mut this.inner).poll_write_vectored(cx, bufs),
+            _ => {
+                let written = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, bufs))?;
+                this.continuing = written < bufs.iter().map(|buf| buf.len()).sum();
+                Poll::Ready(Ok(written))
+            }
         }
     }
 
@@ -216,6 +232,60 @@ mod tests {
             check(&request(&other_half, &half)),
             Some(HttpError::HeadTooLarge)
         );
+    }
+
+    /// A client socket that takes at most `max` bytes a write.
+    struct Trickle {
+        out: Vec<u8>,
+        max: usize,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            let n = buf.len().min(this.max);
+            this.out.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_rest_of_a_partly_written_answer_is_never_replaced() {
+        use tokio::io::AsyncWriteExt;
+        // A body that happens to hold what looks like one of hyper's bare answers.
+        let lookalike = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n";
+        let mut answer = b"HTTP/1.1 200 OK\r\ncontent-length: 54\r\n\r\n".to_vec();
+        let split = answer.len() + 4;
+        answer.extend_from_slice(b"abcd");
+        answer.extend_from_slice(lookalike);
+        let mut client = JsonAnswers::new(Trickle {
+            out: Vec::new(),
+            max: split,
+        });
+        let first = AsyncWriteExt::write(&mut client, &answer).await.unwrap();
+        assert_eq!(first, split);
+        client.inner.max = usize::MAX;
+        // What is left starts like a bare 400, but it is the rest of the answer.
+        let rest = AsyncWriteExt::write(&mut client, &answer[first..])
+            .await
+            .unwrap();
+        assert_eq!(rest, lookalike.len());
+        assert_eq!(client.inner.out, answer);
+        // The next write begins an answer again, and hyper's bare one is replaced.
+        AsyncWriteExt::write(&mut client, lookalike).await.unwrap();
+        assert!(client.inner.out.len() > answer.len() + lookalike.len());
     }
 
     #[test]
