@@ -1008,7 +1008,9 @@ def run_compress(args, url):
     finally:
         for server in servers.values():
             server.stop()
-    memory["full"] = fill_cache(args, url, directory)
+    paths_file, _ = every_document(args, directory)
+    memory["full"] = fill_cache(args, url, directory, paths_file, FILL_CACHE_BYTES,
+                                FILL_SECONDS, BROWSER_ACCEPT, "compress")
     return summarize_compress(args, mix, sizes, memory, runs)
 
 
@@ -1016,27 +1018,32 @@ FILL_CACHE_BYTES = 64 * MIB
 FILL_SECONDS = 40
 
 
-def fill_cache(args, url, directory):
-    """Peak RSS with the cache full: a service with a 64 MiB budget asked by gzip clients
-    for every document of the catalog in turn, far more than the budget holds."""
+def every_document(args, directory):
+    """A file listing every document of the catalog once, in a random order."""
     paths = [f"/products/{i}{s}" for i in range(1, args.products + 1)
              for s in ("", "/styles", "/related")]
     random.Random(args.seed).shuffle(paths)
     paths_file = os.path.join(directory, "every-document.txt")
     with open(paths_file, "w") as f:
         f.write("\n".join(paths) + "\n")
-    server = Server("fill", service_command(args, url, FILL_CACHE_BYTES), PORTS["service"],
+    return paths_file, len(paths)
+
+
+def fill_cache(args, url, directory, paths_file, cache_bytes, seconds, accept, label):
+    """Peak RSS with the cache full: a service with a budget of `cache_bytes` asked by
+    clients sending `accept` for the documents of `paths_file` in turn, far more than
+    the budget holds."""
+    server = Server("fill", service_command(args, url, cache_bytes), PORTS["service"],
                     directory, env={"ATELIER_LOG": "warn"}).start()
     try:
         server.reset_peak_rss()
-        result = wrk(server.port, paths_file, FILL_SECONDS, args.connections, directory,
-                     BROWSER_ACCEPT)
+        result = wrk(server.port, paths_file, seconds, args.connections, directory, accept)
         held = cache_weight(server.port)
         peak = server.peak_rss() / MIB
     finally:
         server.stop()
-    log(f"compress: cache full: {held}, peak RSS {peak:.1f} MiB")
-    return {"cache_bytes": FILL_CACHE_BYTES, "requests": result["requests"],
+    log(f"{label}: cache full: {held}, peak RSS {peak:.1f} MiB")
+    return {"cache_bytes": cache_bytes, "requests": result["requests"], "rps": result["rps"],
             "errors": result["errors"], "non_2xx": result["non_2xx"],
             "entries": held["entries"],
             "bytes": held["bytes"], "peak_rss_mib": peak}
@@ -1049,36 +1056,19 @@ def run_fill(args, url):
     directory = os.path.join(WORK, "scenarios", "fill")
     shutil.rmtree(directory, ignore_errors=True)
     os.makedirs(directory)
-    paths = [f"/products/{i}{s}" for i in range(1, args.products + 1)
-             for s in ("", "/styles", "/related")]
-    random.Random(args.seed).shuffle(paths)
-    paths_file = os.path.join(directory, "every-document.txt")
-    with open(paths_file, "w") as f:
-        f.write("\n".join(paths) + "\n")
-    runs = {}
-    for clients, accept in (("identity", None), ("gzip", BROWSER_ACCEPT)):
-        server = Server("fill", service_command(args, url, args.cache_bytes),
-                        PORTS["service"], directory, env={"ATELIER_LOG": "warn"}).start()
-        try:
-            server.reset_peak_rss()
-            result = wrk(server.port, paths_file, args.fill_seconds, args.connections,
-                         directory, accept)
-            held = cache_weight(server.port)
-            peak = server.peak_rss() / MIB
-        finally:
-            server.stop()
-        log(f"fill ({clients}): cache {held}, peak RSS {peak:.1f} MiB")
-        runs[clients] = {"requests": result["requests"], "rps": result["rps"],
-                         "errors": result["errors"], "non_2xx": result["non_2xx"],
-                         "entries": held["entries"], "bytes": held["bytes"],
-                         "peak_rss_mib": peak}
+    paths_file, documents = every_document(args, directory)
+    runs = {
+        clients: fill_cache(args, url, directory, paths_file, args.cache_bytes,
+                            args.fill_seconds, accept, f"fill ({clients})")
+        for clients, accept in (("identity", None), ("gzip", BROWSER_ACCEPT))
+    }
     budget = args.cache_bytes / MIB + 64
     return {
         "scenario": "fill",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "products": args.products,
         "settings": {"cache_bytes": args.cache_bytes, "seconds": args.fill_seconds,
-                     "connections": args.connections, "documents": len(paths)},
+                     "connections": args.connections, "documents": documents},
         "runs": runs,
         "goals": {f"rss <= cache budget + 64 MiB ({clients})": {
             "value": run["peak_rss_mib"], "limit": budget,
