@@ -127,10 +127,13 @@ SELECT 0, 0 WHERE NOT EXISTS (SELECT 1 FROM list_block);
 -- documents. Rows are only ever inserted and deleted: writers never wait for each other
 -- or for materialize here, and a row becomes visible only when its writer commits, so
 -- whoever takes it rebuilds from a snapshot holding the change. product_id 0 stands for
--- every product (a TRUNCATE). `parts` says which documents the change can touch: 1 the
--- list entry and product body (a product row), 2 the product body (features), 4 the
--- styles body (styles, photos, skus), 8 the related body; a change of stock, price or
--- photos alone rebuilds only the styles body.
+-- every product (a TRUNCATE; `documents::EVERY_PRODUCT`). `parts` holds the bits of the
+-- document kinds built directly from the written table (the registry of kinds in
+-- src/documents/kind.rs: 1 the list entry, from a product row, which the product body
+-- embeds; 2 the product body, from features; 4 the styles body, from styles, photos and
+-- skus; 8 the related body); a change of stock, price or photos alone rebuilds only the
+-- styles body. The capture triggers below pass these bits, and a test holds them to the
+-- registry.
 CREATE TABLE IF NOT EXISTS document_queue (
     id         bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     product_id integer     NOT NULL,
@@ -147,7 +150,7 @@ CREATE SEQUENCE IF NOT EXISTS atelier_follower_awake AS bigint MINVALUE 0;
 -- Products whose rows changed since the last full load by other writers than that load
 -- (SQL, `load --changes`), so their stored fingerprint no longer describes them: the
 -- next full load counts them as changed whatever their fingerprint. Emptied by every
--- full load's swap; 0 stands for every product.
+-- full load's swap; 0 stands for every product (`documents::EVERY_PRODUCT`).
 CREATE TABLE IF NOT EXISTS product_edited (
     product_id integer PRIMARY KEY
 );

@@ -7,7 +7,7 @@ use tokio_postgres::Client;
 
 use crate::catalog::Variant;
 use crate::db::Database;
-use crate::materialize::{self, Scope};
+use crate::materialize::{self, Plan};
 use crate::{Result, db, documents, generate, load};
 
 /// Products in the demo catalog.
@@ -28,10 +28,10 @@ const LOADED_SQL: &str = "SELECT EXISTS (SELECT 1 FROM product)";
 /// materialized; an empty database gets the demo catalog, generated, loaded and
 /// materialized. It is then read as the read-only [`db::READER_ROLE`], so the server
 /// cannot change what it serves, and followed as the tables' owner.
-pub async fn prepare_database(database: &Database) -> Result<Prepared> {
+pub async fn prepare_database(database: &Database) -> Result<ServeTarget> {
     let data_dir = match database {
         Database::Url(url) => {
-            return Ok(Prepared {
+            return Ok(ServeTarget {
                 read_url: url.clone(),
                 owner_url: None,
             });
@@ -46,7 +46,7 @@ pub async fn prepare_database(database: &Database) -> Result<Prepared> {
         .execute("SELECT pg_advisory_lock($1)", &[&DEMO_LOCK_KEY])
         .await?;
     provide_catalog(&mut client, &url, data_dir).await?;
-    Ok(Prepared {
+    Ok(ServeTarget {
         read_url: db::with_user(&url, db::READER_ROLE)?,
         owner_url: Some(url),
     })
@@ -54,7 +54,7 @@ pub async fn prepare_database(database: &Database) -> Result<Prepared> {
 
 /// Where a server reads, and where it follows changes when it should do so itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Prepared {
+pub struct ServeTarget {
     /// The URL the server reads documents from.
     pub read_url: String,
     /// On the embedded cluster, the tables' owner, for the server to follow catalog
@@ -92,7 +92,7 @@ async fn provide_catalog(client: &mut Client, url: &str, data_dir: &Path) -> Res
     }
     tracing::info!("materializing the catalog's documents");
     let report =
-        materialize::materialize(url, Scope::All, &materialize::Settings::default()).await?;
+        materialize::materialize(url, Plan::Everything, &materialize::Settings::default()).await?;
     tracing::info!(documents = report.documents, "catalog ready");
     Ok(())
 }

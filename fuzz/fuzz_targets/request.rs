@@ -14,7 +14,6 @@ use atelier::http::AppState;
 use atelier::http::handlers::product_id;
 use atelier::http::endpoint::Endpoint;
 use atelier::http::router::{handle, match_path};
-use clap::Parser;
 use http_body_util::BodyExt;
 use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, IF_NONE_MATCH, RETRY_AFTER};
 use hyper::{Method, Request, StatusCode, Uri};
@@ -31,22 +30,13 @@ static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
 
 /// Server state whose database is a closed port.
 static STATE: LazyLock<Arc<AppState>> = LazyLock::new(|| {
-    let cli = atelier::config::Cli::try_parse_from([
-        "atelier",
-        "serve",
-        "--database-url",
-        "postgres://nobody@127.0.0.1:1/none",
-        "--pool-timeout-ms",
-        "1",
-        "--query-timeout-ms",
-        "1",
-    ])
-    .expect("valid flags");
-    let atelier::config::Command::Serve(args) = cli.command else {
-        unreachable!("parsed a serve command")
+    let settings = atelier::http::Settings {
+        pool_timeout: std::time::Duration::from_millis(1),
+        query_timeout: std::time::Duration::from_millis(1),
+        ..atelier::http::Settings::default()
     };
     let _runtime = RUNTIME.enter();
-    AppState::new(&args.settings(), args.db.database_url.as_deref().unwrap())
+    AppState::new(&settings, "postgres://nobody@127.0.0.1:1/none")
         .expect("server state")
 });
 

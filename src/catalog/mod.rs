@@ -7,8 +7,6 @@ pub mod reader;
 
 use std::ops::{Index, IndexMut};
 
-use clap::ValueEnum;
-
 /// One of the six catalog files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FileKind {
@@ -18,6 +16,33 @@ pub enum FileKind {
     Photos,
     Skus,
     Related,
+}
+
+/// How a statement locks the catalog tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// A follower's batch: writers go on, a load's swap waits.
+    AccessShare,
+    /// A rebuild of everything: writers wait until its swap.
+    Share,
+    /// A load's swap: everyone waits.
+    AccessExclusive,
+}
+
+/// Locks the six catalog tables in mode `mode`, always in one order (parents before
+/// children, [`FileKind::ALL`]): a load's swap, a rebuild of everything and a follower's
+/// batch lock them all, and taking them in one order makes them queue behind each other
+/// instead of deadlocking.
+pub fn lock_catalog_sql(mode: LockMode) -> String {
+    let tables = FileKind::ALL
+        .map(|kind| format!("public.{}", kind.table()))
+        .join(", ");
+    let mode = match mode {
+        LockMode::AccessShare => "ACCESS SHARE",
+        LockMode::Share => "SHARE",
+        LockMode::AccessExclusive => "ACCESS EXCLUSIVE",
+    };
+    format!("LOCK TABLE {tables} IN {mode} MODE")
 }
 
 /// The six file names, in the order of [`FileKind::ALL`].
@@ -174,7 +199,7 @@ impl FileKind {
 }
 
 /// The two field layouts found in the real files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Variant {
     /// `,` between fields, camelCase `productId`/`styleId` headers (sara-2023).
     Compact,

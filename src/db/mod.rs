@@ -1,9 +1,10 @@
-//! Finding PostgreSQL (a given URL or the embedded cluster), connecting to it and
-//! applying `schema.sql`.
+//! Finding PostgreSQL (a given URL or the embedded cluster), connecting to it
+//! ([`connection`]) and applying `schema.sql`.
 
+pub mod connection;
 pub mod embedded;
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use std::path::{Path, PathBuf};
 
@@ -51,15 +52,10 @@ pub async fn resolve_url(database: &Database) -> Result<String> {
     cluster.url(EMBEDDED_DATABASE)
 }
 
-/// Opens one connection; its I/O runs on a spawned task until the client is dropped.
+/// Opens one connection to `url`; its I/O runs on a spawned task until the client is
+/// dropped.
 pub async fn connect(url: &str) -> Result<Client> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(error = %crate::error::database_message(&error), "database connection ended");
-        }
-    });
-    Ok(client)
+    Ok(connection::open(&url.parse()?).await?)
 }
 
 /// Creates database `name` through the maintenance URL unless it exists already.
@@ -90,82 +86,115 @@ pub async fn apply_schema(client: &Client) -> Result<()> {
     Ok(())
 }
 
-/// What `atelier db status` found, which its exit status tells scripts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What `atelier db status` found, which its exit status tells scripts; its
+/// `Display` is the line the command prints.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClusterState {
-    /// The embedded cluster runs.
-    Running,
+    /// The embedded cluster runs, reached at this URL.
+    Running { url: String },
     /// The embedded cluster exists but is stopped.
-    Stopped,
+    Stopped { pgdata: PathBuf },
     /// No embedded cluster was ever created in the data directory.
-    Absent,
+    Absent { data_dir: PathBuf },
     /// `DATABASE_URL` is set: no embedded cluster is managed.
-    External,
+    External { url: String },
 }
 
 impl ClusterState {
     /// The process's exit status for this state: `pg_ctl status`'s, 0 when a server
     /// runs (or is someone else's to run), 3 when it is stopped, 4 when there is none.
-    pub fn exit_status(self) -> u8 {
+    pub fn exit_status(&self) -> u8 {
         match self {
-            ClusterState::Running | ClusterState::External => 0,
-            ClusterState::Stopped => 3,
-            ClusterState::Absent => 4,
+            ClusterState::Running { .. } | ClusterState::External { .. } => 0,
+            ClusterState::Stopped { .. } => 3,
+            ClusterState::Absent { .. } => 4,
         }
     }
 }
 
-/// `atelier db status`: prints whether the embedded cluster exists and runs; it never
-/// creates or starts one (nor the directory).
-pub fn status(database: &Database) -> Result<ClusterState> {
-    let data_dir = match database {
-        Database::Url(url) => {
-            println!(
+impl std::fmt::Display for ClusterState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClusterState::Running { url } => write!(f, "running: {url}"),
+            ClusterState::Stopped { pgdata } => write!(
+                f,
+                "stopped: {} (load, materialize or serve starts it)",
+                pgdata.display()
+            ),
+            ClusterState::Absent { data_dir } => write!(
+                f,
+                "no embedded cluster in {} (load, materialize or serve creates it)",
+                data_dir.display()
+            ),
+            ClusterState::External { url } => write!(
+                f,
                 "using DATABASE_URL ({}); no embedded cluster is managed",
                 redact(url)
-            );
-            return Ok(ClusterState::External);
+            ),
         }
+    }
+}
+
+/// `atelier db status`: whether the embedded cluster exists and runs; it never creates
+/// or starts one (nor the directory).
+pub fn status(database: &Database) -> Result<ClusterState> {
+    let data_dir = match database {
+        Database::Url(url) => return Ok(ClusterState::External { url: url.clone() }),
         Database::Embedded(data_dir) => data_dir,
     };
     Ok(match existing_cluster(data_dir)? {
-        None => {
-            println!(
-                "no embedded cluster in {} (load, materialize or serve creates it)",
-                data_dir.display()
-            );
-            ClusterState::Absent
-        }
-        Some(cluster) if cluster.is_running() => {
-            println!("running: {}", cluster.url(EMBEDDED_DATABASE)?);
-            ClusterState::Running
-        }
-        Some(cluster) => {
-            println!(
-                "stopped: {} (load, materialize or serve starts it)",
-                cluster.pgdata().display()
-            );
-            ClusterState::Stopped
-        }
+        None => ClusterState::Absent {
+            data_dir: data_dir.clone(),
+        },
+        Some(cluster) if cluster.is_running() => ClusterState::Running {
+            url: cluster.url(EMBEDDED_DATABASE)?,
+        },
+        Some(cluster) => ClusterState::Stopped {
+            pgdata: cluster.pgdata(),
+        },
     })
 }
 
+/// What `atelier db stop` did; its `Display` is the line the command prints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopOutcome {
+    /// There is no embedded cluster in this data directory.
+    NoCluster { data_dir: PathBuf },
+    /// The cluster was not running.
+    NotRunning,
+    /// The cluster was stopped.
+    Stopped,
+}
+
+impl std::fmt::Display for StopOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopOutcome::NoCluster { data_dir } => {
+                write!(f, "no embedded cluster in {}", data_dir.display())
+            }
+            StopOutcome::NotRunning => f.write_str("not running"),
+            StopOutcome::Stopped => f.write_str("stopped"),
+        }
+    }
+}
+
 /// `atelier db stop`: stops the embedded cluster if it runs.
-pub fn stop(database: &Database) -> Result<()> {
+pub fn stop(database: &Database) -> Result<StopOutcome> {
     let Database::Embedded(data_dir) = database else {
         return Err(Error::InvalidInput(
             "DATABASE_URL is set: the embedded cluster is not in use, nothing to stop".into(),
         ));
     };
-    match existing_cluster(data_dir)? {
-        None => println!("no embedded cluster in {}", data_dir.display()),
-        Some(cluster) if !cluster.is_running() => println!("not running"),
+    Ok(match existing_cluster(data_dir)? {
+        None => StopOutcome::NoCluster {
+            data_dir: data_dir.clone(),
+        },
+        Some(cluster) if !cluster.is_running() => StopOutcome::NotRunning,
         Some(cluster) => {
             cluster.stop()?;
-            println!("stopped");
+            StopOutcome::Stopped
         }
-    }
-    Ok(())
+    })
 }
 
 /// The embedded cluster in `data_dir`, if one was ever created there; looking for it

@@ -2,14 +2,38 @@
 //! (`serve`): where the documents are and how servers read them, how a server tells
 //! that a catalog is ready, and what a materialize announces when documents change.
 //!
-//! The `document` table (see `schema.sql`) holds one row per product: `list_entry`
-//! (its entry in `GET /products`), `product`, `styles` and `related` (the bodies of
-//! `GET /products/:id`, `/styles` and `/related`), each jsonb stored as the exact bytes
+//! The `document` table (see `schema.sql`) holds one row per product, a column per
+//! [`Kind`] ([`kind`] is the registry of them), each jsonb stored as the exact bytes
 //! served. `list_block` indexes the list by rank, for pages in O(log n).
 
+pub mod kind;
 pub mod notice;
 
+pub use kind::{Kind, Kinds};
 pub use notice::{Notice, Pages};
+
+/// The product id that stands for every product in the change queue and in
+/// `product_edited`: a TRUNCATE of a catalog table queues it (schema.sql). Catalog ids
+/// are positive.
+pub const EVERY_PRODUCT: i32 = 0;
+
+/// The most list entries one page (`GET /products?count=`) may hold.
+macro_rules! max_page_count {
+    () => {
+        1000
+    };
+}
+pub const MAX_PAGE_COUNT: u32 = max_page_count!();
+/// The `count` values a page may have, as error messages name them.
+pub const PAGE_COUNT_RANGE: &str = concat!("1 to ", max_page_count!());
+
+/// The `catalog_run.kind` a completed materialize records, which makes a catalog ready.
+macro_rules! materialize_run {
+    () => {
+        "materialize"
+    };
+}
+pub const MATERIALIZE_RUN: &str = materialize_run!();
 
 /// The PostgreSQL NOTIFY channel on which a materialize says what changed; payloads are
 /// [`Notice`]s.
@@ -17,16 +41,11 @@ pub const CHANNEL: &str = "atelier_documents";
 
 /// Whether a materialize has ever completed in this database: one bool column. A server
 /// is ready once it holds true.
-pub const READY_SQL: &str = "SELECT EXISTS (SELECT 1 FROM catalog_run WHERE kind = 'materialize')";
-
-/// The body of `GET /products/:id` for product $1; no row when there is no such product.
-pub const PRODUCT_SQL: &str = "SELECT product FROM document WHERE product_id = $1";
-
-/// The body of `GET /products/:id/styles` for product $1.
-pub const STYLES_SQL: &str = "SELECT styles FROM document WHERE product_id = $1";
-
-/// The body of `GET /products/:id/related` for product $1.
-pub const RELATED_SQL: &str = "SELECT related FROM document WHERE product_id = $1";
+pub const READY_SQL: &str = concat!(
+    "SELECT EXISTS (SELECT 1 FROM catalog_run WHERE kind = '",
+    materialize_run!(),
+    "')"
+);
 
 /// The list entries from 1-based rank $1 up to rank $2: what a page holds, in id order;
 /// nothing past the end of the list.

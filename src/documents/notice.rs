@@ -17,17 +17,20 @@
 //! A long change is split over several payloads sent in one transaction; each stands on
 //! its own, and servers receive them together at commit.
 
+use super::{Kind, Kinds};
+
 /// What a server must drop from its cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
     /// Everything.
-    All,
+    Everything,
     /// Some products' documents, and list pages.
     Products {
         /// The products whose documents changed (or went).
         ids: Vec<i32>,
-        /// Those of `ids` whose styles document alone changed, sorted; the others may
-        /// have changed all three.
+        /// Those of `ids` whose styles document alone was rebuilt (the one kind rebuilt
+        /// alone, [`Kind::rebuilt_alone`]), sorted; the others may have changed every
+        /// kind.
         styles_only: Vec<i32>,
         /// Which list pages changed.
         pages: Pages,
@@ -38,7 +41,7 @@ pub enum Notice {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pages {
     /// Every page (the sender did not say which).
-    All,
+    Every,
     /// The pages holding these ranks, and every page from `shift` on.
     Ranks {
         /// 1-based ranks in the list whose entries changed in place.
@@ -56,16 +59,34 @@ const MAX_PAYLOAD: usize = 7900;
 pub const MAX_NAMED_PRODUCTS: usize = 100_000;
 
 impl Notice {
+    /// The kinds of product `id`'s documents this notice says may have changed.
+    pub fn changed_kinds(&self, id: i32) -> Kinds {
+        match self {
+            Notice::Everything => Kinds::ALL,
+            Notice::Products {
+                ids, styles_only, ..
+            } => {
+                if styles_only.binary_search(&id).is_ok() {
+                    Kinds::of(Kind::Styles)
+                } else if ids.contains(&id) {
+                    Kinds::ALL
+                } else {
+                    Kinds::NONE
+                }
+            }
+        }
+    }
+
     /// The payloads announcing this notice, each under the NOTIFY limit.
     pub fn payloads(&self) -> Vec<String> {
         let (ids, styles_only, pages) = match self {
-            Notice::All => return vec![r#"{"all":true}"#.to_string()],
+            Notice::Everything => return vec![r#"{"all":true}"#.to_string()],
             Notice::Products {
                 ids,
                 styles_only,
                 pages,
             } if ids.len() <= MAX_NAMED_PRODUCTS => (ids, styles_only, pages),
-            Notice::Products { .. } => return Notice::All.payloads(),
+            Notice::Products { .. } => return Notice::Everything.payloads(),
         };
         let mut payloads = Vec::new();
         let mut products: Vec<i32> = Vec::new();
@@ -73,7 +94,7 @@ impl Notice {
         let mut ranks: Vec<i64> = Vec::new();
         let shift = match pages {
             Pages::Ranks { shift, .. } => *shift,
-            Pages::All => None,
+            Pages::Every => None,
         };
         let render = |products: &[i32], styles: &[i32], ranks: &[i64]| {
             let mut value = serde_json::json!({ "products": products });
@@ -93,7 +114,7 @@ impl Notice {
         // styles-only id travels in the payload that names it under `products`.
         let rank_list: &[i64] = match pages {
             Pages::Ranks { ranks, .. } => ranks,
-            Pages::All => &[],
+            Pages::Every => &[],
         };
         let (mut next_id, mut next_rank) = (0, 0);
         while next_id < ids.len() || next_rank < rank_list.len() || payloads.is_empty() {
@@ -130,10 +151,10 @@ impl Notice {
         let Some(ids): Option<Vec<i32>> = integers(value.get("products"))
             .and_then(|ids| ids.into_iter().map(|id| i32::try_from(id).ok()).collect())
         else {
-            return Notice::All;
+            return Notice::Everything;
         };
         let pages = match (value.get("ranks"), value.get("shift")) {
-            (None, _) => Pages::All,
+            (None, _) => Pages::Every,
             (Some(ranks), shift) => match (integers(Some(ranks)), shift) {
                 (Some(ranks), None) => Pages::Ranks { ranks, shift: None },
                 (Some(ranks), Some(shift)) => match shift.as_i64() {
@@ -141,9 +162,9 @@ impl Notice {
                         ranks,
                         shift: Some(shift),
                     },
-                    None => Pages::All,
+                    None => Pages::Every,
                 },
-                (None, _) => Pages::All,
+                (None, _) => Pages::Every,
             },
         };
         // `styles` must be ids named under `products`; anything else is not understood.
@@ -167,7 +188,7 @@ impl Notice {
                         styles.sort_unstable();
                         styles
                     }
-                    None => return Notice::All,
+                    None => return Notice::Everything,
                 }
             }
         };
@@ -211,11 +232,11 @@ mod tests {
         let unranked = Notice::Products {
             ids: vec![5],
             styles_only: Vec::new(),
-            pages: Pages::All,
+            pages: Pages::Every,
         };
         assert_eq!(unranked.payloads(), [r#"{"products":[5]}"#]);
         assert_eq!(Notice::parse(r#"{"products":[5]}"#), unranked);
-        assert_eq!(Notice::All.payloads(), [r#"{"all":true}"#]);
+        assert_eq!(Notice::Everything.payloads(), [r#"{"all":true}"#]);
         let nothing = ranked(vec![], vec![], None);
         assert_eq!(nothing.payloads(), [r#"{"products":[],"ranks":[]}"#]);
     }
@@ -253,16 +274,19 @@ mod tests {
 
     #[test]
     fn anything_not_understood_means_everything() {
-        assert_eq!(Notice::parse(r#"{"all":true}"#), Notice::All);
-        assert_eq!(Notice::parse("garbage"), Notice::All);
-        assert_eq!(Notice::parse(r#"{"products":["x"]}"#), Notice::All);
-        assert_eq!(Notice::parse(r#"{"products":[99999999999]}"#), Notice::All);
+        assert_eq!(Notice::parse(r#"{"all":true}"#), Notice::Everything);
+        assert_eq!(Notice::parse("garbage"), Notice::Everything);
+        assert_eq!(Notice::parse(r#"{"products":["x"]}"#), Notice::Everything);
+        assert_eq!(
+            Notice::parse(r#"{"products":[99999999999]}"#),
+            Notice::Everything
+        );
         assert_eq!(
             Notice::parse(r#"{"products":[1],"ranks":["x"]}"#),
             Notice::Products {
                 ids: vec![1],
                 styles_only: Vec::new(),
-                pages: Pages::All
+                pages: Pages::Every
             }
         );
         assert_eq!(
@@ -270,7 +294,7 @@ mod tests {
             Notice::Products {
                 ids: vec![1],
                 styles_only: Vec::new(),
-                pages: Pages::All
+                pages: Pages::Every
             }
         );
     }
@@ -297,7 +321,7 @@ mod tests {
         let long = Notice::Products {
             ids: ids.clone(),
             styles_only: styles_only.clone(),
-            pages: Pages::All,
+            pages: Pages::Every,
         };
         let payloads = long.payloads();
         assert!(payloads.len() > 1);
@@ -321,18 +345,18 @@ mod tests {
     fn styles_ids_outside_the_products_are_not_understood() {
         assert_eq!(
             Notice::parse(r#"{"products":[1],"styles":[2]}"#),
-            Notice::All
+            Notice::Everything
         );
         assert_eq!(
             Notice::parse(r#"{"products":[1],"styles":"x"}"#),
-            Notice::All
+            Notice::Everything
         );
         assert_eq!(
             Notice::parse(r#"{"products":[2,1],"styles":[1]}"#),
             Notice::Products {
                 ids: vec![2, 1],
                 styles_only: vec![1],
-                pages: Pages::All
+                pages: Pages::Every
             }
         );
     }

@@ -67,8 +67,8 @@ pub fn generate(args: &Spec, progress: bool) -> Result<GenerateReport> {
     write_catalog(args, threads, progress)
 }
 
-/// `atelier generate`.
-pub fn run(args: &Spec) -> Result<()> {
+/// `atelier generate`: the summary it prints.
+pub fn run(args: &Spec) -> Result<String> {
     let report = generate(args, true)?;
     let mut summary = format!(
         "generated {} products into {} in {:.1} s\n",
@@ -82,9 +82,7 @@ pub fn run(args: &Spec) -> Result<()> {
             *bytes as f64 / 1e6
         ));
     }
-    // The command's result, like every command's, goes to standard output.
-    print!("{summary}");
-    Ok(())
+    Ok(summary)
 }
 
 /// Results kept waiting for their turn to be written, per thread.

@@ -24,7 +24,7 @@ use moka::future::Cache;
 
 use super::encoding::{self, Coding};
 use super::store::{Key, Store, StoreError};
-use crate::documents::{Notice, Pages};
+use crate::documents::{Kind, MAX_PAGE_COUNT, Notice, Pages};
 
 /// A document ready to send in one coding: the body and its strong validator. Cloning
 /// shares it.
@@ -273,26 +273,22 @@ impl DocumentCache {
     }
 
     /// Drops what a materialize announced in `notice`: the named products' documents
-    /// (the styles document alone where only it changed) and the list pages it moved,
+    /// of the kinds that changed and the list pages it moved,
     /// or everything. Remembered absences all go:
     /// products may have been added anywhere.
     pub async fn invalidate(&self, notice: &Notice) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         self.absent.invalidate_all();
-        let (ids, styles_only, pages) = match notice {
-            Notice::All => {
+        let (ids, pages) = match notice {
+            Notice::Everything => {
                 self.pages.clear();
                 self.documents.invalidate_all();
                 return;
             }
-            Notice::Products {
-                ids,
-                styles_only,
-                pages,
-            } => (ids, styles_only, pages),
+            Notice::Products { ids, pages, .. } => (ids, pages),
         };
         match pages {
-            Pages::All => {
+            Pages::Every => {
                 self.pages.clear();
                 self.documents
                     .invalidate_entries_if(|slot, _| matches!(slot.key, Key::Page { .. }))
@@ -305,10 +301,12 @@ impl DocumentCache {
             }
         }
         for &id in ids {
-            self.drop_key(Key::Styles(id)).await;
-            if styles_only.binary_search(&id).is_err() {
-                self.drop_key(Key::Product(id)).await;
-                self.drop_key(Key::Related(id)).await;
+            let changed = notice.changed_kinds(id);
+            for kind in Kind::BY_ID
+                .into_iter()
+                .filter(|&kind| changed.contains(kind))
+            {
+                self.drop_key(Key::Document { kind, id }).await;
             }
         }
     }
@@ -352,9 +350,6 @@ struct PageSet {
 /// The fewest indexed pages at which pruning starts.
 const MIN_PRUNE: usize = 4096;
 
-/// The largest `count` a page request may have (the handlers' bound).
-const MAX_PAGE_COUNT: u64 = 1000;
-
 impl PageIndex {
     /// Indexes `key`, a page already in the cache; `cached` says whether a page still is,
     /// for pruning the index when it has grown.
@@ -386,7 +381,7 @@ impl PageIndex {
                 continue;
             };
             // A page holding `rank` ends at it or at most MAX_PAGE_COUNT - 1 after it.
-            let end = rank.saturating_add(MAX_PAGE_COUNT);
+            let end = rank.saturating_add(u64::from(MAX_PAGE_COUNT));
             taken.extend(
                 set.pages
                     .range((rank, 0, 0)..(end, 0, 0))

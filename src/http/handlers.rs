@@ -12,11 +12,10 @@ use super::encoding::Coding;
 use super::error::HttpError;
 use super::store::Key;
 use super::{AppState, headers, metrics};
+use crate::documents::{Kind, MAX_PAGE_COUNT, PAGE_COUNT_RANGE};
 
 /// Entries per page when `count` is not given.
 const DEFAULT_COUNT: u32 = 5;
-/// The largest `count` accepted.
-const MAX_COUNT: u32 = 1000;
 
 /// `GET /products?page=P&count=C`: the entries at positions (P-1)*C+1 ..= P*C.
 pub async fn list_products(
@@ -29,39 +28,17 @@ pub async fn list_products(
     Ok(page.unwrap_or_else(|| state.empty_page.clone()))
 }
 
-/// `GET /products/:id`.
-pub async fn get_product(state: &AppState, id: i32, coding: Coding) -> Result<Document, HttpError> {
-    product_document(state, id, Key::Product(id), coding).await
-}
-
-/// `GET /products/:id/styles`.
-pub async fn get_product_styles(
+/// `GET /products/:id`, `/styles` or `/related`: product `id`'s document of `kind`, in
+/// `coding` where it has that form; 404 when the catalog has no such product.
+pub async fn product_document(
     state: &AppState,
+    kind: Kind,
     id: i32,
-    coding: Coding,
-) -> Result<Document, HttpError> {
-    product_document(state, id, Key::Styles(id), coding).await
-}
-
-/// `GET /products/:id/related`.
-pub async fn get_related_products(
-    state: &AppState,
-    id: i32,
-    coding: Coding,
-) -> Result<Document, HttpError> {
-    product_document(state, id, Key::Related(id), coding).await
-}
-
-/// One of product `id`'s documents, in `coding` where it has that form; 404 when the catalog has no such product.
-async fn product_document(
-    state: &AppState,
-    id: i32,
-    key: Key,
     coding: Coding,
 ) -> Result<Document, HttpError> {
     state
         .cache
-        .get(key, coding)
+        .get(Key::Document { kind, id }, coding)
         .await?
         .ok_or(HttpError::NoSuchProduct(id))
 }
@@ -94,7 +71,7 @@ pub async fn metrics(state: &AppState) -> Response<Full<Bytes>> {
                 &state.metrics,
                 &state.cache,
                 &state.store,
-                state.listening.load(Ordering::SeqCst),
+                state.listening.is_working(),
                 state.draining.load(Ordering::SeqCst),
             )
             .await,
@@ -131,7 +108,7 @@ fn page_and_count(query: &str) -> Result<(u32, u32), HttpError> {
     };
     let count = match count {
         None => DEFAULT_COUNT,
-        Some(value) => parameter("count", value, MAX_COUNT, "1 to 1000")?,
+        Some(value) => parameter("count", value, MAX_PAGE_COUNT, PAGE_COUNT_RANGE)?,
     };
     Ok((page, count))
 }

@@ -24,7 +24,7 @@ use prometheus_client::registry::Registry;
 
 use super::cache::DocumentCache;
 use super::endpoint::Endpoint;
-use super::store::Store;
+use super::store::{PoolState, Store};
 
 impl EncodeLabelValue for Endpoint {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
@@ -130,7 +130,11 @@ pub async fn render(
     requests.register(&mut registry);
     let (hits, misses) = cache.hits_and_misses();
     let (entries, bytes) = cache.size().await;
-    let (connections, in_flight, max) = store.pool_state();
+    let PoolState {
+        open: connections,
+        reads_in_flight: in_flight,
+        size: max,
+    } = store.pool_state();
     let counters = [
         (
             "atelier_cache_hits",
@@ -170,7 +174,7 @@ pub async fn render(
         (
             "atelier_db_reads_in_flight",
             "Database reads sent and not yet answered, over all connections",
-            in_flight,
+            in_flight as u64,
         ),
         (
             "atelier_db_pool_max_connections",

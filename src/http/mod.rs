@@ -59,7 +59,7 @@ pub async fn run(
             context: format!("listen on {listen}"),
             source,
         })?;
-    let shutdown = shutdown_signal()?;
+    let shutdown = crate::shutdown::signal()?;
     // The bound address, which differs from the flag's when that asks for port 0.
     let address = listener.local_addr().unwrap_or(listen);
     tracing::info!(
@@ -78,26 +78,6 @@ pub async fn run(
         );
     }
     Ok(())
-}
-
-/// Installs the SIGTERM and SIGINT handlers at once, so that a signal sent as soon as
-/// the server says it serves is not fatal; the future completes on the first of them.
-fn shutdown_signal() -> Result<impl Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let install = |kind| {
-        signal(kind).map_err(|source| Error::Io {
-            context: "install a signal handler".into(),
-            source,
-        })
-    };
-    let mut terminate = install(SignalKind::terminate())?;
-    let mut interrupt = install(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
-    })
 }
 
 /// A task aborted when this handle goes: the follower ends with the server.

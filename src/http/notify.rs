@@ -9,20 +9,18 @@
 //! one such wait, over a connection to the read side kept between invalidations.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::Client;
 
 use super::AppState;
+use crate::db::connection::{Listening, open, open_listening, reconnecting};
 use crate::documents::{self, Notice};
 use crate::error::database_message;
 
 /// How the LISTEN connection names itself in `pg_stat_activity`.
 pub const LISTEN_APPLICATION_NAME: &str = "atelier serve listen";
-/// Pause between attempts to reach the database.
-const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 /// How often an idle LISTEN connection is checked, so a silently dead one is replaced.
 const HEARTBEAT: Duration = Duration::from_secs(10);
 /// How the connection that watches the read side's replay names itself.
@@ -37,61 +35,31 @@ const REPLAY_POLL: Duration = Duration::from_millis(20);
 /// cache for each one. Every (re)connection starts by dropping the whole cache, since
 /// notifications sent while nobody listened are lost.
 pub async fn listen_for_changes(state: Arc<AppState>) {
-    loop {
-        let outcome = listen(&state).await;
-        let was_listening = state.listening.swap(false, Ordering::SeqCst);
-        match outcome {
-            Err(error) if was_listening => {
-                let error = database_message(&error);
-                tracing::warn!(%error, "lost the database LISTEN connection; reconnecting");
-            }
-            Ok(()) if was_listening => {
-                tracing::warn!("the database LISTEN connection ended; reconnecting");
-            }
-            // Failed attempts while the database stays down are not news.
-            Err(error) => {
-                let error = database_message(&error);
-                tracing::debug!(%error, "cannot LISTEN yet");
-            }
-            Ok(()) => {}
-        }
-        tokio::time::sleep(RECONNECT_DELAY).await;
-    }
-}
-
-/// How a LISTEN session's connection ended.
-enum Ended {
-    /// The connection closed (its driver knows why).
-    Closed,
-    /// The connection stopped answering heartbeats.
-    Unresponsive,
+    // The log names the cause with its SQLSTATE.
+    let session = || async {
+        listen(&state)
+            .await
+            .map_err(|error| database_message(&error))
+    };
+    reconnecting(&state.listening, std::future::pending(), session).await;
 }
 
 /// One LISTEN session: returns when its connection is lost.
 async fn listen(state: &AppState) -> Result<(), tokio_postgres::Error> {
     let mut config = state.primary.clone();
     config.application_name(LISTEN_APPLICATION_NAME);
-    let (client, mut connection) = config.connect(NoTls).await?;
     let (sender, mut notifications) = mpsc::unbounded_channel();
-    // The connection must be polled for notifications to arrive; the task ends, and
-    // closes the channel, when the connection does.
-    let driver = tokio::spawn(async move {
-        while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-            if let AsyncMessage::Notification(notification) = message?
-                && sender.send(notification).is_err()
-            {
-                break;
-            }
-        }
-        Ok::<(), tokio_postgres::Error>(())
-    });
+    let Listening { client, driver } = open_listening(&config, move |notification| {
+        sender.send(notification).is_ok()
+    })
+    .await?;
     let mut replay = None;
     let outcome = async {
         client
             .batch_execute(&format!("LISTEN {}", documents::CHANNEL))
             .await?;
-        invalidate(state, &client, &mut replay, vec![Notice::All]).await?;
-        state.listening.store(true, Ordering::SeqCst);
+        invalidate(state, &client, &mut replay, vec![Notice::Everything]).await?;
+        state.listening.works();
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         loop {
             tokio::select! {
@@ -103,23 +71,23 @@ async fn listen(state: &AppState) -> Result<(), tokio_postgres::Error> {
                         }
                         invalidate(state, &client, &mut replay, notices).await?;
                     }
-                    None => return Ok(Ended::Closed),
+                    // The connection closed: its driver says why.
+                    None => return Ok(true),
                 },
                 _ = heartbeat.tick() => {
                     match tokio::time::timeout(HEARTBEAT, client.simple_query("")).await {
                         Ok(Ok(_)) => {}
                         Ok(Err(error)) => return Err(error),
-                        Err(_) => return Ok(Ended::Unresponsive),
+                        Err(_) => return Ok(false),
                     }
                 }
             }
         }
     }
     .await;
-    // When the connection ended by itself, its driver says why.
     match outcome {
-        Ok(Ended::Closed) => driver.await.unwrap_or(Ok(())),
-        Ok(Ended::Unresponsive) => {
+        Ok(true) => driver.await.unwrap_or(Ok(())),
+        Ok(false) => {
             driver.abort();
             tracing::warn!("the database LISTEN connection stopped answering");
             Ok(())
@@ -160,8 +128,8 @@ async fn invalidate(
             );
         }
     }
-    if notices.contains(&Notice::All) {
-        state.cache.invalidate(&Notice::All).await;
+    if notices.contains(&Notice::Everything) {
+        state.cache.invalidate(&Notice::Everything).await;
     } else {
         for notice in &notices {
             state.cache.invalidate(notice).await;
@@ -183,9 +151,7 @@ async fn wait_for_replay(
         // A connection of its own lands on the host a new pooled connection would.
         let mut config = state.database.clone();
         config.application_name(REPLAY_APPLICATION_NAME);
-        let (client, connection) = config.connect(NoTls).await?;
-        tokio::spawn(connection);
-        *replay = Some(client);
+        *replay = Some(open(&config).await?);
     }
     let client = replay.as_ref().expect("connected above");
     loop {

@@ -19,6 +19,7 @@ use super::endpoint::Endpoint;
 use super::error::HttpError;
 use super::handlers::{self, product_id};
 use super::{AppState, headers};
+use crate::documents::Kind;
 
 /// Answers one request.
 pub async fn handle<B>(state: &AppState, request: Request<B>) -> Response<Full<Bytes>> {
@@ -57,12 +58,14 @@ async fn route<B>(
             Endpoint::ListProducts => {
                 handlers::list_products(state, request.uri().query(), coding).await?
             }
-            Endpoint::GetProduct => handlers::get_product(state, product_id(id)?, coding).await?,
+            Endpoint::GetProduct => {
+                handlers::product_document(state, Kind::Product, product_id(id)?, coding).await?
+            }
             Endpoint::GetProductStyles => {
-                handlers::get_product_styles(state, product_id(id)?, coding).await?
+                handlers::product_document(state, Kind::Styles, product_id(id)?, coding).await?
             }
             Endpoint::GetRelatedProducts => {
-                handlers::get_related_products(state, product_id(id)?, coding).await?
+                handlers::product_document(state, Kind::Related, product_id(id)?, coding).await?
             }
             Endpoint::Healthz => return Ok(handlers::healthz()),
             Endpoint::Readyz => return handlers::readyz(state).await,

@@ -18,7 +18,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,7 @@ use tokio::task::JoinSet;
 use super::head::{self, JsonAnswers, MAX_HEADER_FIELDS, READ_LIMIT};
 use super::{AppState, access_log, notify, router};
 use crate::Result;
+use crate::in_flight::InFlightCount;
 
 pub use super::head::MAX_HEAD_BYTES;
 
@@ -58,7 +59,7 @@ pub async fn serve(
     let limits = state.limits;
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
-    let in_flight = Arc::new(AtomicUsize::new(0));
+    let in_flight = InFlightCount::default();
     // Held so that connections still open when the drain times out can be cut off.
     let mut tasks = JoinSet::new();
     let mut http = http1::Builder::new();
@@ -93,7 +94,7 @@ pub async fn serve(
         let in_flight = in_flight.clone();
         let service = service_fn(move |request| {
             let state = state.clone();
-            let counted = InFlight::enter(&in_flight);
+            let counted = in_flight.enter();
             async move {
                 // Off by default, when it costs this one test.
                 let logged = limits
@@ -123,7 +124,7 @@ pub async fn serve(
     state.draining.store(true, Ordering::SeqCst);
     // Idle connections close at once; those with a request in flight close after it.
     let stopping = Instant::now();
-    let draining = in_flight.load(Ordering::SeqCst);
+    let draining = in_flight.count();
     tracing::info!(
         in_flight = draining,
         "shutting down: no new connections; draining requests in flight"
@@ -132,7 +133,7 @@ pub async fn serve(
     let cut_off = match drained {
         Ok(()) => 0,
         Err(_) => {
-            let cut_off = in_flight.load(Ordering::SeqCst);
+            let cut_off = in_flight.count();
             tracing::warn!(
                 cut_off,
                 "drain took longer than {:?}; closing the remaining connections",
@@ -150,23 +151,6 @@ pub async fn serve(
         "server stopped"
     );
     Ok(())
-}
-
-/// One request being answered, counted in the shared in-flight total while it lives:
-/// a request cut off at the drain limit is dropped, so it leaves the count too.
-struct InFlight(Arc<AtomicUsize>);
-
-impl InFlight {
-    fn enter(count: &Arc<AtomicUsize>) -> InFlight {
-        count.fetch_add(1, Ordering::SeqCst);
-        InFlight(count.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 /// Raises the listener's backlog to [`LISTEN_BACKLOG`]; a listening socket takes a new

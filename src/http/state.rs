@@ -12,6 +12,7 @@ use tokio_postgres::config::TargetSessionAttrs;
 use super::cache::{CacheSettings, Document, DocumentCache};
 use super::metrics::Metrics;
 use super::store::{PoolSettings, Store};
+use crate::db::connection::Outage;
 use crate::{Error, Result};
 
 /// How a server runs: every setting of `atelier serve` but the address and the
@@ -90,8 +91,8 @@ pub struct AppState {
     pub(crate) database: tokio_postgres::Config,
     /// The primary, for the LISTEN connection and its WAL position.
     pub(crate) primary: tokio_postgres::Config,
-    /// Whether the LISTEN connection is up.
-    pub(crate) listening: AtomicBool,
+    /// Whether the LISTEN connection is up, logged once per outage.
+    pub(crate) listening: Outage,
     /// Whether shutdown has begun (`/readyz` then answers 503).
     pub(crate) draining: AtomicBool,
     pub(crate) cache_control: HeaderValue,
@@ -162,7 +163,10 @@ impl AppState {
             metrics: Metrics::default(),
             database,
             primary,
-            listening: AtomicBool::new(false),
+            listening: Outage::not_yet_working(
+                "lost the database LISTEN connection; reconnecting",
+                "listening for document changes again",
+            ),
             draining: AtomicBool::new(false),
             cache_control,
             empty_page: Document::identity(Bytes::from_static(b"[]")),

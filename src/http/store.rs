@@ -10,27 +10,26 @@
 use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bb8::{ErrorSink, ManageConnection, Pool, QueueStrategy, RunError};
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio_postgres::types::{FromSql, Type};
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 
-use crate::documents;
+use crate::db::connection::Outage;
+use crate::documents::{self, Kind};
+use crate::in_flight::InFlightCount;
 
-/// One stored document: a page of the product list or one of a product's three bodies.
+/// One stored document: a page of the product list or one of a product's bodies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Key {
-    /// `GET /products?page&count`: `count` is 1..=1000, `page` 1..=i32::MAX.
+    /// `GET /products?page&count`: `count` is 1..=[`documents::MAX_PAGE_COUNT`], `page`
+    /// 1..=i32::MAX.
     Page { page: u32, count: u32 },
-    /// `GET /products/:id`.
-    Product(i32),
-    /// `GET /products/:id/styles`.
-    Styles(i32),
-    /// `GET /products/:id/related`.
-    Related(i32),
+    /// Product `id`'s body of a kind read by id ([`Kind::BY_ID`]).
+    Document { kind: Kind, id: i32 },
 }
 
 /// Why a read got no answer from the database.
@@ -91,11 +90,11 @@ pub struct Store {
     size: u32,
     read_timeout: Duration,
     /// Reads started and not yet finished.
-    in_flight: Arc<AtomicU64>,
+    in_flight: InFlightCount,
     errors: Arc<AtomicU64>,
     /// Whether the last read or check failed: the log says when this changes, not at
     /// every failed request of an outage.
-    failing: Arc<AtomicBool>,
+    outage: Arc<Outage>,
 }
 
 impl Store {
@@ -128,16 +127,19 @@ impl Store {
             pool,
             size: settings.size,
             read_timeout: settings.read,
-            in_flight: Arc::new(AtomicU64::new(0)),
+            in_flight: InFlightCount::default(),
             errors,
-            failing: Arc::new(AtomicBool::new(false)),
+            outage: Arc::new(Outage::new(
+                "database reads are failing",
+                "database reads succeed again",
+            )),
         }
     }
 
     /// The body stored under `key`, or `None` when there is none (an unknown product,
     /// a page past the end of the list).
     pub async fn read(&self, key: Key) -> Result<Option<Bytes>, StoreError> {
-        let _counted = InFlight::start(&self.in_flight);
+        let _counted = self.in_flight.enter();
         let outcome = tokio::time::timeout(self.read_timeout, self.read_now(key))
             .await
             .unwrap_or(Err(StoreError::Timeout));
@@ -150,15 +152,9 @@ impl Store {
         match outcome {
             Err(error) => {
                 self.errors.fetch_add(1, Ordering::Relaxed);
-                if !self.failing.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(%error, "database reads are failing");
-                }
+                self.outage.failed(error);
             }
-            Ok(_) => {
-                if self.failing.swap(false, Ordering::Relaxed) {
-                    tracing::info!("database reads succeed again");
-                }
-            }
+            Ok(_) => self.outage.works(),
         }
     }
 
@@ -174,12 +170,9 @@ impl Store {
 
     async fn read_once(&self, key: Key) -> Result<Option<Bytes>, StoreError> {
         let connection = self.connection().await?;
-        let statements = &connection.statements;
         let (statement, id) = match key {
             Key::Page { page, count } => return read_page(&connection, page, count).await,
-            Key::Product(id) => (&statements.product, id),
-            Key::Styles(id) => (&statements.styles, id),
-            Key::Related(id) => (&statements.related, id),
+            Key::Document { kind, id } => (connection.statements.by_id(kind), id),
         };
         let row = connection.client.query_opt(statement, &[&id]).await?;
         Ok(row.map(|row| Bytes::copy_from_slice(row.get::<_, Jsonb>(0).0)))
@@ -220,28 +213,25 @@ impl Store {
         self.errors.load(Ordering::Relaxed)
     }
 
-    /// The pool's open connections, the reads in flight on them, and the pool's size.
-    pub fn pool_state(&self) -> (u32, u64, u32) {
-        let state = self.pool.state();
-        let in_flight = self.in_flight.load(Ordering::Relaxed);
-        (state.connections, in_flight, self.size)
+    /// The pool's connections and the reads on them.
+    pub fn pool_state(&self) -> PoolState {
+        PoolState {
+            open: self.pool.state().connections,
+            reads_in_flight: self.in_flight.count(),
+            size: self.size,
+        }
     }
 }
 
-/// Counts one read as in flight until dropped, so an abandoned read is not counted on.
-struct InFlight<'a>(&'a AtomicU64);
-
-impl<'a> InFlight<'a> {
-    fn start(counter: &'a AtomicU64) -> InFlight<'a> {
-        counter.fetch_add(1, Ordering::Relaxed);
-        InFlight(counter)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
+/// What the pool holds and carries now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolState {
+    /// Connections open.
+    pub open: u32,
+    /// Reads started on them and not yet finished.
+    pub reads_in_flight: usize,
+    /// Connections the pool keeps open when it can.
+    pub size: u32,
 }
 
 /// Page `page` of `count` entries: the list entries at ranks (page-1)*count+1 ..=
@@ -303,26 +293,32 @@ pub struct Connection {
 
 struct Statements {
     page: Statement,
-    product: Statement,
-    styles: Statement,
-    related: Statement,
+    /// One per kind in [`Kind::BY_ID`], in its order.
+    by_id: Vec<Statement>,
 }
 
 impl Statements {
     async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
-        // The four Parse messages go out together and share one round trip.
-        let (page, product, styles, related) = tokio::try_join!(
+        let by_id = Kind::BY_ID.map(|kind| kind.read_sql().expect("a kind read by id"));
+        // The Parse messages go out together and share one round trip.
+        let (page, by_id) = tokio::try_join!(
             client.prepare_typed(documents::PAGE_SQL, &[Type::INT4, Type::INT4]),
-            client.prepare_typed(documents::PRODUCT_SQL, &[Type::INT4]),
-            client.prepare_typed(documents::STYLES_SQL, &[Type::INT4]),
-            client.prepare_typed(documents::RELATED_SQL, &[Type::INT4]),
+            futures_util::future::try_join_all(
+                by_id
+                    .iter()
+                    .map(|sql| client.prepare_typed(sql, &[Type::INT4]))
+            ),
         )?;
-        Ok(Statements {
-            page,
-            product,
-            styles,
-            related,
-        })
+        Ok(Statements { page, by_id })
+    }
+
+    /// The statement reading product $1's body of `kind`, one of [`Kind::BY_ID`].
+    fn by_id(&self, kind: Kind) -> &Statement {
+        let index = Kind::BY_ID
+            .iter()
+            .position(|&by_id| by_id == kind)
+            .expect("documents are read by id only of the kinds read by id");
+        &self.by_id[index]
     }
 }
 
@@ -336,12 +332,7 @@ impl ManageConnection for Connector {
     type Error = tokio_postgres::Error;
 
     async fn connect(&self) -> Result<Arc<Connection>, tokio_postgres::Error> {
-        let (client, connection) = self.config.connect(NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(error = %crate::error::database_message(&error), "pooled database connection ended");
-            }
-        });
+        let client = crate::db::connection::open(&self.config).await?;
         let statements = Statements::prepare(&client).await?;
         Ok(Arc::new(Connection { client, statements }))
     }

@@ -164,8 +164,23 @@ pub async fn load_catalog_parallel(
 /// the catalog files it describes, so each catalog directory keeps its own.
 pub const REJECTS_FILE: &str = "rejects.csv";
 
+/// What `atelier load` did; its `Display` is what the command prints.
+#[derive(Debug)]
+pub struct Loaded {
+    pub report: LoadReport,
+    /// Where the rows repaired or rejected are reported.
+    pub rejects: PathBuf,
+}
+
+impl std::fmt::Display for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.report)?;
+        writeln!(f, "rejects report: {}", self.rejects.display())
+    }
+}
+
 /// `atelier load`.
-pub async fn run(database: &Database, request: &Request) -> Result<()> {
+pub async fn run(database: &Database, request: &Request) -> Result<Loaded> {
     let dir = &request.dir;
     // What can be checked without the database is checked before a cluster starts.
     match request.changes {
@@ -190,9 +205,7 @@ pub async fn run(database: &Database, request: &Request) -> Result<()> {
     } else {
         load_catalog_parallel(&mut client, &mut second, dir, &rejects, progress).await?
     };
-    print!("{report}");
-    println!("rejects report: {}", rejects.display());
-    Ok(())
+    Ok(Loaded { report, rejects })
 }
 
 /// What `atelier load` is asked to load.

@@ -85,8 +85,9 @@ impl KeyQueue {
             let next = shared
                 .wait_until(|reached| self.take_ready(reached))
                 .await?;
-            let Some(definition) = next else {
-                return Ok(());
+            let definition = match next {
+                Next::Run(definition) => definition,
+                Next::Finished => return Ok(()),
             };
             staging::run(client, &definition.statement).await?;
             if definition.step == Step::Key {
@@ -100,16 +101,23 @@ impl KeyQueue {
         }
     }
 
-    /// `Some(Some(statement))` to run now, `Some(None)` when nothing is left to start,
-    /// `None` to wait for another milestone.
-    fn take_ready(&self, reached: Reached) -> Option<Option<Definition>> {
+    /// What to do now; `None` to wait for another milestone.
+    fn take_ready(&self, reached: Reached) -> Option<Next> {
         let mut state = self.state.lock().expect("key queue lock");
         if state.pending.is_empty() {
-            return Some(None);
+            return Some(Next::Finished);
         }
         let index = ready(&state.pending, reached)?;
-        Some(Some(state.pending.remove(index)))
+        Some(Next::Run(state.pending.remove(index)))
     }
+}
+
+/// What a worker does next.
+enum Next {
+    /// Run this statement.
+    Run(Definition),
+    /// Nothing is left to start.
+    Finished,
 }
 
 /// The first of the statements that can run given the milestones reached, keys first.
@@ -376,9 +384,10 @@ mod tests {
         );
         let next = || async {
             let reached = shared.wait_until(Some).await.unwrap();
-            queue
-                .take_ready(reached)
-                .map(|next| next.map(|d| d.statement))
+            queue.take_ready(reached).map(|next| match next {
+                Next::Run(definition) => Some(definition.statement),
+                Next::Finished => None,
+            })
         };
         assert_eq!(next().await, None);
         shared.reach(Milestone::Copied(Skus));

@@ -12,7 +12,7 @@ use tokio_postgres::Client;
 
 use super::ids::{IdMap, IdSet};
 use crate::Result;
-use crate::catalog::FileKind;
+use crate::catalog::{FileKind, LockMode, lock_catalog_sql};
 
 /// The schema a load builds its tables in; it exists only while a load runs.
 pub const SCHEMA: &str = "atelier_load";
@@ -313,10 +313,6 @@ pub async fn run(client: &Client, statement: &str) -> Result<()> {
 /// hold exactly the files) and records the load in `catalog_run`. Then drops the
 /// staging schema.
 pub async fn swap(client: &mut Client, summary: &serde_json::Value) -> Result<()> {
-    // Materialize batches lock the catalog in this order too, so the two queue up
-    // behind each other rather than deadlock.
-    const LOCK_LIVE_SQL: &str = "LOCK TABLE public.product, public.style, public.feature, \
-         public.photo, public.sku, public.related IN ACCESS EXCLUSIVE MODE";
     const QUEUE_SQL: &str = "INSERT INTO public.document_queue (product_id) \
          SELECT id FROM atelier_load.product_change; \
          DELETE FROM public.product_edited;";
@@ -328,7 +324,9 @@ pub async fn swap(client: &mut Client, summary: &serde_json::Value) -> Result<()
     transaction
         .batch_execute("SET LOCAL client_min_messages = warning")
         .await?;
-    transaction.batch_execute(LOCK_LIVE_SQL).await?;
+    transaction
+        .batch_execute(&lock_catalog_sql(LockMode::AccessExclusive))
+        .await?;
     transaction.batch_execute(QUEUE_SQL).await?;
     transaction.batch_execute(DROP_LIVE_SQL).await?;
     for kind in FileKind::ALL {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use atelier::db::{self, READER_ROLE, embedded::Durability};
 use atelier::http::Settings;
-use atelier::materialize::{self, Scope};
+use atelier::materialize::{self, Plan};
 use serde_json::json;
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
@@ -279,7 +279,7 @@ async fn the_reader_role_reads_documents_only_across_rematerializes_and_reloads(
     assert_read_only(&reader).await;
 
     // A full materialize swaps in a new document table; a load swaps the catalog.
-    materialize::materialize(&db.url, Scope::All, &materialize::Settings::default())
+    materialize::materialize(&db.url, Plan::Everything, &materialize::Settings::default())
         .await
         .unwrap();
     assert_read_only(&reader).await;
@@ -288,7 +288,7 @@ async fn the_reader_role_reads_documents_only_across_rematerializes_and_reloads(
     atelier::load::load_catalog(&mut owner, &sample("sara-2023"), rejects.path(), false)
         .await
         .unwrap();
-    materialize::materialize(&db.url, Scope::All, &materialize::Settings::default())
+    materialize::materialize(&db.url, Plan::Everything, &materialize::Settings::default())
         .await
         .unwrap();
     assert_read_only(&reader).await;
@@ -306,7 +306,7 @@ async fn the_reader_role_reads_documents_only_across_rematerializes_and_reloads(
         .unwrap();
     materialize::materialize(
         &db.url,
-        Scope::Products(vec![1]),
+        Plan::Products(vec![1]),
         &materialize::Settings::default(),
     )
     .await

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use atelier::db::embedded::Durability;
 use atelier::http::Settings;
-use atelier::materialize::{self, Scope};
+use atelier::materialize::{self, Plan};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -447,7 +447,7 @@ async fn rematerialize_invalidates_every_running_instance() {
     assert_eq!(first.get("/products/3").await.json()["name"], "Product 3");
     materialize::materialize(
         &db.url,
-        Scope::Products(vec![2]),
+        Plan::Products(vec![2]),
         &materialize::Settings::default(),
     )
     .await
@@ -466,7 +466,7 @@ async fn rematerialize_invalidates_every_running_instance() {
     }
     assert!(first.metric("atelier_cache_misses_total").await > misses_before);
     // A full materialize drops everything.
-    materialize::materialize(&db.url, Scope::All, &materialize::Settings::default())
+    materialize::materialize(&db.url, Plan::Everything, &materialize::Settings::default())
         .await
         .unwrap();
     for server in [&first, &second] {
@@ -815,7 +815,7 @@ async fn database_outage_serves_the_cache_answers_503_and_recovers() {
         .unwrap();
     materialize::materialize(
         &url,
-        Scope::Products(vec![2]),
+        Plan::Products(vec![2]),
         &materialize::Settings::default(),
     )
     .await
@@ -843,7 +843,7 @@ async fn genuine_samples_are_served_as_the_legacy_api_answered() {
     )
     .await
     .expect("load the genuine samples");
-    materialize::materialize(&db.url, Scope::All, &materialize::Settings::default())
+    materialize::materialize(&db.url, Plan::Everything, &materialize::Settings::default())
         .await
         .unwrap();
     let server = Server::start(&db.url, Settings::default()).await;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use atelier::db::{self, embedded::Durability};
 use atelier::http;
-use atelier::materialize::{self, MaterializeReport, Scope, Settings, follow};
+use atelier::materialize::{self, MaterializeReport, Plan, Settings, follow};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
@@ -95,7 +95,7 @@ async fn documents(client: &Client) -> BTreeMap<i32, [String; 4]> {
 async fn assert_as_full_rebuild(url: &str) {
     let client = db::connect(url).await.unwrap();
     let live = documents(&client).await;
-    materialize::materialize(url, Scope::All, &Settings::default())
+    materialize::materialize(url, Plan::Everything, &Settings::default())
         .await
         .unwrap();
     let full = documents(&client).await;
@@ -264,7 +264,7 @@ async fn load(db: &TestDb, dir: &Path) -> atelier::load::LoadReport {
 }
 
 async fn materialize_changed(url: &str) -> MaterializeReport {
-    materialize::materialize(url, Scope::Queued, &Settings::default())
+    materialize::materialize(url, Plan::Queue, &Settings::default())
         .await
         .unwrap()
 }
@@ -615,7 +615,7 @@ async fn every_kind_of_change_is_served_within_a_second_as_a_full_rebuild_builds
         now.push((path.clone(), server.get(path).await.body));
     }
     server.stop().await;
-    materialize::materialize(&db.url, Scope::All, &Settings::default())
+    materialize::materialize(&db.url, Plan::Everything, &Settings::default())
         .await
         .unwrap();
     let fresh = Server::start(&db.url, http::Settings::default()).await;
@@ -994,7 +994,7 @@ async fn an_idle_follower_waits_for_commits_instead_of_polling() {
     let db = TestDb::new().await;
     seed_catalog(&db.url, 20).await;
     let client = db.client().await;
-    materialize::materialize(&db.url, Scope::Queued, &Settings::default())
+    materialize::materialize(&db.url, Plan::Queue, &Settings::default())
         .await
         .unwrap();
     // A safety poll far beyond the test: only the queue's notification can wake it.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use atelier::documents;
-use atelier::materialize::{self, MaterializeReport, Scope, Settings};
+use atelier::materialize::{self, MaterializeReport, Plan, Settings};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio_postgres::{AsyncMessage, Client, NoTls};
@@ -73,7 +73,7 @@ fn parse(text: &str) -> Value {
 #[tokio::test]
 async fn documents_follow_the_contract() {
     let (db, client) = catalog_db().await;
-    let report = materialize::materialize(&db.url, Scope::All, &settings("hr-rfp".into()))
+    let report = materialize::materialize(&db.url, Plan::Everything, &settings("hr-rfp".into()))
         .await
         .unwrap();
     assert_eq!(
@@ -185,7 +185,7 @@ async fn documents_keep_their_frequent_vacuum_across_full_rebuilds() {
     let before: Vec<String> = client.query_one(RELOPTIONS, &[]).await.unwrap().get(0);
     assert_eq!(before, expected);
     // A full rebuild swaps in a new table, made with LIKE, which does not copy them.
-    materialize::materialize(&db.url, Scope::All, &Settings::default())
+    materialize::materialize(&db.url, Plan::Everything, &Settings::default())
         .await
         .unwrap();
     let after: Vec<String> = client.query_one(RELOPTIONS, &[]).await.unwrap().get(0);
@@ -195,7 +195,7 @@ async fn documents_keep_their_frequent_vacuum_across_full_rebuilds() {
 #[tokio::test]
 async fn campus_comes_from_configuration() {
     let (db, client) = catalog_db().await;
-    materialize::materialize(&db.url, Scope::All, &settings("hr-lax".into()))
+    materialize::materialize(&db.url, Plan::Everything, &settings("hr-lax".into()))
         .await
         .unwrap();
     let [entry, ..] = documents(&client, 2).await;
@@ -205,7 +205,7 @@ async fn campus_comes_from_configuration() {
 #[tokio::test]
 async fn partial_rebuild_touches_only_the_listed_products_and_renumbers() {
     let (db, client) = catalog_db().await;
-    materialize::materialize(&db.url, Scope::All, &settings("hr-rfp".into()))
+    materialize::materialize(&db.url, Plan::Everything, &settings("hr-rfp".into()))
         .await
         .unwrap();
     client
@@ -221,7 +221,7 @@ async fn partial_rebuild_touches_only_the_listed_products_and_renumbers() {
         .unwrap();
     let report = materialize::materialize(
         &db.url,
-        Scope::Products(vec![1, 2, 5]),
+        Plan::Products(vec![1, 2, 5]),
         &settings("hr-rfp".into()),
     )
     .await
@@ -265,7 +265,7 @@ async fn non_positive_ids_are_refused() {
     let (db, _client) = catalog_db().await;
     let error = materialize::materialize(
         &db.url,
-        Scope::Products(vec![1, 0]),
+        Plan::Products(vec![1, 0]),
         &settings("hr-rfp".into()),
     )
     .await
@@ -276,7 +276,7 @@ async fn non_positive_ids_are_refused() {
 #[tokio::test]
 async fn unknown_ids_are_named_and_the_known_ones_rebuilt() {
     let (db, client) = catalog_db().await;
-    materialize::materialize(&db.url, Scope::All, &settings("hr-rfp".into()))
+    materialize::materialize(&db.url, Plan::Everything, &settings("hr-rfp".into()))
         .await
         .unwrap();
     // Product 3 leaves the catalog: its document is removed, it is not unknown.
@@ -288,7 +288,7 @@ async fn unknown_ids_are_named_and_the_known_ones_rebuilt() {
         .unwrap();
     let report = materialize::materialize(
         &db.url,
-        Scope::Products(vec![99_999_999, 1, 3, 99_999_998, 99_999_999]),
+        Plan::Products(vec![99_999_999, 1, 3, 99_999_998, 99_999_999]),
         &settings("hr-rfp".into()),
     )
     .await
@@ -306,14 +306,14 @@ async fn unknown_ids_are_named_and_the_known_ones_rebuilt() {
 #[tokio::test]
 async fn a_list_of_only_unknown_ids_fails_and_changes_nothing() {
     let (db, client) = catalog_db().await;
-    materialize::materialize(&db.url, Scope::All, &settings("hr-rfp".into()))
+    materialize::materialize(&db.url, Plan::Everything, &settings("hr-rfp".into()))
         .await
         .unwrap();
     let runs = "SELECT count(*) FROM catalog_run";
     let before: i64 = client.query_one(runs, &[]).await.unwrap().get(0);
     let error = materialize::materialize(
         &db.url,
-        Scope::Products(vec![99_999_999, 99_999_998]),
+        Plan::Products(vec![99_999_999, 99_999_998]),
         &settings("hr-rfp".into()),
     )
     .await
@@ -349,12 +349,12 @@ async fn listen(url: &str) -> (Client, tokio::sync::mpsc::UnboundedReceiver<Stri
 async fn completion_is_notified_with_what_changed() {
     let (db, client) = catalog_db().await;
     let (_listener, mut payloads) = listen(&db.url).await;
-    materialize::materialize(&db.url, Scope::All, &settings("hr-rfp".into()))
+    materialize::materialize(&db.url, Plan::Everything, &settings("hr-rfp".into()))
         .await
         .unwrap();
     materialize::materialize(
         &db.url,
-        Scope::Products(vec![3, 1]),
+        Plan::Products(vec![3, 1]),
         &settings("hr-rfp".into()),
     )
     .await
@@ -392,7 +392,7 @@ async fn readers_see_all_old_or_all_new_documents_during_a_rebuild() {
         )
         .await
         .unwrap();
-    materialize::materialize(&db.url, Scope::All, &settings("campus-0".into()))
+    materialize::materialize(&db.url, Plan::Everything, &settings("campus-0".into()))
         .await
         .unwrap();
 
@@ -425,9 +425,13 @@ async fn readers_see_all_old_or_all_new_documents_during_a_rebuild() {
         }));
     }
     for round in 1..=5 {
-        materialize::materialize(&db.url, Scope::All, &settings(format!("campus-{round}")))
-            .await
-            .unwrap();
+        materialize::materialize(
+            &db.url,
+            Plan::Everything,
+            &settings(format!("campus-{round}")),
+        )
+        .await
+        .unwrap();
     }
     stop.store(true, Ordering::Relaxed);
     let mut seen = std::collections::BTreeSet::new();
@@ -457,7 +461,7 @@ async fn parts_built_on_several_connections_give_one_rank_per_product_in_id_orde
         jobs: 4,
         ..Settings::default()
     };
-    let report = materialize::materialize(&db.url, Scope::All, &settings)
+    let report = materialize::materialize(&db.url, Plan::Everything, &settings)
         .await
         .unwrap();
     assert_eq!(report.documents, products as u64);
@@ -500,7 +504,7 @@ async fn pages_keep_exact_ranks_as_products_come_and_go_mid_list() {
         )
         .await
         .unwrap();
-    materialize::materialize(&db.url, Scope::All, &settings("hr-rfp".into()))
+    materialize::materialize(&db.url, Plan::Everything, &settings("hr-rfp".into()))
         .await
         .unwrap();
     let blocks = "SELECT count(*) FROM list_block";
@@ -522,7 +526,7 @@ async fn pages_keep_exact_ranks_as_products_come_and_go_mid_list() {
     ];
     for (round, sql) in rounds.iter().enumerate() {
         client.batch_execute(sql).await.unwrap();
-        materialize::materialize(&db.url, Scope::Queued, &settings("hr-rfp".into()))
+        materialize::materialize(&db.url, Plan::Queue, &settings("hr-rfp".into()))
             .await
             .unwrap();
         let want = product_ids(&client).await;
@@ -569,7 +573,7 @@ async fn a_large_partial_rebuild_is_built_on_several_connections_like_a_full_one
         jobs: 2,
         ..Settings::default()
     };
-    materialize::materialize(&db.url, Scope::All, &settings)
+    materialize::materialize(&db.url, Plan::Everything, &settings)
         .await
         .unwrap();
     let full: Vec<String> = client
@@ -586,7 +590,7 @@ async fn a_large_partial_rebuild_is_built_on_several_connections_like_a_full_one
         .await
         .unwrap();
     let ids: Vec<i32> = (1..=2500).collect();
-    let report = materialize::materialize(&db.url, Scope::Products(ids), &settings)
+    let report = materialize::materialize(&db.url, Plan::Products(ids), &settings)
         .await
         .unwrap();
     assert_eq!(report.documents, 2494);
@@ -594,7 +598,7 @@ async fn a_large_partial_rebuild_is_built_on_several_connections_like_a_full_one
         .batch_execute("UPDATE sku SET quantity = quantity - 1")
         .await
         .unwrap();
-    materialize::materialize(&db.url, Scope::Queued, &settings)
+    materialize::materialize(&db.url, Plan::Queue, &settings)
         .await
         .unwrap();
     let partial: Vec<String> = client
@@ -609,4 +613,57 @@ async fn a_large_partial_rebuild_is_built_on_several_connections_like_a_full_one
     let leftover = "SELECT count(*) FROM pg_class WHERE relname = 'document_batch'";
     let tables: i64 = client.query_one(leftover, &[]).await.unwrap().get(0);
     assert_eq!(tables, 0);
+}
+
+/// The capture triggers in schema.sql and the registry of document kinds agree: a write
+/// to each catalog table queues exactly the kinds built from it, and a TRUNCATE queues
+/// every kind of every product.
+#[tokio::test]
+async fn the_capture_triggers_queue_the_kinds_the_registry_builds_from_each_table() {
+    use atelier::catalog::FileKind;
+    use atelier::documents::Kinds;
+    let (_db, client) = catalog_db().await;
+    let writes = [
+        (
+            FileKind::Product,
+            "UPDATE product SET name = 'n' WHERE id = 1",
+        ),
+        (FileKind::Styles, "UPDATE style SET name = 'n' WHERE id = 1"),
+        (
+            FileKind::Features,
+            "UPDATE feature SET value = 'v' WHERE id = 1",
+        ),
+        (FileKind::Photos, "UPDATE photo SET url = 'u' WHERE id = 1"),
+        (FileKind::Skus, "UPDATE sku SET quantity = 1 WHERE id = 8"),
+        (
+            FileKind::Related,
+            "UPDATE related SET related_product_id = 3 WHERE id = 1",
+        ),
+    ];
+    let queued = || async {
+        let rows = client
+            .query(
+                "DELETE FROM document_queue RETURNING product_id, parts",
+                &[],
+            )
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|row| (row.get::<_, i32>(0), row.get::<_, i16>(1)))
+            .collect::<Vec<_>>()
+    };
+    queued().await;
+    for (file, write) in writes {
+        client.batch_execute(write).await.unwrap();
+        assert_eq!(
+            queued().await,
+            [(1, Kinds::touched_by(file).bits())],
+            "{write}"
+        );
+    }
+    client.batch_execute("TRUNCATE related").await.unwrap();
+    assert_eq!(
+        queued().await,
+        [(documents::EVERY_PRODUCT, Kinds::ALL.bits())]
+    );
 }

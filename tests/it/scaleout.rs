@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use atelier::db::{self, embedded::Cluster, embedded::Durability};
-use atelier::materialize::{self, Scope};
+use atelier::materialize::{self, Plan};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
@@ -862,7 +862,7 @@ async fn rename_and_materialize(primary_url: &str, id: i32) {
         .unwrap();
     materialize::materialize(
         primary_url,
-        Scope::Products(vec![id]),
+        Plan::Products(vec![id]),
         &materialize::Settings::default(),
     )
     .await

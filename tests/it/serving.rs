@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use atelier::http::{AppState, Settings, serve};
-use atelier::materialize::{self, Scope};
+use atelier::materialize::{self, Plan};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -234,7 +234,7 @@ pub async fn seed_catalog(url: &str, products: i32) {
         .batch_execute(&sql)
         .await
         .expect("seed the catalog tables");
-    materialize::materialize(url, Scope::All, &materialize::Settings::default())
+    materialize::materialize(url, Plan::Everything, &materialize::Settings::default())
         .await
         .expect("materialize the catalog");
 }

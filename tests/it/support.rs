@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use atelier::catalog::FileKind;
 use atelier::db::{self, embedded::Cluster, embedded::Durability};
-use atelier::materialize::{Scope, Settings};
+use atelier::materialize::{Plan, Settings};
 use tokio_postgres::Client;
 
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
@@ -69,7 +69,7 @@ impl TestDb {
         atelier::load::load_catalog(&mut client, dir, rejects.path(), false)
             .await
             .expect("load the catalog");
-        atelier::materialize::materialize(&test_db.url, Scope::All, &Settings::default())
+        atelier::materialize::materialize(&test_db.url, Plan::Everything, &Settings::default())
             .await
             .expect("materialize the catalog");
         test_db

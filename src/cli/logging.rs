@@ -1,4 +1,4 @@
-//! The log output of every command: human-readable text, coloured only on a terminal,
+//! The `atelier` binary's log output, for every command: human-readable text, coloured only on a terminal,
 //! or one JSON object per line for log collectors, filtered by `ATELIER_LOG`.
 
 use std::io::IsTerminal;
@@ -39,7 +39,7 @@ fn colour() -> bool {
 
 /// Says why a command failed, as its last line on standard error: plain `error: …` for
 /// a person, or one more JSON object, so that a collector reading JSON lines reads it too.
-pub fn report_failure(format: LogFormat, error: &crate::Error) {
+pub fn report_failure(format: LogFormat, error: &atelier::Error) {
     match format {
         LogFormat::Text => eprintln!("error: {error}"),
         LogFormat::Json => tracing::error!("{error}"),

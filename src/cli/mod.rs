@@ -1,8 +1,10 @@
-//! The command line: every subcommand and setting, each with a flag, an environment
-//! variable where it makes sense, a safe default and a doc line (shown by `--help`).
-//! The library takes plain settings types ([`Database`], [`http::Settings`],
-//! [`generate::Spec`], …) whose defaults are the flags' defaults; the arguments here
-//! convert to them, so the library never sees clap.
+//! The `atelier` binary's command line: every subcommand and setting, each with a flag,
+//! an environment variable where it makes sense, a safe default and a doc line (shown
+//! by `--help`). The library takes plain settings types ([`Database`],
+//! [`http::Settings`], [`generate::Spec`], …) whose defaults are the flags' defaults;
+//! the arguments here convert to them, so the library never sees clap.
+
+pub mod logging;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,11 +12,11 @@ use std::time::Duration;
 
 use clap::{Arg, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
-use crate::catalog::Variant;
-use crate::db::Database;
-use crate::{generate, http, load, materialize};
+use atelier::catalog::Variant;
+use atelier::db::Database;
+use atelier::{generate, http, load, materialize};
 
-pub use crate::logging::LogFormat;
+pub use logging::LogFormat;
 
 /// Atelier products: load the catalog CSV files, materialize JSON documents, serve them.
 ///
@@ -127,8 +129,26 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub clean: bool,
     /// Field layout of the files.
-    #[arg(long, value_enum, default_value_t = Variant::Compact)]
-    pub variant: Variant,
+    #[arg(long, value_enum, default_value_t = Layout::Compact)]
+    pub variant: Layout,
+}
+
+/// The field layouts `generate` writes ([`Variant`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Layout {
+    /// `,` between fields, camelCase `productId`/`styleId` headers (sara-2023).
+    Compact,
+    /// `, ` between fields (photos.csv stays compact), snake_case headers (beck-2021).
+    Spaced,
+}
+
+impl From<Layout> for Variant {
+    fn from(layout: Layout) -> Variant {
+        match layout {
+            Layout::Compact => Variant::Compact,
+            Layout::Spaced => Variant::Spaced,
+        }
+    }
 }
 
 impl GenerateArgs {
@@ -139,7 +159,7 @@ impl GenerateArgs {
             seed: self.seed,
             out: self.out.clone(),
             clean: self.clean,
-            variant: self.variant,
+            variant: self.variant.into(),
         }
     }
 }
@@ -195,11 +215,11 @@ pub struct MaterializeArgs {
     #[arg(long)]
     pub follow: bool,
     /// The `campus` value written into every product document.
-    #[arg(long, env = "ATELIER_CAMPUS", default_value = crate::materialize::DEFAULT_CAMPUS)]
+    #[arg(long, env = "ATELIER_CAMPUS", default_value = materialize::DEFAULT_CAMPUS)]
     pub campus: String,
     /// Database connections building a full rebuild's parts at once (default: the
     /// number of CPU cores).
-    #[arg(long, env = "ATELIER_MATERIALIZE_JOBS", default_value_t = crate::materialize::Settings::default().jobs)]
+    #[arg(long, env = "ATELIER_MATERIALIZE_JOBS", default_value_t = materialize::Settings::default().jobs)]
     pub jobs: usize,
     #[command(flatten)]
     pub db: DatabaseArgs,
@@ -221,9 +241,9 @@ impl MaterializeArgs {
     pub fn task(&self) -> materialize::Task {
         match &self.products {
             _ if self.follow => materialize::Task::Follow,
-            Some(ids) => materialize::Task::Rebuild(materialize::Scope::Products(ids.clone())),
-            None if self.all => materialize::Task::Rebuild(materialize::Scope::All),
-            None => materialize::Task::Rebuild(materialize::Scope::Queued),
+            Some(ids) => materialize::Task::Rebuild(materialize::Plan::Products(ids.clone())),
+            None if self.all => materialize::Task::Rebuild(materialize::Plan::Everything),
+            None => materialize::Task::Rebuild(materialize::Plan::Queue),
         }
     }
 
@@ -290,7 +310,7 @@ pub struct ServeArgs {
     pub drain_timeout_ms: u64,
     /// The `campus` value of the documents the embedded default rebuilds as it follows
     /// catalog changes (the same setting as materialize's).
-    #[arg(long, env = "ATELIER_CAMPUS", default_value = crate::materialize::DEFAULT_CAMPUS)]
+    #[arg(long, env = "ATELIER_CAMPUS", default_value = materialize::DEFAULT_CAMPUS)]
     pub campus: String,
     /// PostgreSQL URL of the primary, for the LISTEN connection and its WAL position,
     /// when --database-url names streaming replicas. Default: the --database-url hosts
