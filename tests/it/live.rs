@@ -117,65 +117,170 @@ async fn wait_queue_empty(client: &Client) {
     .await;
 }
 
-#[tokio::test]
-async fn every_write_queues_the_products_it_touches() {
+/// A database of its own seeded with 60 products, its queue and its record of edited
+/// products empty. Product n has style n (unless n % 5 == 0), sku n (unless n % 4 == 0),
+/// photo n (unless n % 3 == 0), feature n and related row n.
+async fn seeded_with_nothing_queued() -> Client {
     let db = TestDb::new().await;
     seed_catalog(&db.url, 60).await;
     let client = db.client().await;
-    drain_queue(&client).await;
+    forget_writes(&client).await;
+    client
+}
+
+/// Empties the queue and the record of products edited since the last full load, so
+/// that what a test's write leaves there is all there is.
+async fn forget_writes(client: &Client) {
+    drain_queue(client).await;
     client
         .batch_execute("DELETE FROM product_edited")
         .await
         .unwrap();
-    // Seeded: product n has style n (unless n % 5 == 0), sku n (unless n % 4 == 0),
-    // photo n (unless n % 3 == 0), feature n and related row n.
-    let cases: [(&str, &[i32]); 11] = [
-        ("UPDATE sku SET quantity = 3 WHERE id IN (1, 2)", &[1, 2]),
-        ("UPDATE photo SET url = 'https://x/y' WHERE id = 4", &[4]),
-        ("UPDATE style SET sale_price = 5 WHERE id = 6", &[6]),
-        (
-            "INSERT INTO feature (id, product_id, feature, value) VALUES (900, 8, 'Lining', 'Silk')",
-            &[8],
-        ),
-        ("DELETE FROM feature WHERE id = 900", &[8]),
-        (
-            "UPDATE related SET related_product_id = 2 WHERE id = 9",
-            &[9],
-        ),
-        ("UPDATE product SET name = 'Renamed' WHERE id = 11", &[11]),
-        // A sku moved to another product's style changes both products.
-        ("UPDATE sku SET style_id = 13 WHERE id = 17", &[13, 17]),
-        (
-            "INSERT INTO product (id, name, slogan, description, category, default_price)
-                 VALUES (70, 'New', 's', 'd', 'c', 1);
-             INSERT INTO style (id, product_id, name, sale_price, original_price, default_style)
-                 VALUES (70, 70, 'S', NULL, 1, true);
-             INSERT INTO sku (id, style_id, size, quantity) VALUES (70, 70, 'M', 1);",
-            &[70],
-        ),
-        (
-            "DELETE FROM sku WHERE style_id = 18; DELETE FROM photo WHERE style_id = 18;
-             DELETE FROM style WHERE product_id = 18; DELETE FROM feature WHERE product_id = 18;
-             DELETE FROM related WHERE product_id = 18; DELETE FROM product WHERE id = 18",
-            &[18],
-        ),
-        ("TRUNCATE related", &[0]),
-    ];
-    for (sql, expected) in cases {
-        client.batch_execute(sql).await.unwrap();
-        assert_eq!(drain_queue(&client).await, expected, "{sql}");
-    }
-    let edited: Vec<i32> = client
+}
+
+/// The products recorded as edited since the last full load, ascending.
+async fn edited(client: &Client) -> Vec<i32> {
+    client
         .query("SELECT product_id FROM product_edited ORDER BY 1", &[])
         .await
         .unwrap()
         .iter()
         .map(|row| row.get(0))
-        .collect();
-    assert_eq!(edited, [0, 1, 2, 4, 6, 8, 9, 11, 13, 17, 18, 70]);
+        .collect()
+}
 
-    // Each change says which documents it can touch: a stock, price or photo change
-    // only the styles document.
+/// Runs `sql` and asserts that it queued exactly `products` (0 stands for every
+/// product) and recorded exactly them as edited, so the next full load rebuilds them
+/// whatever their fingerprint.
+async fn assert_write_queues(client: &Client, sql: &str, products: &[i32]) {
+    client.batch_execute(sql).await.unwrap();
+    assert_eq!(drain_queue(client).await, products, "{sql}");
+    assert_eq!(edited(client).await, products, "{sql}");
+}
+
+#[tokio::test]
+async fn a_sku_quantity_update_queues_the_products_of_its_skus() {
+    let client = seeded_with_nothing_queued().await;
+    assert_write_queues(
+        &client,
+        "UPDATE sku SET quantity = 3 WHERE id IN (1, 2)",
+        &[1, 2],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_photo_url_update_queues_its_product() {
+    let client = seeded_with_nothing_queued().await;
+    assert_write_queues(
+        &client,
+        "UPDATE photo SET url = 'https://x/y' WHERE id = 4",
+        &[4],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_sale_price_update_queues_its_product() {
+    let client = seeded_with_nothing_queued().await;
+    assert_write_queues(
+        &client,
+        "UPDATE style SET sale_price = 5 WHERE id = 6",
+        &[6],
+    )
+    .await;
+}
+
+/// A feature of product 8 that the seed does not have.
+const INSERT_FEATURE_900: &str =
+    "INSERT INTO feature (id, product_id, feature, value) VALUES (900, 8, 'Lining', 'Silk')";
+
+#[tokio::test]
+async fn a_feature_insert_queues_its_product() {
+    let client = seeded_with_nothing_queued().await;
+    assert_write_queues(&client, INSERT_FEATURE_900, &[8]).await;
+}
+
+#[tokio::test]
+async fn a_feature_delete_queues_its_product() {
+    let client = seeded_with_nothing_queued().await;
+    client.batch_execute(INSERT_FEATURE_900).await.unwrap();
+    forget_writes(&client).await;
+    assert_write_queues(&client, "DELETE FROM feature WHERE id = 900", &[8]).await;
+}
+
+#[tokio::test]
+async fn a_related_row_update_queues_its_product_not_the_one_it_names() {
+    let client = seeded_with_nothing_queued().await;
+    assert_write_queues(
+        &client,
+        "UPDATE related SET related_product_id = 2 WHERE id = 9",
+        &[9],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_product_rename_queues_the_product() {
+    let client = seeded_with_nothing_queued().await;
+    assert_write_queues(
+        &client,
+        "UPDATE product SET name = 'Renamed' WHERE id = 11",
+        &[11],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_sku_moved_to_another_products_style_queues_both_products() {
+    let client = seeded_with_nothing_queued().await;
+    assert_write_queues(
+        &client,
+        "UPDATE sku SET style_id = 13 WHERE id = 17",
+        &[13, 17],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_product_inserted_with_a_style_and_a_sku_queues_the_new_product() {
+    let client = seeded_with_nothing_queued().await;
+    assert_write_queues(
+        &client,
+        "INSERT INTO product (id, name, slogan, description, category, default_price)
+             VALUES (70, 'New', 's', 'd', 'c', 1);
+         INSERT INTO style (id, product_id, name, sale_price, original_price, default_style)
+             VALUES (70, 70, 'S', NULL, 1, true);
+         INSERT INTO sku (id, style_id, size, quantity) VALUES (70, 70, 'M', 1);",
+        &[70],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_product_deleted_with_all_its_rows_queues_the_product() {
+    let client = seeded_with_nothing_queued().await;
+    assert_write_queues(
+        &client,
+        "DELETE FROM sku WHERE style_id = 18; DELETE FROM photo WHERE style_id = 18;
+         DELETE FROM style WHERE product_id = 18; DELETE FROM feature WHERE product_id = 18;
+         DELETE FROM related WHERE product_id = 18; DELETE FROM product WHERE id = 18",
+        &[18],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_truncate_queues_every_product() {
+    let client = seeded_with_nothing_queued().await;
+    assert_write_queues(&client, "TRUNCATE related", &[0]).await;
+}
+
+/// Each change says which documents it can touch: a stock, price or photo change only
+/// the styles document.
+#[tokio::test]
+async fn each_queued_write_says_which_documents_it_can_touch() {
+    let client = seeded_with_nothing_queued().await;
     client
         .batch_execute(
             "UPDATE sku SET quantity = 1 WHERE id = 1; UPDATE photo SET url = 'u' WHERE id = 2;
@@ -196,9 +301,12 @@ async fn every_write_queues_the_products_it_touches() {
         .map(|row| (row.get(0), row.get(1)))
         .collect();
     assert_eq!(parts, [(1, 4), (2, 4), (3, 4), (4, 1), (5, 2), (6, 8)]);
-    drain_queue(&client).await;
+}
 
-    // An application allowed to write a catalog table, and nothing else, is captured too.
+/// An application allowed to write a catalog table, and nothing else, is captured too.
+#[tokio::test]
+async fn a_write_by_an_application_allowed_only_a_catalog_table_is_queued() {
+    let client = seeded_with_nothing_queued().await;
     client
         .batch_execute(
             "CREATE ROLE live_inventory_app; GRANT UPDATE, SELECT ON sku TO live_inventory_app;
@@ -208,13 +316,22 @@ async fn every_write_queues_the_products_it_touches() {
         .await
         .unwrap();
     assert_eq!(drain_queue(&client).await, [6]);
+}
+
+#[tokio::test]
+async fn the_reader_may_not_queue_products() {
+    let client = seeded_with_nothing_queued().await;
     let refused = client
         .batch_execute("SET ROLE atelier_reader; SELECT atelier_mark(ARRAY[1], 4::smallint)")
         .await;
     assert!(refused.is_err(), "the reader may not queue products");
+}
 
-    // The capture runs as the tables' owner: a writer's own functions and operators,
-    // put first on its search_path, are never what it calls.
+/// The capture runs as the tables' owner: a writer's own functions and operators, put
+/// first on its search_path, are never what it calls.
+#[tokio::test]
+async fn the_capture_never_calls_a_writers_own_functions_or_operators() {
+    let client = seeded_with_nothing_queued().await;
     client
         .batch_execute(
             "CREATE ROLE live_intruder; GRANT UPDATE, SELECT ON sku, product TO live_intruder;
@@ -479,6 +596,13 @@ async fn a_change_set_that_fails_changes_nothing() {
     assert_eq!(drain_queue(&client).await, [0; 0]);
     assert_eq!(materialize_changed(&db.url).await.documents, 0);
     assert_eq!(documents(&client).await, before);
+}
+
+#[tokio::test]
+async fn a_directory_without_change_files_is_refused() {
+    let db = TestDb::new().await;
+    load(&db, sara_with(&[]).path()).await;
+    materialize_changed(&db.url).await;
     let empty = changes(&[("notes.txt", "nothing")]);
     let error = load_changes(&db, empty.path()).await.unwrap_err();
     assert!(error.to_string().contains("no change files"), "{error}");
@@ -506,65 +630,55 @@ async fn until_served(
     }
 }
 
-#[tokio::test]
-async fn every_kind_of_change_is_served_within_a_second_as_a_full_rebuild_builds_it() {
-    let db = TestDb::new().await;
-    seed_catalog(&db.url, 300).await;
-    let client = db.client().await;
-    let server = Server::start_listening(&db.url, http::Settings::default()).await;
-    let _follower = Follower::start(&db.url);
-    // Each change, on a product of its own, and the document that shows it.
-    let updates = [
-        (
-            "UPDATE sku SET quantity = 99 WHERE id = 22",
-            "/products/22/styles",
-        ),
-        (
-            "UPDATE photo SET url = 'https://example.com/new' WHERE id = 23",
-            "/products/23/styles",
-        ),
-        (
-            "UPDATE style SET sale_price = 12 WHERE id = 24",
-            "/products/24/styles",
-        ),
-        (
-            "UPDATE feature SET value = 'Wool' WHERE id = 26",
-            "/products/26",
-        ),
-        (
-            "UPDATE related SET related_product_id = 2 WHERE id = 27",
-            "/products/27/related",
-        ),
-        (
-            "UPDATE product SET name = 'Renamed' WHERE id = 29",
-            "/products/29",
-        ),
-        // Product 29 is at rank 25 (multiples of 7 are missing): page 5 of 5.
-        (
-            "UPDATE product SET slogan = 'Again' WHERE id = 29",
-            "/products?page=5&count=5",
-        ),
-    ];
-    let mut served = Vec::new();
-    for (sql, path) in updates {
-        let before = server.get(path).await;
-        assert_eq!(before.status, 200, "{path}");
-        client.batch_execute(sql).await.unwrap();
-        let (took, reply) = until_served(&server, path, |reply| reply.body != before.body).await;
-        assert!(took < BOUND, "{sql}: served after {took:?}");
-        served.push((path.to_string(), reply));
+/// A seeded catalog in a database of its own, served by a running server while a
+/// follower rebuilds the documents of every change: where a change must be served within
+/// a second, as a full rebuild builds it, dropping from the cache only what it moved.
+struct ServedCatalog {
+    db: TestDb,
+    client: Client,
+    server: Server,
+    _follower: Follower,
+    /// The paths whose answers a change moved, compared with a full rebuild's at the end.
+    served: Vec<String>,
+}
+
+impl ServedCatalog {
+    /// Seeds `products` products (ids that are multiples of 7 are left free), then starts
+    /// the server, waiting until it listens for invalidations, and the follower.
+    async fn start(products: i32) -> ServedCatalog {
+        let db = TestDb::new().await;
+        seed_catalog(&db.url, products).await;
+        let client = db.client().await;
+        let server = Server::start_listening(&db.url, http::Settings::default()).await;
+        let _follower = Follower::start(&db.url);
+        ServedCatalog {
+            db,
+            client,
+            server,
+            _follower,
+            served: Vec::new(),
+        }
     }
-    // A new product with a style, at the end of the list and mid-list (ids that are
-    // multiples of 7 are free), and a product deleted with its rows.
-    let inserts = [
-        (301, "/products?page=52&count=5"),
-        (14, "/products?page=3&count=5"),
-    ];
-    for (id, page) in inserts {
+
+    /// Runs the update `sql` and asserts that `path`, found before it, serves something
+    /// new within a second.
+    async fn assert_update_served_within_a_second(&mut self, sql: &str, path: &str) {
+        let before = self.server.get(path).await;
+        assert_eq!(before.status, 200, "{path}");
+        self.client.batch_execute(sql).await.unwrap();
+        let (took, _) = until_served(&self.server, path, |reply| reply.body != before.body).await;
+        assert!(took < BOUND, "{sql}: served after {took:?}");
+        self.served.push(path.to_string());
+    }
+
+    /// Inserts a product with a style at `id` (ids that are multiples of 7 are free) and
+    /// asserts that its styles, not found before, are served within a second, and that
+    /// its list `page` then shows it.
+    async fn assert_insert_served_within_a_second(&mut self, id: i32, page: &str) {
         let path = format!("/products/{id}/styles");
-        assert_eq!(server.get(&path).await.status, 404);
-        let page_before = server.get(page).await;
-        client
+        assert_eq!(self.server.get(&path).await.status, 404);
+        let page_before = self.server.get(page).await;
+        self.client
             .batch_execute(&format!(
                 "INSERT INTO product (id, name, slogan, description, category, default_price)
                      VALUES ({id}, 'New {id}', 's', 'd', 'Pants', 10);
@@ -573,25 +687,158 @@ async fn every_kind_of_change_is_served_within_a_second_as_a_full_rebuild_builds
             ))
             .await
             .unwrap();
-        let (took, reply) = until_served(&server, &path, |reply| reply.status == 200).await;
+        let (took, _) = until_served(&self.server, &path, |reply| reply.status == 200).await;
         assert!(took < BOUND, "insert of {id}: served after {took:?}");
-        served.push((path, reply));
-        let (_, reply) = until_served(&server, page, |reply| reply.body != page_before.body).await;
+        self.served.push(path);
+        let (_, reply) =
+            until_served(&self.server, page, |reply| reply.body != page_before.body).await;
         assert!(
             reply.text().contains(&format!("New {id}")),
             "{page}: {}",
             reply.text()
         );
-        served.push((page.to_string(), reply));
+        self.served.push(page.to_string());
     }
+
+    /// Asserts that what is served at every path a change moved, once the follower is
+    /// done, is what a full rebuild builds, as a server that never saw the changes
+    /// serves it.
+    async fn assert_served_as_a_full_rebuild_builds_it(self) {
+        wait_queue_empty(&self.client).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut now = Vec::new();
+        for path in &self.served {
+            now.push((path.clone(), self.server.get(path).await.body));
+        }
+        self.server.stop().await;
+        materialize::materialize(&self.db.url, Plan::Everything, &Settings::default())
+            .await
+            .unwrap();
+        let fresh = Server::start(&self.db.url, http::Settings::default()).await;
+        for (path, body) in now {
+            let built = fresh.get(&path).await;
+            assert_eq!(String::from_utf8_lossy(&body), built.text(), "{path}");
+        }
+        fresh.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_sku_quantity_change_is_served_within_a_second_as_a_full_rebuild_builds_it() {
+    let mut catalog = ServedCatalog::start(300).await;
+    catalog
+        .assert_update_served_within_a_second(
+            "UPDATE sku SET quantity = 99 WHERE id = 22",
+            "/products/22/styles",
+        )
+        .await;
+    catalog.assert_served_as_a_full_rebuild_builds_it().await;
+}
+
+#[tokio::test]
+async fn a_photo_url_change_is_served_within_a_second_as_a_full_rebuild_builds_it() {
+    let mut catalog = ServedCatalog::start(300).await;
+    catalog
+        .assert_update_served_within_a_second(
+            "UPDATE photo SET url = 'https://example.com/new' WHERE id = 23",
+            "/products/23/styles",
+        )
+        .await;
+    catalog.assert_served_as_a_full_rebuild_builds_it().await;
+}
+
+#[tokio::test]
+async fn a_sale_price_change_is_served_within_a_second_as_a_full_rebuild_builds_it() {
+    let mut catalog = ServedCatalog::start(300).await;
+    catalog
+        .assert_update_served_within_a_second(
+            "UPDATE style SET sale_price = 12 WHERE id = 24",
+            "/products/24/styles",
+        )
+        .await;
+    catalog.assert_served_as_a_full_rebuild_builds_it().await;
+}
+
+#[tokio::test]
+async fn a_feature_change_is_served_within_a_second_as_a_full_rebuild_builds_it() {
+    let mut catalog = ServedCatalog::start(300).await;
+    catalog
+        .assert_update_served_within_a_second(
+            "UPDATE feature SET value = 'Wool' WHERE id = 26",
+            "/products/26",
+        )
+        .await;
+    catalog.assert_served_as_a_full_rebuild_builds_it().await;
+}
+
+#[tokio::test]
+async fn a_related_row_change_is_served_within_a_second_as_a_full_rebuild_builds_it() {
+    let mut catalog = ServedCatalog::start(300).await;
+    catalog
+        .assert_update_served_within_a_second(
+            "UPDATE related SET related_product_id = 2 WHERE id = 27",
+            "/products/27/related",
+        )
+        .await;
+    catalog.assert_served_as_a_full_rebuild_builds_it().await;
+}
+
+#[tokio::test]
+async fn a_product_name_change_is_served_within_a_second_as_a_full_rebuild_builds_it() {
+    let mut catalog = ServedCatalog::start(300).await;
+    catalog
+        .assert_update_served_within_a_second(
+            "UPDATE product SET name = 'Renamed' WHERE id = 29",
+            "/products/29",
+        )
+        .await;
+    catalog.assert_served_as_a_full_rebuild_builds_it().await;
+}
+
+#[tokio::test]
+async fn a_slogan_change_is_served_on_its_list_page_within_a_second_as_a_full_rebuild_builds_it() {
+    let mut catalog = ServedCatalog::start(300).await;
+    // Product 29 is at rank 25 (multiples of 7 are missing): page 5 of 5.
+    catalog
+        .assert_update_served_within_a_second(
+            "UPDATE product SET slogan = 'Again' WHERE id = 29",
+            "/products?page=5&count=5",
+        )
+        .await;
+    catalog.assert_served_as_a_full_rebuild_builds_it().await;
+}
+
+#[tokio::test]
+async fn a_product_appended_to_the_list_is_served_within_a_second_as_a_full_rebuild_builds_it() {
+    let mut catalog = ServedCatalog::start(300).await;
+    catalog
+        .assert_insert_served_within_a_second(301, "/products?page=52&count=5")
+        .await;
+    catalog.assert_served_as_a_full_rebuild_builds_it().await;
+}
+
+#[tokio::test]
+async fn a_product_inserted_mid_list_is_served_within_a_second_as_a_full_rebuild_builds_it() {
+    let mut catalog = ServedCatalog::start(300).await;
+    catalog
+        .assert_insert_served_within_a_second(14, "/products?page=3&count=5")
+        .await;
+    catalog.assert_served_as_a_full_rebuild_builds_it().await;
+}
+
+#[tokio::test]
+async fn a_deleted_product_answers_404_within_a_second_as_a_full_rebuild_builds_it() {
+    let mut catalog = ServedCatalog::start(300).await;
+    // Product 25 is at rank 22 (multiples of 7 are missing): page 5.
     let page = "/products?page=5&count=5";
-    let page_before = server.get(page).await;
+    let page_before = catalog.server.get(page).await;
     assert!(
         page_before.text().contains("\"id\": 25,"),
         "{}",
         page_before.text()
     );
-    client
+    catalog
+        .client
         .batch_execute(
             "DELETE FROM sku WHERE style_id = 25; DELETE FROM photo WHERE style_id = 25;
              DELETE FROM style WHERE product_id = 25; DELETE FROM feature WHERE product_id = 25;
@@ -600,58 +847,49 @@ async fn every_kind_of_change_is_served_within_a_second_as_a_full_rebuild_builds
         )
         .await
         .unwrap();
-    let (took, _) = until_served(&server, "/products/25", |reply| reply.status == 404).await;
+    let (took, _) =
+        until_served(&catalog.server, "/products/25", |reply| reply.status == 404).await;
     assert!(took < BOUND, "delete: answered 404 after {took:?}");
-    let (_, reply) = until_served(&server, page, |reply| reply.body != page_before.body).await;
+    let (_, reply) = until_served(&catalog.server, page, |reply| {
+        reply.body != page_before.body
+    })
+    .await;
     assert!(!reply.text().contains("\"id\": 25,"), "{}", reply.text());
-    served.push((page.to_string(), reply));
+    catalog.served.push(page.to_string());
+    catalog.assert_served_as_a_full_rebuild_builds_it().await;
+}
 
-    // What is served is what a full rebuild builds, as a server that never saw the
-    // changes serves it.
-    wait_queue_empty(&client).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut now = Vec::new();
-    for (path, _) in &served {
-        now.push((path.clone(), server.get(path).await.body));
+/// The bodies served at `paths`, read in order (each read fills the cache).
+async fn read_all(server: &Server, paths: &[impl AsRef<str>]) -> Vec<Vec<u8>> {
+    let mut bodies = Vec::new();
+    for path in paths {
+        bodies.push(server.get(path.as_ref()).await.body);
     }
-    server.stop().await;
-    materialize::materialize(&db.url, Plan::Everything, &Settings::default())
-        .await
-        .unwrap();
-    let fresh = Server::start(&db.url, http::Settings::default()).await;
-    for (path, body) in now {
-        let built = fresh.get(&path).await;
-        assert_eq!(String::from_utf8_lossy(&body), built.text(), "{path}");
-    }
-    fresh.stop().await;
+    bodies
+}
+
+/// The first 20 list pages of 5 products, which a change to the first 100 products can
+/// move.
+fn first_list_pages() -> Vec<String> {
+    (1..=20)
+        .map(|page| format!("/products?page={page}&count=5"))
+        .collect()
 }
 
 #[tokio::test]
-async fn a_change_drops_only_the_list_pages_it_moved() {
-    let db = TestDb::new().await;
-    seed_catalog(&db.url, 300).await;
-    let client = db.client().await;
-    let server = Server::start_listening(&db.url, http::Settings::default()).await;
-    let _follower = Follower::start(&db.url);
-    let pages: Vec<String> = (1..=20)
-        .map(|page| format!("/products?page={page}&count=5"))
-        .collect();
-    let read_all = || async {
-        let mut bodies = Vec::new();
-        for page in &pages {
-            bodies.push(server.get(page).await.body);
-        }
-        bodies
-    };
-    let warm = read_all().await;
+async fn a_rename_drops_only_the_list_page_it_is_on() {
+    let catalog = ServedCatalog::start(300).await;
+    let (server, client) = (&catalog.server, &catalog.client);
+    let pages = first_list_pages();
+    let warm = read_all(server, &pages).await;
     let misses = server.metric("atelier_cache_misses_total").await;
     // Product 12 is at rank 11: page 3. Renaming it moves nothing else.
     client
         .batch_execute("UPDATE product SET name = 'Moved nothing' WHERE id = 12")
         .await
         .unwrap();
-    until_served(&server, &pages[2], |reply| reply.body != warm[2]).await;
-    let after_update = read_all().await;
+    until_served(server, &pages[2], |reply| reply.body != warm[2]).await;
+    let after_update = read_all(server, &pages).await;
     assert_eq!(
         server.metric("atelier_cache_misses_total").await,
         misses + 1.0
@@ -659,7 +897,16 @@ async fn a_change_drops_only_the_list_pages_it_moved() {
     for (page, (old, new)) in after_update.iter().zip(&warm).enumerate() {
         assert_eq!(old == new, page != 2, "page {}", page + 1);
     }
-    // Product 42 goes in at rank 36, on page 8: pages 8 to 20 move, 1 to 7 do not.
+    catalog.server.stop().await;
+}
+
+#[tokio::test]
+async fn an_insert_drops_only_its_own_list_page_and_those_after_it() {
+    let catalog = ServedCatalog::start(300).await;
+    let (server, client) = (&catalog.server, &catalog.client);
+    let pages = first_list_pages();
+    let warm = read_all(server, &pages).await;
+    // Product 42 goes in at rank 37, on page 8: pages 8 to 20 move, 1 to 7 do not.
     let misses = server.metric("atelier_cache_misses_total").await;
     client
         .batch_execute(
@@ -668,45 +915,37 @@ async fn a_change_drops_only_the_list_pages_it_moved() {
         )
         .await
         .unwrap();
-    until_served(&server, &pages[7], |reply| reply.body != after_update[7]).await;
-    let after_insert = read_all().await;
+    until_served(server, &pages[7], |reply| reply.body != warm[7]).await;
+    let after_insert = read_all(server, &pages).await;
     assert_eq!(
         server.metric("atelier_cache_misses_total").await,
         misses + 13.0
     );
-    for (page, (old, new)) in after_insert.iter().zip(&after_update).enumerate() {
+    for (page, (old, new)) in after_insert.iter().zip(&warm).enumerate() {
         assert_eq!(old == new, page < 7, "page {}", page + 1);
     }
-    server.stop().await;
+    catalog.server.stop().await;
 }
+
+/// The three documents of product 11: product, styles, related.
+const PRODUCT_11: [&str; 3] = [
+    "/products/11",
+    "/products/11/styles",
+    "/products/11/related",
+];
 
 #[tokio::test]
 async fn a_stock_change_drops_only_the_styles_document() {
-    let db = TestDb::new().await;
-    seed_catalog(&db.url, 30).await;
-    let client = db.client().await;
-    let server = Server::start_listening(&db.url, http::Settings::default()).await;
-    let _follower = Follower::start(&db.url);
-    let paths = [
-        "/products/11",
-        "/products/11/styles",
-        "/products/11/related",
-    ];
-    let read_all = || async {
-        let mut bodies = Vec::new();
-        for path in paths {
-            bodies.push(server.get(path).await.body);
-        }
-        bodies
-    };
-    let warm = read_all().await;
+    let catalog = ServedCatalog::start(30).await;
+    let (server, client) = (&catalog.server, &catalog.client);
+    let warm = read_all(server, &PRODUCT_11).await;
     let misses = server.metric("atelier_cache_misses_total").await;
     client
         .batch_execute("UPDATE sku SET quantity = 99 WHERE id = 11")
         .await
         .unwrap();
-    until_served(&server, paths[1], |reply| reply.text().contains("99")).await;
-    let after_stock = read_all().await;
+    until_served(server, PRODUCT_11[1], |reply| reply.text().contains("99")).await;
+    let after_stock = read_all(server, &PRODUCT_11).await;
     // The styles document was read once more; the product and related ones stayed.
     assert_eq!(
         server.metric("atelier_cache_misses_total").await,
@@ -714,19 +953,30 @@ async fn a_stock_change_drops_only_the_styles_document() {
     );
     assert_eq!(after_stock[0], warm[0]);
     assert_eq!(after_stock[2], warm[2]);
-    // A feature is in the product document: all three are dropped.
+    catalog.server.stop().await;
+}
+
+/// A feature is in the product document: all three are dropped.
+#[tokio::test]
+async fn a_feature_change_drops_all_three_documents_of_its_product() {
+    let catalog = ServedCatalog::start(30).await;
+    let (server, client) = (&catalog.server, &catalog.client);
+    read_all(server, &PRODUCT_11).await;
     let misses = server.metric("atelier_cache_misses_total").await;
     client
         .batch_execute("UPDATE feature SET value = 'Denim' WHERE product_id = 11")
         .await
         .unwrap();
-    until_served(&server, paths[0], |reply| reply.text().contains("Denim")).await;
-    read_all().await;
+    until_served(server, PRODUCT_11[0], |reply| {
+        reply.text().contains("Denim")
+    })
+    .await;
+    read_all(server, &PRODUCT_11).await;
     assert_eq!(
         server.metric("atelier_cache_misses_total").await,
         misses + 3.0
     );
-    server.stop().await;
+    catalog.server.stop().await;
 }
 
 #[tokio::test]
