@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, ChildStderr};
 
 use crate::serving::{eventually, read_reply, request, send};
-use crate::support::{OwnCluster, TestDb, read_report, sample};
+use crate::support::{OwnCluster, TestDb, read_report, sample, terminate_listen_connections};
 
 /// How long a process may take to say something or to end.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -756,14 +756,7 @@ async fn a_lost_listen_connection_is_logged_with_its_cause() {
     let mut server = ServeProcess::start(&db.url, &[]).await;
     eventually(10, "the server listens", || server.listening()).await;
     let client = db.client().await;
-    client
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = current_database() AND application_name = $1",
-            &[&atelier::http::notify::LISTEN_APPLICATION_NAME],
-        )
-        .await
-        .unwrap();
+    terminate_listen_connections(&client).await;
     let line = server
         .line_containing("lost the database LISTEN connection")
         .await;

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
 
-use crate::support::{OwnCluster, TestDb, cluster};
+use crate::support::{OwnCluster, TestDb, cluster, document_count};
 use atelier::db::{
     self,
     embedded::{Cluster, Durability},
@@ -200,12 +200,7 @@ async fn assert_other_users_refused(cluster: &Cluster, owner_url: &str) {
     }
     // The library connects the same way, as the owner and as the reader.
     let reader = db::connect(&reader_url).await.unwrap();
-    let documents: i64 = reader
-        .query_one("SELECT count(*) FROM document", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(documents, 0);
+    assert_eq!(document_count(&reader).await, 0);
     db::connect(owner_url).await.unwrap();
 }
 

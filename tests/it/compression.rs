@@ -8,7 +8,7 @@ use std::io::Read;
 use atelier::http::Settings;
 
 use crate::golden::{Body, assert_genuine_answers};
-use crate::serving::{Reply, Server, request, stored};
+use crate::serving::{Reply, Server, header_values, request, stored};
 use crate::support::{TestDb, sample};
 
 /// What a browser sends.
@@ -39,12 +39,7 @@ async fn get(server: &Server, path: &str, accept: Option<&str>) -> Reply {
 
 /// Every `Vary` value of an answer.
 fn vary(reply: &Reply) -> Vec<&str> {
-    reply
-        .headers
-        .iter()
-        .filter(|(name, _)| name == "vary")
-        .map(|(_, value)| value.as_str())
-        .collect()
+    header_values(&reply.headers, "vary")
 }
 
 /// The genuine compact sample: products 1 to 11, with styles documents of several KiB.
@@ -260,13 +255,7 @@ async fn the_genuine_samples_read_the_same_through_both_codings() {
     for accept in [None, Some("gzip")] {
         let (server, db) = (&server, &db);
         assert_genuine_answers(|body, id| async move {
-            let path = match body {
-                Body::Product => format!("/products/{id}"),
-                Body::Styles => format!("/products/{id}/styles"),
-                Body::Related => format!("/products/{id}/related"),
-                // Products 1 to 11 hold positions 1 to 11.
-                Body::ListEntry => format!("/products?page={id}&count=1"),
-            };
+            let path = body.path(id);
             let reply = get(server, &path, accept).await;
             assert_eq!(reply.status, 200, "{path}");
             let bytes = decoded(&reply);

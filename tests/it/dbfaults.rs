@@ -15,7 +15,7 @@ use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
 use crate::serving::{Reply, Server, eventually, request, seed_catalog};
-use crate::support::{OwnCluster, TestDb, sample};
+use crate::support::{OwnCluster, TestDb, document_count, sample};
 
 /// The message of every 503 caused by the database.
 const UNAVAILABLE: &str = "the catalog database is unavailable; retry shortly";
@@ -406,12 +406,7 @@ async fn databases_of_a_fresh_cluster_applying_the_schema_at_once_share_one_read
         let reader = db::connect(&db::with_user(url, READER_ROLE).unwrap())
             .await
             .unwrap();
-        let documents: i64 = reader
-            .query_one("SELECT count(*) FROM document", &[])
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(documents, 0);
+        assert_eq!(document_count(&reader).await, 0);
         assert!(refused(&reader, "SELECT * FROM product").await);
     }
 }

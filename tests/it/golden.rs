@@ -16,6 +16,19 @@ pub enum Body {
     ListEntry,
 }
 
+impl Body {
+    /// Where product `id`'s `body` is served: a list entry on a page of one (products 1
+    /// to 11 hold positions 1 to 11).
+    pub fn path(self, id: i32) -> String {
+        match self {
+            Body::Product => format!("/products/{id}"),
+            Body::Styles => format!("/products/{id}/styles"),
+            Body::Related => format!("/products/{id}/related"),
+            Body::ListEntry => format!("/products?page={id}&count=1"),
+        }
+    }
+}
+
 /// The stored document `body` of product `id`, read from the `document` table.
 async fn document(db: &TestDb, body: Body, id: i32) -> Value {
     let column = match body {

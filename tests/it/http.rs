@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 
 use crate::golden::{Body, assert_genuine_answers};
 use crate::serving::{Server, eventually, read_reply, request, seed_catalog, send, stored};
-use crate::support::{OwnCluster, TestDb};
+use crate::support::{OwnCluster, TestDb, terminate_listen_connections};
 
 /// Products in the synthetic catalog (ids 1..=40 without multiples of 7: 35 products).
 const PRODUCTS: i32 = 40;
@@ -486,14 +486,7 @@ async fn a_lost_listen_connection_drops_the_cache_on_reconnect() {
     let server = Server::start_listening(&db.url, Settings::default()).await;
     assert_eq!(server.get("/products/4").await.json()["name"], "Product 4");
     // Cut the LISTEN connection, then change a document with no one listening.
-    let cut = client
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = current_database() AND application_name = $1",
-            &[&atelier::http::notify::LISTEN_APPLICATION_NAME],
-        )
-        .await
-        .unwrap();
+    let cut = terminate_listen_connections(&client).await;
     assert_eq!(cut, 1);
     client
         .execute(
@@ -596,12 +589,7 @@ async fn shutdown_lets_requests_in_flight_finish_within_the_drain() {
     )
     .await;
     assert_eq!(server.get("/products/1").await.status, 200);
-    // Hold the document table so that a cache miss waits inside the database.
-    let mut locker = db.client().await;
-    let lock = locker.transaction().await.unwrap();
-    lock.batch_execute("LOCK TABLE document IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let lock = HeldDocuments::hold(&db).await;
     let addr = server.addr;
     let in_flight = tokio::spawn(async move { request(addr, "GET", "/products/2", &[]).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -615,10 +603,29 @@ async fn shutdown_lets_requests_in_flight_finish_within_the_drain() {
         !in_flight.is_finished(),
         "the request in flight still waits"
     );
-    lock.rollback().await.unwrap();
+    lock.release().await;
     let reply = in_flight.await.unwrap();
     assert_eq!((reply.status, reply.json()["id"].as_i64()), (200, Some(2)));
     server.finished().await.unwrap();
+}
+
+/// The document table held locked by a transaction of its own, so that a cache miss
+/// waits inside the database until [`HeldDocuments::release`] (or the drop).
+struct HeldDocuments(tokio_postgres::Client);
+
+impl HeldDocuments {
+    async fn hold(db: &TestDb) -> HeldDocuments {
+        let client = db.client().await;
+        client
+            .batch_execute("BEGIN; LOCK TABLE document IN ACCESS EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        HeldDocuments(client)
+    }
+
+    async fn release(self) {
+        self.0.batch_execute("ROLLBACK").await.unwrap();
+    }
 }
 
 /// Reads from `stream` until the server closes it; fails if that takes over `limit`.
@@ -673,18 +680,14 @@ async fn shutdown_answers_the_request_in_flight_while_idle_connections_close() {
     let mut idle = BufReader::new(TcpStream::connect(server.addr).await.unwrap());
     send(&mut idle, "GET", "/products/1", &[], false).await;
     assert_eq!(read_reply(&mut idle, false).await.status, 200);
-    let mut locker = db.client().await;
-    let lock = locker.transaction().await.unwrap();
-    lock.batch_execute("LOCK TABLE document IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let lock = HeldDocuments::hold(&db).await;
     let mut busy = BufReader::new(TcpStream::connect(server.addr).await.unwrap());
     send(&mut busy, "GET", "/products/2", &[], false).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.begin_shutdown();
     // The idle connection goes at once, while the request in flight still waits.
     assert_eq!(closed_within(&mut idle, Duration::from_secs(1)).await, b"");
-    lock.rollback().await.unwrap();
+    lock.release().await;
     let reply = read_reply(&mut busy, false).await;
     assert_eq!((reply.status, reply.json()["id"].as_i64()), (200, Some(2)));
     assert_eq!(closed_within(&mut busy, Duration::from_secs(1)).await, b"");
@@ -707,11 +710,7 @@ async fn shutdown_gives_up_on_requests_after_the_drain_timeout() {
     )
     .await;
     assert_eq!(server.get("/products/1").await.status, 200);
-    let mut locker = db.client().await;
-    let lock = locker.transaction().await.unwrap();
-    lock.batch_execute("LOCK TABLE document IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let lock = HeldDocuments::hold(&db).await;
     let mut stuck = TcpStream::connect(server.addr).await.unwrap();
     stuck
         .write_all(b"GET /products/2 HTTP/1.1\r\nHost: localhost\r\n\r\n")
@@ -732,7 +731,7 @@ async fn shutdown_gives_up_on_requests_after_the_drain_timeout() {
         .await
         .expect("the stuck connection is closed at the drain limit");
     assert!(read.is_err() || answer.is_empty(), "got {answer:?}");
-    lock.rollback().await.unwrap();
+    lock.release().await;
 }
 
 #[tokio::test]
@@ -850,13 +849,7 @@ async fn genuine_samples_are_served_as_the_legacy_api_answered() {
 
     let reader = &server;
     assert_genuine_answers(|body, id| async move {
-        let path = match body {
-            Body::Product => format!("/products/{id}"),
-            Body::Styles => format!("/products/{id}/styles"),
-            Body::Related => format!("/products/{id}/related"),
-            // Products 1 to 11 hold positions 1 to 11.
-            Body::ListEntry => format!("/products?page={id}&count=1"),
-        };
+        let path = body.path(id);
         let reply = reader.get(&path).await;
         assert_eq!(reply.status, 200, "{path}");
         match body {

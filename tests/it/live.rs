@@ -151,6 +151,12 @@ async fn edited(client: &Client) -> Vec<i32> {
 
 /// Runs `sql` and asserts that it queued exactly `products` (0 stands for every
 /// product) and recorded exactly them as edited, so the next full load rebuilds them
+/// [`assert_write_queues`] on a seeded catalog of its own with nothing queued.
+async fn fresh_write_queues(sql: &str, expected: &[i32]) {
+    let client = seeded_with_nothing_queued().await;
+    assert_write_queues(&client, sql, expected).await;
+}
+
 /// whatever their fingerprint.
 async fn assert_write_queues(client: &Client, sql: &str, products: &[i32]) {
     client.batch_execute(sql).await.unwrap();
@@ -160,35 +166,17 @@ async fn assert_write_queues(client: &Client, sql: &str, products: &[i32]) {
 
 #[tokio::test]
 async fn a_sku_quantity_update_queues_the_products_of_its_skus() {
-    let client = seeded_with_nothing_queued().await;
-    assert_write_queues(
-        &client,
-        "UPDATE sku SET quantity = 3 WHERE id IN (1, 2)",
-        &[1, 2],
-    )
-    .await;
+    fresh_write_queues("UPDATE sku SET quantity = 3 WHERE id IN (1, 2)", &[1, 2]).await;
 }
 
 #[tokio::test]
 async fn a_photo_url_update_queues_its_product() {
-    let client = seeded_with_nothing_queued().await;
-    assert_write_queues(
-        &client,
-        "UPDATE photo SET url = 'https://x/y' WHERE id = 4",
-        &[4],
-    )
-    .await;
+    fresh_write_queues("UPDATE photo SET url = 'https://x/y' WHERE id = 4", &[4]).await;
 }
 
 #[tokio::test]
 async fn a_sale_price_update_queues_its_product() {
-    let client = seeded_with_nothing_queued().await;
-    assert_write_queues(
-        &client,
-        "UPDATE style SET sale_price = 5 WHERE id = 6",
-        &[6],
-    )
-    .await;
+    fresh_write_queues("UPDATE style SET sale_price = 5 WHERE id = 6", &[6]).await;
 }
 
 /// A feature of product 8 that the seed does not have.
@@ -197,8 +185,7 @@ const INSERT_FEATURE_900: &str =
 
 #[tokio::test]
 async fn a_feature_insert_queues_its_product() {
-    let client = seeded_with_nothing_queued().await;
-    assert_write_queues(&client, INSERT_FEATURE_900, &[8]).await;
+    fresh_write_queues(INSERT_FEATURE_900, &[8]).await;
 }
 
 #[tokio::test]
@@ -211,9 +198,7 @@ async fn a_feature_delete_queues_its_product() {
 
 #[tokio::test]
 async fn a_related_row_update_queues_its_product_not_the_one_it_names() {
-    let client = seeded_with_nothing_queued().await;
-    assert_write_queues(
-        &client,
+    fresh_write_queues(
         "UPDATE related SET related_product_id = 2 WHERE id = 9",
         &[9],
     )
@@ -222,31 +207,17 @@ async fn a_related_row_update_queues_its_product_not_the_one_it_names() {
 
 #[tokio::test]
 async fn a_product_rename_queues_the_product() {
-    let client = seeded_with_nothing_queued().await;
-    assert_write_queues(
-        &client,
-        "UPDATE product SET name = 'Renamed' WHERE id = 11",
-        &[11],
-    )
-    .await;
+    fresh_write_queues("UPDATE product SET name = 'Renamed' WHERE id = 11", &[11]).await;
 }
 
 #[tokio::test]
 async fn a_sku_moved_to_another_products_style_queues_both_products() {
-    let client = seeded_with_nothing_queued().await;
-    assert_write_queues(
-        &client,
-        "UPDATE sku SET style_id = 13 WHERE id = 17",
-        &[13, 17],
-    )
-    .await;
+    fresh_write_queues("UPDATE sku SET style_id = 13 WHERE id = 17", &[13, 17]).await;
 }
 
 #[tokio::test]
 async fn a_product_inserted_with_a_style_and_a_sku_queues_the_new_product() {
-    let client = seeded_with_nothing_queued().await;
-    assert_write_queues(
-        &client,
+    fresh_write_queues(
         "INSERT INTO product (id, name, slogan, description, category, default_price)
              VALUES (70, 'New', 's', 'd', 'c', 1);
          INSERT INTO style (id, product_id, name, sale_price, original_price, default_style)
@@ -259,9 +230,7 @@ async fn a_product_inserted_with_a_style_and_a_sku_queues_the_new_product() {
 
 #[tokio::test]
 async fn a_product_deleted_with_all_its_rows_queues_the_product() {
-    let client = seeded_with_nothing_queued().await;
-    assert_write_queues(
-        &client,
+    fresh_write_queues(
         "DELETE FROM sku WHERE style_id = 18; DELETE FROM photo WHERE style_id = 18;
          DELETE FROM style WHERE product_id = 18; DELETE FROM feature WHERE product_id = 18;
          DELETE FROM related WHERE product_id = 18; DELETE FROM product WHERE id = 18",
@@ -272,8 +241,7 @@ async fn a_product_deleted_with_all_its_rows_queues_the_product() {
 
 #[tokio::test]
 async fn a_truncate_queues_every_product() {
-    let client = seeded_with_nothing_queued().await;
-    assert_write_queues(&client, "TRUNCATE related", &[0]).await;
+    fresh_write_queues("TRUNCATE related", &[0]).await;
 }
 
 /// Each change says which documents it can touch: a stock, price or photo change only
@@ -723,107 +691,97 @@ impl ServedCatalog {
     }
 }
 
-#[tokio::test]
-async fn a_sku_quantity_change_is_served_within_a_second_as_a_full_rebuild_builds_it() {
+/// Commits `write` to a served catalog of 300 products, and checks that `path` serves
+/// it within a second and that everything served then is what a full rebuild builds.
+async fn update_served_as_a_full_rebuild_builds_it(write: &str, path: &str) {
     let mut catalog = ServedCatalog::start(300).await;
     catalog
-        .assert_update_served_within_a_second(
-            "UPDATE sku SET quantity = 99 WHERE id = 22",
-            "/products/22/styles",
-        )
+        .assert_update_served_within_a_second(write, path)
         .await;
     catalog.assert_served_as_a_full_rebuild_builds_it().await;
+}
+
+/// Inserts product `id` into a served catalog of 300 products, and checks that the list
+/// page `path` serves it within a second and that everything served then is what a full
+/// rebuild builds.
+async fn insert_served_as_a_full_rebuild_builds_it(id: i32, path: &str) {
+    let mut catalog = ServedCatalog::start(300).await;
+    catalog.assert_insert_served_within_a_second(id, path).await;
+    catalog.assert_served_as_a_full_rebuild_builds_it().await;
+}
+
+#[tokio::test]
+async fn a_sku_quantity_change_is_served_within_a_second_as_a_full_rebuild_builds_it() {
+    update_served_as_a_full_rebuild_builds_it(
+        "UPDATE sku SET quantity = 99 WHERE id = 22",
+        "/products/22/styles",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_photo_url_change_is_served_within_a_second_as_a_full_rebuild_builds_it() {
-    let mut catalog = ServedCatalog::start(300).await;
-    catalog
-        .assert_update_served_within_a_second(
-            "UPDATE photo SET url = 'https://example.com/new' WHERE id = 23",
-            "/products/23/styles",
-        )
-        .await;
-    catalog.assert_served_as_a_full_rebuild_builds_it().await;
+    update_served_as_a_full_rebuild_builds_it(
+        "UPDATE photo SET url = 'https://example.com/new' WHERE id = 23",
+        "/products/23/styles",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_sale_price_change_is_served_within_a_second_as_a_full_rebuild_builds_it() {
-    let mut catalog = ServedCatalog::start(300).await;
-    catalog
-        .assert_update_served_within_a_second(
-            "UPDATE style SET sale_price = 12 WHERE id = 24",
-            "/products/24/styles",
-        )
-        .await;
-    catalog.assert_served_as_a_full_rebuild_builds_it().await;
+    update_served_as_a_full_rebuild_builds_it(
+        "UPDATE style SET sale_price = 12 WHERE id = 24",
+        "/products/24/styles",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_feature_change_is_served_within_a_second_as_a_full_rebuild_builds_it() {
-    let mut catalog = ServedCatalog::start(300).await;
-    catalog
-        .assert_update_served_within_a_second(
-            "UPDATE feature SET value = 'Wool' WHERE id = 26",
-            "/products/26",
-        )
-        .await;
-    catalog.assert_served_as_a_full_rebuild_builds_it().await;
+    update_served_as_a_full_rebuild_builds_it(
+        "UPDATE feature SET value = 'Wool' WHERE id = 26",
+        "/products/26",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_related_row_change_is_served_within_a_second_as_a_full_rebuild_builds_it() {
-    let mut catalog = ServedCatalog::start(300).await;
-    catalog
-        .assert_update_served_within_a_second(
-            "UPDATE related SET related_product_id = 2 WHERE id = 27",
-            "/products/27/related",
-        )
-        .await;
-    catalog.assert_served_as_a_full_rebuild_builds_it().await;
+    update_served_as_a_full_rebuild_builds_it(
+        "UPDATE related SET related_product_id = 2 WHERE id = 27",
+        "/products/27/related",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_product_name_change_is_served_within_a_second_as_a_full_rebuild_builds_it() {
-    let mut catalog = ServedCatalog::start(300).await;
-    catalog
-        .assert_update_served_within_a_second(
-            "UPDATE product SET name = 'Renamed' WHERE id = 29",
-            "/products/29",
-        )
-        .await;
-    catalog.assert_served_as_a_full_rebuild_builds_it().await;
+    update_served_as_a_full_rebuild_builds_it(
+        "UPDATE product SET name = 'Renamed' WHERE id = 29",
+        "/products/29",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_slogan_change_is_served_on_its_list_page_within_a_second_as_a_full_rebuild_builds_it() {
-    let mut catalog = ServedCatalog::start(300).await;
     // Product 29 is at rank 25 (multiples of 7 are missing): page 5 of 5.
-    catalog
-        .assert_update_served_within_a_second(
-            "UPDATE product SET slogan = 'Again' WHERE id = 29",
-            "/products?page=5&count=5",
-        )
-        .await;
-    catalog.assert_served_as_a_full_rebuild_builds_it().await;
+    update_served_as_a_full_rebuild_builds_it(
+        "UPDATE product SET slogan = 'Again' WHERE id = 29",
+        "/products?page=5&count=5",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_product_appended_to_the_list_is_served_within_a_second_as_a_full_rebuild_builds_it() {
-    let mut catalog = ServedCatalog::start(300).await;
-    catalog
-        .assert_insert_served_within_a_second(301, "/products?page=52&count=5")
-        .await;
-    catalog.assert_served_as_a_full_rebuild_builds_it().await;
+    insert_served_as_a_full_rebuild_builds_it(301, "/products?page=52&count=5").await;
 }
 
 #[tokio::test]
 async fn a_product_inserted_mid_list_is_served_within_a_second_as_a_full_rebuild_builds_it() {
-    let mut catalog = ServedCatalog::start(300).await;
-    catalog
-        .assert_insert_served_within_a_second(14, "/products?page=3&count=5")
-        .await;
-    catalog.assert_served_as_a_full_rebuild_builds_it().await;
+    insert_served_as_a_full_rebuild_builds_it(14, "/products?page=3&count=5").await;
 }
 
 #[tokio::test]

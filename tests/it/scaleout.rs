@@ -19,7 +19,7 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
 use crate::compression::gunzip;
-use crate::serving::seed_catalog;
+use crate::serving::{header_values, seed_catalog};
 use crate::support::TestDb;
 
 const ATELIER: &str = env!("CARGO_BIN_EXE_atelier");
@@ -615,12 +615,7 @@ async fn nginx_hides_metrics_compresses_json_and_revalidates_its_cache() {
 
 /// Every `Vary` value of an answer.
 fn vary(reply: &Reply) -> Vec<&str> {
-    reply
-        .headers
-        .iter()
-        .filter(|(name, _)| name == "vary")
-        .map(|(_, value)| value.as_str())
-        .collect()
+    header_values(&reply.headers, "vary")
 }
 
 #[tokio::test]

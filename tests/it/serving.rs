@@ -117,6 +117,15 @@ pub struct Reply {
     pub body: Vec<u8>,
 }
 
+/// Every value of the header `name` (lower case) among `headers`, in order.
+pub fn header_values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    headers
+        .iter()
+        .filter(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
+        .collect()
+}
+
 impl Reply {
     /// The first header called `name` (lower case).
     pub fn header(&self, name: &str) -> Option<&str> {

@@ -162,3 +162,24 @@ pub fn read_report(path: &Path) -> Vec<Reject> {
         })
         .collect()
 }
+
+/// The documents `client` can see.
+pub async fn document_count(client: &Client) -> i64 {
+    client
+        .query_one("SELECT count(*) FROM document", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Terminates the servers' LISTEN connections to `client`'s database; says how many.
+pub async fn terminate_listen_connections(client: &Client) -> u64 {
+    client
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = $1",
+            &[&atelier::http::notify::LISTEN_APPLICATION_NAME],
+        )
+        .await
+        .unwrap()
+}
