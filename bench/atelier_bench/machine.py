@@ -62,7 +62,7 @@ def add_cpu_options(parser):
                         f"${SERVER_CPU_ENV}, else the first CPU this process may use")
     parser.add_argument("--driver-cpu", default=os.environ.get(DRIVER_CPU_ENV),
                         help="CPU (taskset list) of the load generators; default "
-                        f"${DRIVER_CPU_ENV}, else the next CPU after the server's")
+                        f"${DRIVER_CPU_ENV}, else the first other CPU this process may use")
 
 
 def parse_cpu_list(text):
@@ -97,12 +97,11 @@ def choose_cpus(server=None, driver=None):
             f"and --driver-cpu (${SERVER_CPU_ENV}, ${DRIVER_CPU_ENV}); the same CPU for "
             "both runs anyway.")
     if server is None:
-        taken = parse_cpu_list(driver)
+        taken = parse_cpu_list(driver) if driver is not None else set()
         server = str(next((c for c in usable if c not in taken), usable[0]))
     if driver is None:
         taken = parse_cpu_list(server)
-        driver = str(next((c for c in usable if c > max(taken) and c not in taken),
-                          next((c for c in usable if c not in taken), usable[0])))
+        driver = str(next((c for c in usable if c not in taken), usable[0]))
     if parse_cpu_list(server) & parse_cpu_list(driver):
         log(f"the server (CPU {server}) and the load generators (CPU {driver}) share a CPU: "
             "each figure includes the other's work")
