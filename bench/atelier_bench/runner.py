@@ -59,8 +59,6 @@ class Scenario:
     reads. Subclasses set `name` and override what differs."""
 
     name = None
-    # The figures medians are taken of, per target, in the order they are kept.
-    median_keys = ()
 
     def rounds(self, args):
         return args.rounds
@@ -133,7 +131,6 @@ def run(scenario, args, url, cpus, stamp):
     scenario.clear(directory)
     bench = Bench(args, url, cpus, directory)
     rounds, seconds = scenario.rounds(args), scenario.seconds(args)
-    runs = {}
     try:
         scenario.prepare(bench)
         targets = scenario.targets(bench)

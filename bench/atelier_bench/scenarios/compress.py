@@ -13,6 +13,7 @@ import statistics
 import sys
 
 from .. import report
+from ..report import paired_ratio
 from ..catalog import build_mix, every_document, write_paths
 from ..load import BROWSER_ACCEPT, answer_bodies, wrk
 from ..machine import MIB, log
@@ -53,7 +54,6 @@ def bytes_per_answer(mix, answers):
 
 class Compress(Scenario):
     name = "compress"
-    median_keys = MEDIAN_KEYS
 
     def clear(self, directory):
         stop_clusters_left(directory, CLUSTER_PORTS)
@@ -127,8 +127,7 @@ class Compress(Scenario):
 
     def result(self, bench, runs):
         args, sizes, memory = bench.args, self.sizes, self.memory
-        paired_ratio = report.paired_ratio
-        medians = report.medians(runs, self.median_keys)
+        medians = report.medians(runs, MEDIAN_KEYS)
         bare_identity = next(t for t in runs if t.startswith("bare/identity"))
         bare_gzip = next(t for t in runs if t.startswith("bare/gzip"))
         pairs = [

@@ -7,6 +7,7 @@ import random
 import sys
 
 from .. import report
+from ..report import paired_ratio
 from ..catalog import build_mix, export_documents, prewarm, write_files
 from ..load import BROWSER_ACCEPT, oha, pgbench, wrk
 from ..machine import MIB, log
@@ -24,8 +25,6 @@ MEDIAN_KEYS = ("rps", "p50_ms", "p90_ms", "p99_ms", "max_ms", "server_cpu_us_per
 class MixScenario(Scenario):
     """The service beside its baselines on the URL mix the scenario is named after
     (cold and t2micro: the storefront's)."""
-
-    median_keys = MEDIAN_KEYS
 
     def __init__(self, name):
         self.name = name
@@ -66,17 +65,17 @@ class MixScenario(Scenario):
         if "pgbench" in self.baselines():
             prewarm(bench.url)
         if not self.cold:
-            bench.start("service", self.service(bench))
-            bench.start("bare", self.bare(bench))
+            bench.start("service", self.service_server(bench))
+            bench.start("bare", self.bare_server(bench))
             if "nginx" in self.baselines():
                 bench.start("nginx", nginx_server(self.docroot, bench.directory,
                                                   bench.cpus.server))
 
-    def service(self, bench):
+    def service_server(self, bench):
         return service(bench.args, bench.url, self.cache_bytes(bench.args), bench.directory,
                        bench.cpus.server, memory_limit=self.memory_limit)
 
-    def bare(self, bench):
+    def bare_server(self, bench):
         return bare_hyper(bench.args, "bare", PORTS["bare"], self.body_size, bench.directory,
                           bench.cpus.server, memory_limit=self.memory_limit)
 
@@ -84,15 +83,20 @@ class MixScenario(Scenario):
         args, cpu = bench.args, bench.cpus.driver
 
         def http(driver):
-            accept = BROWSER_ACCEPT if driver == "wrk-gzip" else None
-            return lambda server, seconds: (
-                oha(server.port, self.paths_file, seconds, args.connections, bench.directory,
-                    cpu=cpu)
-                if driver == "oha" else
-                wrk(server.port, self.paths_file, seconds, args.connections, bench.directory,
-                    accept, cpu=cpu))
+            """Runs of `driver` over the mix's URL list."""
 
-        fresh = {"service": lambda: self.service(bench), "bare": lambda: self.bare(bench)}
+            def drive(server, seconds):
+                if driver == "oha":
+                    return oha(server.port, self.paths_file, seconds, args.connections,
+                               bench.directory, cpu=cpu)
+                accept = BROWSER_ACCEPT if driver == "wrk-gzip" else None
+                return wrk(server.port, self.paths_file, seconds, args.connections,
+                           bench.directory, accept, cpu=cpu)
+
+            return drive
+
+        fresh = {"service": lambda: self.service_server(bench),
+                 "bare": lambda: self.bare_server(bench)}
         targets = []
         for server in ["service"] + [b for b in self.baselines() if b != "pgbench"]:
             for driver in self.drivers(args):
@@ -117,9 +121,8 @@ class MixScenario(Scenario):
     def result(self, bench, runs):
         args = bench.args
         cache_bytes = self.cache_bytes(args)
-        medians = report.medians(runs, self.median_keys)
+        medians = report.medians(runs, MEDIAN_KEYS)
         ratios = {}
-        paired_ratio = report.paired_ratio
         for driver in ("oha", "wrk"):
             service = f"service/{driver}"
             for baseline in ("bare", "nginx"):

@@ -26,7 +26,8 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 
-/// The product ids at 1-based ranks $1 ..= $2 of the list (the server's page query).
+/// The product ids at 1-based ranks $1 ..= $2 of the list: the server's page query
+/// (`atelier::documents::PAGE_SQL`), selecting ids where that selects list entries.
 const PAGE_IDS_SQL: &str = "
     SELECT d.product_id FROM document d
     WHERE d.product_id >= (
