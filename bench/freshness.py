@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """`bench/run freshness`: how long a committed change takes to be served, under read load.
 
-`atelier serve` (CPU 0) answers a storefront read load with list pages in it (wrk,
-CPU 1) while `atelier materialize --follow` follows the change queue, and the freshness
-tool (bench/freshness, CPU 1) commits random product changes (a sku's quantity, a style's
-sale price, a photo's URL, a product's name) at each rate for the run's length, polling
+`atelier serve` (on the server CPU, --server-cpu) answers a storefront read load with
+list pages in it (wrk, on the driver CPU, --driver-cpu) while `atelier materialize
+--follow` follows the change queue, and the freshness tool (bench/freshness, on the
+driver CPU too) commits random product changes (a sku's quantity, a style's sale price,
+a photo's URL, a product's name) at each rate for the run's length, polling
 each changed URL until it holds the change. Runs without writes before and after give
 the read throughput to compare with. Records per rate: commit-to-visible latency
 (p50/p90/p99/max), read throughput against the runs without writes, the follower's CPU
@@ -23,12 +24,15 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import drive  # noqa: E402
-from drive import DRIVER_CPU, MIB, RESULTS, SERVER_CPU, WORK, log  # noqa: E402
+from atelier_bench import report  # noqa: E402
+from atelier_bench.catalog import FULL_PRODUCTS, build_mix, prepare_catalog, psql  # noqa: E402
+from atelier_bench.load import wrk  # noqa: E402
+from atelier_bench.machine import (CLK_TCK, MIB, WORK, add_cpu_options, choose_cpus,  # noqa: E402
+                                   cpu_seconds, loadavg, log, usable_cpus)
+from atelier_bench.servers import Server, metrics  # noqa: E402
 
 GOALS_P99_MS = {100: 1000, 1000: 2000}
 FOLLOWER = "atelier follow"
@@ -42,9 +46,7 @@ class Process:
 
     def cpu_seconds(self):
         try:
-            with open(f"/proc/{self.pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / drive.CLK_TCK
+            return cpu_seconds(self.pid)
         except OSError:
             return 0.0
 
@@ -62,7 +64,7 @@ def postgres_cpu():
             if head.split("(", 1)[1] != "postgres":
                 continue
             fields = rest.split()
-            found[int(pid)] = (int(fields[11]) + int(fields[12])) / drive.CLK_TCK
+            found[int(pid)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
         except (OSError, IndexError):
             continue
     return found
@@ -79,7 +81,7 @@ def machine_busy_seconds():
     with open("/proc/stat") as f:
         values = [int(v) for v in f.readline().split()[1:]]
     idle = values[3] + values[4]
-    return (sum(values[:8]) - idle) / drive.CLK_TCK
+    return (sum(values[:8]) - idle) / CLK_TCK
 
 
 def pin_postgres(cpus):
@@ -91,7 +93,7 @@ def pin_postgres(cpus):
 
 
 def backend_pid(url, application):
-    pids = drive.psql(url, f"SELECT pid FROM pg_stat_activity WHERE application_name = "
+    pids = psql(url, f"SELECT pid FROM pg_stat_activity WHERE application_name = "
                            f"'{application}' ORDER BY backend_start LIMIT 1;").split()
     return int(pids[0]) if pids else None
 
@@ -105,8 +107,8 @@ def free_port():
 def build_paths(args, directory):
     """The storefront mix with one list page (of 5) for every four product documents."""
     rng = random.Random(args.seed)
-    storefront = drive.build_mix("storefront", args.products, args.sample, rng)
-    pages = drive.build_mix("list", args.products, args.sample, rng)
+    storefront = build_mix("storefront", args.products, args.sample, rng)
+    pages = build_mix("list", args.products, args.sample, rng)
     paths = storefront.paths + pages.paths[: len(storefront.paths) // 4]
     rng.shuffle(paths)
     path = os.path.join(directory, "paths.txt")
@@ -115,7 +117,8 @@ def build_paths(args, directory):
     return path, len(paths)
 
 
-def run_phase(args, url, service, follower, paths_file, directory, rate, index, token_base):
+def run_phase(args, cpus, url, service, follower, paths_file, directory, rate, index,
+              token_base):
     """One run: wrk for `args.seconds`, with the freshness tool writing at `rate` (or
     nothing) meanwhile. Tokens start at `token_base`, so that no value a change writes
     is in the catalog already (from an earlier run): a change would look visible at
@@ -125,32 +128,33 @@ def run_phase(args, url, service, follower, paths_file, directory, rate, index, 
     if rate:
         # Every run with writes starts right after a checkpoint, so that each pays the
         # same full-page images in its WAL.
-        drive.psql(url, "CHECKPOINT;")
+        psql(url, "CHECKPOINT;")
     backend = backend_pid(url, FOLLOWER)
     watched = {"follower": Process(follower.pid), "follower backend": Process(backend),
                "server": Process(service.process.pid)}
     cpu_before = {k: p.cpu_seconds() for k, p in watched.items()}
     postgres_before, busy_before = postgres_cpu(), machine_busy_seconds()
-    hits_before = drive.metrics(service.port)
-    load_before = drive.loadavg()
+    hits_before = metrics(service.port)
+    load_before = loadavg()
     tool = None
     out = os.path.join(directory, f"freshness-{index}.json")
     if rate:
         tool = subprocess.Popen(
-            ["taskset", "-c", DRIVER_CPU, args.freshness, "--database-url", url,
+            ["taskset", "-c", cpus.driver, args.freshness, "--database-url", url,
              "--server", f"127.0.0.1:{service.port}", "--rate", str(rate),
              "--seconds", str(args.seconds), "--seed", str(args.seed + index),
              "--poll-ms", str(args.poll_ms), "--pages", str(args.pages),
              "--token-base", str(token_base + index * 200_000), "--out", out],
             stdout=subprocess.DEVNULL, stderr=open(os.path.join(directory, "freshness.log"), "a"))
     started = time.monotonic()
-    reads = drive.wrk(service.port, paths_file, args.seconds, args.connections, directory)
+    reads = wrk(service.port, paths_file, args.seconds, args.connections, directory,
+                cpu=cpus.driver)
     wall = time.monotonic() - started
     cpu = {k: (p.cpu_seconds() - cpu_before[k]) for k, p in watched.items()}
     cpu["postgres"] = postgres_cpu_since(postgres_before)
     cpu["machine"] = machine_busy_seconds() - busy_before
-    hits, misses = (a - b for a, b in zip(drive.metrics(service.port), hits_before))
-    load_after = drive.loadavg()
+    hits, misses = (a - b for a, b in zip(metrics(service.port), hits_before))
+    load_after = loadavg()
     if tool and tool.wait() != 0:
         sys.exit("the freshness tool failed; see bench/work/scenarios/freshness/freshness.log")
     phase = {
@@ -177,14 +181,14 @@ def run_phase(args, url, service, follower, paths_file, directory, rate, index, 
     return phase
 
 
-def bare_wal(args, url, directory):
+def bare_wal(args, cpus, url, directory):
     """WAL and PostgreSQL CPU per change of the same changes with triggers off: the
     changes alone."""
     out = os.path.join(directory, "freshness-bare.json")
-    drive.psql(url, "CHECKPOINT;")
+    psql(url, "CHECKPOINT;")
     before = postgres_cpu()
     subprocess.run(
-        ["taskset", "-c", DRIVER_CPU, args.freshness, "--database-url", url, "--server",
+        ["taskset", "-c", cpus.driver, args.freshness, "--database-url", url, "--server",
          "127.0.0.1:1", "--rate", "1000", "--seconds", "5", "--seed", str(args.seed + 99),
          "--token-base", "2100000000", "--bare", "1", "--out", out],
         check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -192,7 +196,7 @@ def bare_wal(args, url, directory):
     # puts their documents right before it stops.
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if drive.psql(url, "SELECT count(*) FROM document_queue;").strip() == "0":
+        if psql(url, "SELECT count(*) FROM document_queue;").strip() == "0":
             break
         time.sleep(0.5)
     with open(out) as f:
@@ -203,7 +207,7 @@ def bare_wal(args, url, directory):
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("scenario", nargs="?", default="freshness")
-    parser.add_argument("--products", type=int, default=drive.FULL_PRODUCTS)
+    parser.add_argument("--products", type=int, default=FULL_PRODUCTS)
     parser.add_argument("--data-dir")
     parser.add_argument("--database-url")
     parser.add_argument("--rates", default="100,1000", help="changes per second, in turn")
@@ -223,12 +227,14 @@ def main():
                         help="CPUs for PostgreSQL and the follower (taskset list), e.g. 2-3 "
                              "on a machine with cores to spare for them; the default leaves "
                              "them unpinned (on 2 CPUs, pinned beside wrk, they starve)")
+    add_cpu_options(parser)
     parser.add_argument("--atelier", default="atelier")
     parser.add_argument("--freshness", default="freshness")
     args = parser.parse_args()
+    cpus = choose_cpus(args.server_cpu, args.driver_cpu)
     rates = [int(r) for r in args.rates.split(",")]
     os.makedirs(WORK, exist_ok=True)
-    url = drive.prepare_catalog(args)
+    url = prepare_catalog(args)
     directory = os.path.join(WORK, "scenarios", "freshness")
     os.makedirs(directory, exist_ok=True)
     paths_file, requests = build_paths(args, directory)
@@ -239,7 +245,7 @@ def main():
     port = free_port()
     command = [args.atelier, "serve", "--listen", f"127.0.0.1:{port}", "--database-url", url,
                "--cache-bytes", str(args.cache_bytes), "--pool-size", str(args.pool_size)]
-    service = drive.Server("service", command, port, directory,
+    service = Server("service", command, port, directory, cpu=cpus.server,
                            env={"ATELIER_LOG": "warn"}).start()
     time.sleep(0.5)
     if service.process.poll() is not None:
@@ -253,7 +259,7 @@ def main():
     phases = []
     try:
         time.sleep(1)
-        drive.wrk(service.port, paths_file, args.warmup, args.connections, directory)
+        wrk(service.port, paths_file, args.warmup, args.connections, directory, cpu=cpus.driver)
         # Each rate between two runs without writes: the machine is shared, and its load
         # drifts; each rate is compared with the mean of the runs on either side.
         schedule = [None]
@@ -264,21 +270,21 @@ def main():
         # about five hours, then round again).
         token_base = (int(time.time()) // 10 % 1900 + 100) * 1_000_000
         for index, rate in enumerate(schedule):
-            phases.append(run_phase(args, url, service, follower, paths_file, directory, rate,
-                                    index, token_base))
-        wal_bare, cpu_bare = bare_wal(args, url, directory)
+            phases.append(run_phase(args, cpus, url, service, follower, paths_file, directory,
+                                    rate, index, token_base))
+        wal_bare, cpu_bare = bare_wal(args, cpus, url, directory)
     finally:
         follower.terminate()
         follower.wait(timeout=30)
         service.stop()
         if pin:
-            pin_postgres(f"0-{os.cpu_count() - 1}")
-    result = summarize(args, phases, wal_bare, cpu_bare, requests)
+            pin_postgres(",".join(map(str, usable_cpus())))
+    result = summarize(args, cpus, phases, wal_bare, cpu_bare, requests)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H%MZ")
-    write(result, stamp)
+    report.write(result, stamp, markdown, report.svg_from(chart))
 
 
-def summarize(args, phases, wal_bare, cpu_bare, requests):
+def summarize(args, cpus, phases, wal_bare, cpu_bare, requests):
     rows = []
     goals = {}
     for index, p in enumerate(phases):
@@ -352,8 +358,8 @@ def summarize(args, phases, wal_bare, cpu_bare, requests):
         "settings": {"seconds": args.seconds, "rounds": args.rounds,
                      "connections": args.connections,
                      "cache_bytes": args.cache_bytes, "pool_size": args.pool_size,
-                     "poll_ms": args.poll_ms, "read_paths": requests, "server_cpu": SERVER_CPU,
-                     "driver_cpu": DRIVER_CPU, "database_cpu": args.database_cpu,
+                     "poll_ms": args.poll_ms, "read_paths": requests, "server_cpu": cpus.server,
+                     "driver_cpu": cpus.driver, "database_cpu": args.database_cpu,
                      "cpus": os.cpu_count()},
         "baseline_read_rps": [p["reads"]["rps"] for p in phases if not p["rate_per_s"]],
         "rates": rows,
@@ -362,15 +368,9 @@ def summarize(args, phases, wal_bare, cpu_bare, requests):
     }
 
 
-def write(result, stamp):
-    os.makedirs(RESULTS, exist_ok=True)
-    base = os.path.join(RESULTS, f"{stamp}-freshness")
-    with open(base + ".json", "w") as f:
-        json.dump(result, f, indent=1)
-    with open(base + ".svg", "w") as f:
-        f.write(chart(result))
+def markdown(result, name):
     s = result["settings"]
-    fmt = drive.fmt
+    fmt = report.fmt
     lines = [
         f"# freshness — {result['date']}",
         "",
@@ -420,14 +420,11 @@ def write(result, stamp):
                           f"{fmt(v['max_ms'], 0)}" for k, v in r["by_kind"].items())
         lines.append(f"- {r['rate_per_s']:,}/s, run {r['run']} — {kinds}")
     lines += ["", "Goals:", ""]
-    for name, goal in result["goals"].items():
-        lines.append(f"- {name}: {fmt(goal['value'], 3)} — {'met' if goal['met'] else 'MISSED'}")
+    lines += report.goal_lines(result["goals"])
     loads = [p["loadavg_after"][0] for p in result["phases"]]
     lines += ["", f"Machine load (1-min load average after each run): {', '.join(f'{x:.2f}' for x in loads)} "
-              f"on {s['cpus']} CPUs.", "", f"![latency and throughput]({os.path.basename(base)}.svg)", ""]
-    with open(base + ".md", "w") as f:
-        f.write("\n".join(lines))
-    log(f"wrote {base}.md, .json, .svg")
+              f"on {s['cpus']} CPUs.", "", f"![latency and throughput]({name}.svg)", ""]
+    return "\n".join(lines)
 
 
 def database_cpus(settings):

@@ -21,19 +21,19 @@ import subprocess
 import time
 import urllib.request
 
-import drive
+from atelier_bench.machine import WORK, add_cpu_options, choose_cpus, log
 
 PORT = 3110
 
 
-def start(command, name, directory):
+def start(command, name, directory, cpu):
     name = re.sub(r"[^\w.-]+", "-", name).strip("-")
     out = os.path.join(directory, f"callgrind-{name}.out")
     for old in glob.glob(out + "*"):
         os.remove(old)
     log = open(os.path.join(directory, f"callgrind-{name}.log"), "wb")
     process = subprocess.Popen(
-        ["taskset", "-c", drive.SERVER_CPU, "valgrind", "--tool=callgrind",
+        ["taskset", "-c", cpu, "valgrind", "--tool=callgrind",
          f"--callgrind-out-file={out}"] + command,
         stdout=log, stderr=log, start_new_session=True,
         env=dict(os.environ, ATELIER_LOG="warn"),
@@ -49,19 +49,19 @@ def start(command, name, directory):
     raise SystemExit(f"{name} did not answer under valgrind; see its log")
 
 
-def oha(urls, requests, connections, accept):
+def oha(urls, requests, connections, accept, cpu):
     subprocess.run(
-        ["taskset", "-c", drive.DRIVER_CPU, "oha", "--no-tui", "-n", str(requests),
+        ["taskset", "-c", cpu, "oha", "--no-tui", "-n", str(requests),
          "-c", str(connections), "--urls-from-file", urls,
          "-H", f"Accept-Encoding: {accept}"],
         check=True, capture_output=True,
     )
 
 
-def instructions(process, out, urls, requests, connections, accept):
+def instructions(process, out, urls, requests, connections, accept, cpu):
     subprocess.run(["callgrind_control", "-z", str(process.pid)], check=True,
                    capture_output=True)
-    oha(urls, requests, connections, accept)
+    oha(urls, requests, connections, accept, cpu)
     subprocess.run(["callgrind_control", "-d", str(process.pid)], check=True,
                    capture_output=True)
     total = 0
@@ -76,15 +76,15 @@ def instructions(process, out, urls, requests, connections, accept):
 
 
 def measure(name, command, directory, urls, args, accept="identity"):
-    process, out = start(command, name, directory)
+    process, out = start(command, name, directory, args.cpus.server)
     try:
-        oha(urls, args.warmup, args.connections, accept)
+        oha(urls, args.warmup, args.connections, accept, args.cpus.driver)
         per_request = instructions(process, out, urls, args.requests, args.connections,
-                                   accept)
+                                   accept, args.cpus.driver)
     finally:
         process.terminate()
         process.wait(timeout=60)
-    drive.log(f"{name}: {per_request:,.0f} instructions per request")
+    log(f"{name}: {per_request:,.0f} instructions per request")
     return per_request
 
 
@@ -95,7 +95,7 @@ def main():
     parser.add_argument("--atelier", required=True)
     parser.add_argument("--bare-hyper", required=True)
     parser.add_argument("--database-url", required=True)
-    parser.add_argument("--paths", default=os.path.join(drive.WORK, "scenarios", "hot",
+    parser.add_argument("--paths", default=os.path.join(WORK, "scenarios", "hot",
                                                         "paths.txt"))
     parser.add_argument("--urls", type=int, default=2000, help="URL-list lines used")
     parser.add_argument("--warmup", type=int, default=8000)
@@ -106,10 +106,12 @@ def main():
     parser.add_argument("--accept-encoding", action="append",
                         help="the clients' Accept-Encoding; repeat it to count the service "
                         "once per value (default: identity)")
+    add_cpu_options(parser)
     args = parser.parse_args()
+    args.cpus = choose_cpus(args.server_cpu, args.driver_cpu)
     accepts = args.accept_encoding or ["identity"]
     PORT = args.port
-    directory = os.path.join(drive.WORK, "instructions")
+    directory = os.path.join(WORK, "instructions")
     os.makedirs(directory, exist_ok=True)
     urls = os.path.join(directory, "urls.txt")
     with open(args.paths) as src, open(urls, "w") as dst:
@@ -124,7 +126,7 @@ def main():
     bare = measure("bare", [args.bare_hyper, f"127.0.0.1:{PORT}", str(args.body_bytes)],
                    directory, urls, args)
     for accept, service in services.items():
-        drive.log(f"service ({accept}) / bare hyper: {service / bare:.2f}")
+        log(f"service ({accept}) / bare hyper: {service / bare:.2f}")
 
 
 if __name__ == "__main__":

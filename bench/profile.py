@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Profiles the service (and bare hyper) with perf: each server pinned to CPU 0 under oha
-load of a scenario's URL list, `perf record -g` on its pid, then the top symbols (self
+"""Profiles the service (and bare hyper) with perf: each server pinned to the server CPU
+under oha load of a scenario's URL list, `perf record -g` on its pid, then the top symbols (self
 time) into bench/work/profile-<scenario>-<target>.txt.
 
 Usage: profile.py --atelier PATH --bare-hyper PATH --database-url URL [--scenario hot|uniform]
@@ -12,14 +12,17 @@ import os
 import subprocess
 import threading
 
-import drive
+from atelier_bench.load import oha
+from atelier_bench.machine import MIB, WORK, add_cpu_options, choose_cpus, log
+from atelier_bench.servers import PORTS, bare_hyper, service
 
 
-def profile(server, scenario, paths_file, directory, seconds, connections):
-    data = os.path.join(drive.WORK, f"profile-{scenario}-{server.name}.data")
+def profile(server, scenario, paths_file, directory, seconds, connections, cpu):
+    data = os.path.join(WORK, f"profile-{scenario}-{server.name}.data")
     load = threading.Thread(
-        target=drive.oha,
+        target=oha,
         args=(server.port, paths_file, seconds + 4, connections, directory),
+        kwargs={"cpu": cpu},
     )
     load.start()
     subprocess.run(["sleep", "2"], check=True)
@@ -34,10 +37,10 @@ def profile(server, scenario, paths_file, directory, seconds, connections):
          "--percent-limit", "0.7", "-g", "none"],
         check=True, capture_output=True, text=True,
     ).stdout
-    out = os.path.join(drive.WORK, f"profile-{scenario}-{server.name}.txt")
+    out = os.path.join(WORK, f"profile-{scenario}-{server.name}.txt")
     with open(out, "w") as f:
         f.write(report)
-    drive.log(f"wrote {out}")
+    log(f"wrote {out}")
 
 
 def main():
@@ -49,28 +52,28 @@ def main():
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--body-bytes", type=int, default=2154)
+    add_cpu_options(parser)
     args = parser.parse_args()
-    directory = os.path.join(drive.WORK, "scenarios", args.scenario)
+    cpus = choose_cpus(args.server_cpu, args.driver_cpu)
+    directory = os.path.join(WORK, "scenarios", args.scenario)
     paths_file = os.path.join(directory, "paths.txt")
     args.pool_size = 16
-    cache_bytes = (256 if args.scenario == "hot" else 1) * drive.MIB
-    service = drive.Server(
-        "service", drive.service_command(args, args.database_url, cache_bytes),
-        drive.PORTS["service"], directory, env={"ATELIER_LOG": "warn"},
-    ).start()
+    args.compression = "gzip"
+    cache_bytes = (256 if args.scenario == "hot" else 1) * MIB
+    server = service(args, args.database_url, cache_bytes, directory, cpus.server).start()
     try:
-        drive.oha(service.port, paths_file, 5, args.connections, directory)
-        profile(service, args.scenario, paths_file, directory, args.seconds, args.connections)
+        oha(server.port, paths_file, 5, args.connections, directory, cpu=cpus.driver)
+        profile(server, args.scenario, paths_file, directory, args.seconds, args.connections,
+                cpus.driver)
     finally:
-        service.stop()
+        server.stop()
     if args.scenario != "hot":
         return
-    bare = drive.Server(
-        "bare", [args.bare_hyper, f"127.0.0.1:{drive.PORTS['bare']}", str(args.body_bytes)],
-        drive.PORTS["bare"], directory,
-    ).start()
+    bare = bare_hyper(args, "bare", PORTS["bare"], args.body_bytes, directory,
+                      cpus.server).start()
     try:
-        profile(bare, args.scenario, paths_file, directory, args.seconds, args.connections)
+        profile(bare, args.scenario, paths_file, directory, args.seconds, args.connections,
+                cpus.driver)
     finally:
         bare.stop()
 

@@ -4,40 +4,30 @@
 //! UPDATEs, one per transaction), each to a product of its own and carrying a unique
 //! token; after each commit a poller asks the server for the changed URL every
 //! `--poll-ms` (or a fifth of the time waited so far, if longer) until the answer holds
-//! the token, and the time from commit to that answer is the change's latency. Once every change is visible (or given up on), it
-//! checks that the server's answers for every changed product, and for a sample of the
-//! list pages holding them, are byte for byte what materialize would build from the
-//! catalog now (the build query of `src/materialize/styles.sql` and `documents.sql`, run without
-//! writing). Writes one JSON object to `--out`.
+//! the token, and the time from commit to that answer is the change's latency. Once
+//! every change is visible (or given up on), it checks that the server's answers for
+//! every changed product, and for a sample of the list pages holding them, are byte for
+//! byte what materialize would build from the catalog now (the library's
+//! [`atelier::materialize::listed_documents_sql`], run without writing). Writes one JSON
+//! object to `--out`.
 //!
 //! With `--bare 1` the same changes are made with triggers off
 //! (`session_replication_role = replica`) and nothing is polled or checked: the WAL of
 //! the changes alone, for telling what capture and rebuilds add.
-//!
-//! Usage: `freshness --database-url URL --server HOST:PORT --rate N --seconds S
-//! [--seed N] [--writers N] [--poll-ms N] [--pages N] [--token-base N] [--bare 1]
-//! --out FILE`
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use atelier::materialize::{DEFAULT_CAMPUS, listed_documents_sql};
+use clap::Parser;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
 
-/// How materialize builds documents; preceded by the sources below.
-const BUILD_SQL: &str = concat!(
-    include_str!("../../../src/materialize/styles.sql"),
-    ",\n",
-    include_str!("../../../src/materialize/documents.sql")
-);
-
-/// The rows of the products in $2, as materialize's partial rebuild reads them.
-const SOURCES: &str = include_str!("../../../src/materialize/some_sources.sql");
-
-/// The product ids at 1-based ranks $1 ..= $2 of the list (the server's page query).
+/// The product ids at 1-based ranks $1 ..= $2 of the list: the server's page query
+/// (`atelier::documents::PAGE_SQL`), selecting ids where that selects list entries.
 const PAGE_IDS_SQL: &str = "
     SELECT d.product_id FROM document d
     WHERE d.product_id >= (
@@ -61,45 +51,57 @@ const PAGE_COUNT: i32 = 5;
 /// How long a poller waits for its change before giving up on it.
 const GIVE_UP: Duration = Duration::from_secs(30);
 
-#[derive(Clone)]
+/// Commits product changes at a fixed rate and times each until the server serves it.
+#[derive(Clone, Parser)]
 struct Args {
+    /// The catalog's database, written to as another application would.
+    #[arg(long)]
     database_url: String,
+    /// The `atelier serve` to poll, as HOST:PORT.
+    #[arg(long)]
     server: String,
+    /// Changes committed per second.
+    #[arg(long)]
     rate: f64,
+    /// Seconds of committing changes.
+    #[arg(long)]
     seconds: f64,
+    /// Seeds the choice of products, so that a run can be repeated.
+    #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Connections committing changes, each change in a transaction of its own.
+    #[arg(long, default_value_t = 16)]
     writers: usize,
-    poll: Duration,
+    /// Milliseconds between polls of a change not yet seen, at first.
+    #[arg(long, default_value_t = 20)]
+    poll_ms: u64,
+    /// List pages holding changed products compared once the changes are seen.
+    #[arg(long, default_value_t = 2000)]
     pages: usize,
+    /// The first change's token; each later one adds one. Tokens must not be in the
+    /// catalog already, or a change would look visible at once.
+    #[arg(long, default_value_t = 1_000_000)]
     token_base: i32,
+    /// 1 to commit the changes with triggers off and neither poll nor check: the WAL of
+    /// the changes alone.
+    #[arg(
+        long,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new(),
+        num_args = 0..=1,
+        default_value = "0",
+        default_missing_value = "1",
+        hide_possible_values = true
+    )]
     bare: bool,
+    /// Where the result goes, as one JSON object.
+    #[arg(long)]
     out: String,
 }
 
-fn parse_args() -> Args {
-    let mut values: HashMap<String, String> = HashMap::new();
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let name = flag.trim_start_matches("--").to_string();
-        let value = args
-            .next()
-            .unwrap_or_else(|| panic!("{flag} needs a value"));
-        values.insert(name, value);
-    }
-    let get = |name: &str| values.get(name).cloned();
-    let need = |name: &str| get(name).unwrap_or_else(|| panic!("--{name} is required"));
-    Args {
-        database_url: need("database-url"),
-        server: need("server"),
-        rate: need("rate").parse().expect("--rate"),
-        seconds: need("seconds").parse().expect("--seconds"),
-        seed: get("seed").map_or(1, |v| v.parse().expect("--seed")),
-        writers: get("writers").map_or(16, |v| v.parse().expect("--writers")),
-        poll: Duration::from_millis(get("poll-ms").map_or(20, |v| v.parse().expect("--poll-ms"))),
-        pages: get("pages").map_or(2000, |v| v.parse().expect("--pages")),
-        token_base: get("token-base").map_or(1_000_000, |v| v.parse().expect("--token-base")),
-        bare: get("bare").is_some_and(|v| v == "1"),
-        out: need("out"),
+impl Args {
+    fn poll(&self) -> Duration {
+        Duration::from_millis(self.poll_ms)
     }
 }
 
@@ -311,7 +313,7 @@ fn summary(latencies_ms: &mut [f64]) -> serde_json::Value {
 
 #[tokio::main]
 async fn main() {
-    let args = parse_args();
+    let args = Args::parse();
     let client = connect(&args.database_url).await;
     let mut ids: Vec<i32> = client
         .query("SELECT id FROM product ORDER BY id", &[])
@@ -408,7 +410,7 @@ async fn main() {
                 // Every --poll-ms at first, then a fifth of the time waited so far: a
                 // change that takes long is timed to within 20 %, and a backlog of them
                 // does not turn into a flood of polls on the server.
-                tokio::time::sleep(args.poll.max((seen - committed) / 5)).await;
+                tokio::time::sleep(args.poll().max((seen - committed) / 5)).await;
             };
             Outcome {
                 kind,
@@ -499,7 +501,7 @@ async fn main() {
         "never_seen": never,
         "polls": polls,
         "polls_per_s": polls as f64 / polled.as_secs_f64(),
-        "poll_interval_ms": args.poll.as_secs_f64() * 1000.0,
+        "poll_interval_ms": args.poll().as_secs_f64() * 1000.0,
         "latency": summary(&mut all),
         "by_kind": by_kind,
         "timeline": timeline,
@@ -518,11 +520,13 @@ async fn main() {
 async fn final_check(args: &Args, client: &Client, outcomes: &[Outcome]) -> serde_json::Value {
     let mut products: Vec<i32> = outcomes.iter().map(|o| o.product).collect();
     products.sort_unstable();
+    // The documents as text: the server sends jsonb's text form, byte for byte.
     let build = format!(
-        "WITH {SOURCES}\n{BUILD_SQL}\nSELECT product_id, list_entry::text, product::text, \
-         styles::text, related::text FROM built"
+        "SELECT product_id, list_entry::text, product::text, styles::text, related::text \
+         FROM ({}) b",
+        listed_documents_sql()
     );
-    let campus = "hr-rfp";
+    let campus = DEFAULT_CAMPUS;
     let mut built: HashMap<i32, [String; 4]> = HashMap::new();
     for chunk in products.chunks(2000) {
         for row in client.query(&build, &[&campus, &chunk]).await.unwrap() {
