@@ -126,15 +126,6 @@ pub async fn run(database: &Database, task: Task, settings: &Settings) -> Result
     }))
 }
 
-/// What materialize builds for the products listed in $2 (an `int[]`, campus $1): one
-/// row per product, `product_id, list_entry, product, styles, related` (jsonb), for
-/// tools that compare served documents with a fresh build.
-pub fn listed_documents_sql() -> String {
-    format!(
-        "WITH {SOME_SOURCES}\n{BUILD_SQL}\nSELECT product_id, list_entry, product, styles, related FROM built"
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
