@@ -59,21 +59,14 @@ const MAX_PAYLOAD: usize = 7900;
 pub const MAX_NAMED_PRODUCTS: usize = 100_000;
 
 impl Notice {
-    /// The kinds of product `id`'s documents this notice says may have changed.
+    /// The kinds of documents that may have changed for `id`, a product this notice
+    /// names (or any, for [`Notice::Everything`]).
     pub fn changed_kinds(&self, id: i32) -> Kinds {
         match self {
-            Notice::Everything => Kinds::ALL,
-            Notice::Products {
-                ids, styles_only, ..
-            } => {
-                if styles_only.binary_search(&id).is_ok() {
-                    Kinds::of(Kind::Styles)
-                } else if ids.contains(&id) {
-                    Kinds::ALL
-                } else {
-                    Kinds::NONE
-                }
+            Notice::Products { styles_only, .. } if styles_only.binary_search(&id).is_ok() => {
+                Kinds::of(Kind::Styles)
             }
+            _ => Kinds::ALL,
         }
     }
 

@@ -139,14 +139,16 @@ async fn invalidate(
 }
 
 /// Returns once the database documents are read from has replayed the primary's WAL up
-/// to `position`; at once when it is a primary itself (its replay position is NULL).
+/// to `position`; at once when it is a primary itself.
 async fn wait_for_replay(
     state: &AppState,
     replay: &mut Option<Client>,
     position: &str,
 ) -> Result<(), tokio_postgres::Error> {
-    const REPLAYED_SQL: &str =
-        "SELECT coalesce(pg_last_wal_replay_lsn() >= $1::text::pg_lsn, true)";
+    // A primary that once replayed WAL (after crash recovery, or a standby promoted)
+    // still reports where that replay ended: only a server in recovery is behind.
+    const REPLAYED_SQL: &str = "SELECT NOT pg_is_in_recovery() \
+                                OR coalesce(pg_last_wal_replay_lsn() >= $1::text::pg_lsn, false)";
     if replay.as_ref().is_none_or(Client::is_closed) {
         // A connection of its own lands on the host a new pooled connection would.
         let mut config = state.database.clone();

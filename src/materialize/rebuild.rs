@@ -215,19 +215,22 @@ impl Rebuilder {
                     return Box::pin(self.rebuild(Plan::Queue)).await;
                 }
             },
-            plan => {
+            // The other plans wait for every other rebuild and are recorded.
+            Plan::Everything => {
                 run.lock_exclusively().await?;
-                let rebuilt = match plan {
-                    Plan::Queue if run.queue_asks_for_everything().await? => {
-                        run.everything().await?
-                    }
-                    Plan::Everything => run.everything().await?,
-                    Plan::Queue => run.queue().await?,
-                    Plan::Products(ids) => run.products(&ids).await?,
-                    Plan::QueueBatch => unreachable!("taken above"),
+                run.recorded(run.everything().await?).await?
+            }
+            Plan::Queue => {
+                run.lock_exclusively().await?;
+                let rebuilt = match run.queue_asks_for_everything().await? {
+                    true => run.everything().await?,
+                    false => run.queue().await?,
                 };
-                run.record(&rebuilt).await?;
-                rebuilt
+                run.recorded(rebuilt).await?
+            }
+            Plan::Products(ids) => {
+                run.lock_exclusively().await?;
+                run.recorded(run.products(&ids).await?).await?
             }
         };
         if let Some(notice) = &rebuilt.notice {
@@ -550,7 +553,7 @@ impl Run<'_> {
     }
 
     /// Records the rebuild in `catalog_run`, which makes a catalog ready.
-    async fn record(&self, rebuilt: &Rebuilt) -> Result<()> {
+    async fn recorded(&self, rebuilt: Rebuilt) -> Result<Rebuilt> {
         let scope = match rebuilt.extent {
             Extent::Everything => "all".to_string(),
             Extent::Queued { .. } | Extent::Nothing | Extent::HeldByOthers => "changed".into(),
@@ -564,7 +567,7 @@ impl Run<'_> {
         self.transaction
             .execute(&self.statements.record_run, &[&summary.to_string()])
             .await?;
-        Ok(())
+        Ok(rebuilt)
     }
 
     /// Sends `notice` on [`documents::CHANNEL`]; delivered when the transaction commits.

@@ -410,3 +410,59 @@ async fn databases_of_a_fresh_cluster_applying_the_schema_at_once_share_one_read
         assert!(refused(&reader, "SELECT * FROM product").await);
     }
 }
+
+/// A database that went through crash recovery still reports where its replay ended
+/// (`pg_last_wal_replay_lsn()`), as a promoted standby does: a server must not take it
+/// for a replica that lags and hold every invalidation back until its wait runs out.
+#[tokio::test]
+async fn after_the_database_crashed_a_change_is_served_at_once() {
+    let own = OwnCluster::new();
+    own.cluster.ensure_running(Durability::Throwaway).unwrap();
+    let url = own.cluster.url("postgres").unwrap();
+    db::apply_schema(&db::connect(&url).await.unwrap())
+        .await
+        .unwrap();
+    seed_catalog(&url, 20).await;
+    // SIGKILL the postmaster: the next start recovers from the WAL.
+    let pid = std::fs::read_to_string(own.cluster.pgdata().join("postmaster.pid")).unwrap();
+    let pid: i32 = pid.lines().next().unwrap().trim().parse().unwrap();
+    // SAFETY: kill(2) on the cluster's own postmaster, a process this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    eventually(30, "the crashed cluster is down", || async {
+        !own.cluster.is_running()
+    })
+    .await;
+    own.cluster.ensure_running(Durability::Throwaway).unwrap();
+    let client = db::connect(&url).await.unwrap();
+    let recovered: bool = client
+        .query_one("SELECT pg_last_wal_replay_lsn() IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(recovered, "the start recovered from a crash");
+
+    let server = Server::start_listening(&url, Settings::default()).await;
+    assert_eq!(server.get("/products/1").await.json()["name"], "Product 1");
+    client
+        .batch_execute("UPDATE product SET name = 'After the crash' WHERE id = 1")
+        .await
+        .unwrap();
+    materialize::materialize(
+        &url,
+        Plan::Products(vec![1]),
+        &materialize::Settings::default(),
+    )
+    .await
+    .unwrap();
+    let changed = Instant::now();
+    eventually(5, "the change is served", || async {
+        server.get("/products/1").await.json()["name"] == "After the crash"
+    })
+    .await;
+    assert!(
+        changed.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        changed.elapsed()
+    );
+    server.stop().await;
+}
