@@ -277,9 +277,27 @@ pub struct ServeArgs {
     /// Seconds an unknown product id is remembered as unknown.
     #[arg(long, env = "ATELIER_NOT_FOUND_TTL", default_value_t = serve_defaults().not_found_ttl.as_secs())]
     pub not_found_ttl: u64,
-    /// `Cache-Control: max-age` sent with documents, in seconds.
+    /// `Cache-Control: max-age` sent with documents, in seconds: how long a browser may
+    /// reuse one without asking. 0 makes it revalidate each time (a 304 without a body
+    /// when nothing changed), so a change shows at the next load.
     #[arg(long, env = "ATELIER_MAX_AGE", default_value_t = serve_defaults().max_age)]
     pub max_age: u32,
+    /// `Cache-Control: s-maxage` sent with documents, in seconds: how long a shared cache
+    /// (nginx, a CDN) may serve one without asking. `none` sends none (shared caches
+    /// then keep `--max-age`).
+    #[arg(long, env = "ATELIER_SHARED_MAX_AGE", default_value = "1", value_parser = optional_seconds)]
+    // Spelled out so that clap takes the whole `Option` from the parser, not a `u32`.
+    pub shared_max_age: std::option::Option<u32>,
+    /// Origins whose pages may read the API from a browser, separated by commas
+    /// (`https://shop.example,https://m.shop.example`), or `*` for every origin: the
+    /// default, since the catalog is public, read-only, and reads carry no credentials.
+    #[arg(
+        long,
+        env = "ATELIER_CORS_ORIGINS",
+        default_value = "*",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
     /// Content coding offered beside the stored bytes: `gzip` (made once per document, when
     /// a client that takes gzip first asks for it) or `off` (a proxy in front compresses).
     #[arg(long, env = "ATELIER_COMPRESSION", value_enum, default_value_t = Compression::Gzip)]
@@ -364,6 +382,8 @@ impl ServeArgs {
             cache_ttl: Duration::from_secs(self.cache_ttl),
             not_found_ttl: Duration::from_secs(self.not_found_ttl),
             max_age: self.max_age,
+            shared_max_age: self.shared_max_age,
+            cors_origins: self.cors_origins.clone(),
             pool_size: self.pool_size,
             pool_timeout: Duration::from_millis(self.pool_timeout_ms),
             query_timeout: Duration::from_millis(self.query_timeout_ms),
@@ -411,4 +431,15 @@ pub enum DbCommand {
         "When set, no embedded cluster is in use and stop refuses to run"
     )))]
     Stop(DatabaseArgs),
+}
+
+/// A number of seconds, or `none`.
+fn optional_seconds(value: &str) -> Result<Option<u32>, String> {
+    match value {
+        "none" => Ok(None),
+        seconds => seconds
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("expected a number of seconds or `none`, got {seconds:?}")),
+    }
 }

@@ -53,6 +53,15 @@ impl Document {
         }
     }
 
+    /// An answer joined from documents, already in `coding`.
+    pub fn joined(body: Bytes, coding: Coding) -> Document {
+        let suffix = match coding {
+            Coding::Identity => "",
+            Coding::Gzip => "-gzip",
+        };
+        Document::with_coding(body, coding, suffix)
+    }
+
     /// `body` in `coding` with its ETag: the xxh3 hash of the bytes, computed once here,
     /// with `suffix` after it.
     fn with_coding(body: Bytes, coding: Coding, suffix: &str) -> Document {
@@ -199,6 +208,87 @@ impl DocumentCache {
         // Boxed, so that every request's future stays small and only misses carry the
         // load's much larger state.
         Box::pin(self.get_uncached(slot)).await
+    }
+
+    /// The documents under `wanted` (each a [`Key::Document`] and its coding), in order
+    /// (`None` where there is none): those in memory as they are, all the others read
+    /// from the store in one round trip and cached as [`DocumentCache::get`] caches
+    /// them. The reads of several keys are not shared with concurrent misses.
+    pub async fn get_documents(
+        &self,
+        wanted: &[(Key, Coding)],
+    ) -> Result<Vec<Option<Document>>, Arc<StoreError>> {
+        let mut found = Vec::with_capacity(wanted.len());
+        let mut missing = Vec::new();
+        for (index, &(key, coding)) in wanted.iter().enumerate() {
+            if let Some(document) = self.documents.get(&Slot { key, coding }).await {
+                found.push(Some(document));
+            } else {
+                if !self.absent.contains_key(&key) {
+                    missing.push(index);
+                }
+                found.push(None);
+            }
+        }
+        self.hits
+            .fetch_add((wanted.len() - missing.len()) as u64, Ordering::Relaxed);
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        Box::pin(self.load_documents(wanted, &missing, &mut found)).await?;
+        Ok(found)
+    }
+
+    /// Reads the documents under `wanted[missing]` from the store into `found` and the
+    /// cache.
+    async fn load_documents(
+        &self,
+        wanted: &[(Key, Coding)],
+        missing: &[usize],
+        found: &mut [Option<Document>],
+    ) -> Result<(), Arc<StoreError>> {
+        let id_of = |index: usize| match wanted[index].0 {
+            Key::Document { id, .. } => id,
+            Key::Page { .. } => unreachable!("pages are read one at a time"),
+        };
+        self.misses
+            .fetch_add(missing.len() as u64, Ordering::Relaxed);
+        let mut ids: Vec<i32> = missing.iter().map(|&index| id_of(index)).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let mut rows = self.store.read_products(&ids).await.map_err(Arc::new)?;
+        rows.sort_unstable_by_key(|row| row.id);
+        for &index in missing {
+            let (key, coding) = wanted[index];
+            let Key::Document { kind, id } = key else {
+                continue;
+            };
+            let slot = Slot { key, coding };
+            match rows.binary_search_by_key(&id, |row| row.id) {
+                Ok(row) => {
+                    let body = rows[row].body(kind).clone();
+                    let document = match coding {
+                        Coding::Identity => Document::identity(body),
+                        Coding::Gzip => Document::gzip(body),
+                    };
+                    // Kept only when no invalidation ran since the read (see `get`).
+                    if self.epoch.load(Ordering::SeqCst) == epoch {
+                        self.documents.insert(slot, document.clone()).await;
+                        if self.epoch.load(Ordering::SeqCst) != epoch {
+                            self.documents.invalidate(&slot).await;
+                        }
+                    }
+                    found[index] = Some(document);
+                }
+                Err(_) => {
+                    if self.epoch.load(Ordering::SeqCst) == epoch {
+                        self.absent.insert(key, ()).await;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn get_uncached(&self, slot: Slot) -> Result<Option<Document>, Arc<StoreError>> {

@@ -56,11 +56,25 @@ fn gzip_with(deflate: &mut Compress, body: &[u8]) -> Vec<u8> {
     // a document rarely compresses to more than half.
     let mut out = Vec::with_capacity(GZIP_HEADER.len() + body.len() / 2 + 64);
     out.extend_from_slice(&GZIP_HEADER);
+    // All of the body ends in a full flush (byte-aligned, no reference to what came
+    // before), then the stream ends with an empty final block: the blocks between the
+    // header and that end stand on their own, and a composite answer joins them with
+    // other documents' under one header ([`GzipJoiner`]). A flush is complete once
+    // deflate leaves output room unused.
     loop {
         let consumed = usize::try_from(deflate.total_in()).expect("fits in memory");
-        match deflate.compress_vec(&body[consumed..], &mut out, FlushCompress::Finish) {
+        if let Err(error) = deflate.compress_vec(&body[consumed..], &mut out, FlushCompress::Full) {
+            unreachable!("deflate of an in-memory buffer failed: {error}");
+        }
+        if deflate.total_in() as usize == body.len() && out.len() < out.capacity() {
+            break;
+        }
+        out.reserve(out.capacity().max(256));
+    }
+    loop {
+        match deflate.compress_vec(&[], &mut out, FlushCompress::Finish) {
             Ok(Status::StreamEnd) => break,
-            Ok(Status::Ok | Status::BufError) => out.reserve(out.capacity().max(256)),
+            Ok(Status::Ok | Status::BufError) => out.reserve(64),
             Err(error) => unreachable!("deflate of an in-memory buffer failed: {error}"),
         }
     }
@@ -71,6 +85,102 @@ fn gzip_with(deflate: &mut Compress, body: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
     out.shrink_to_fit();
     out
+}
+
+/// The end of a stream made by [`gzip`]: the empty final block after its full flush.
+const FINAL_EMPTY_BLOCK: [u8; 2] = [0x03, 0x00];
+
+/// The parts of a gzip form made by [`gzip`] that a [`GzipJoiner`] takes: its deflate
+/// blocks up to the final one, and the CRC-32 and length of the bytes they hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Segment<'a> {
+    blocks: &'a [u8],
+    crc: u32,
+    len: u32,
+}
+
+impl<'a> Segment<'a> {
+    /// The segment of `gzip_form`, a body [`gzip`] made.
+    pub fn of(gzip_form: &'a [u8]) -> Segment<'a> {
+        let trailer = gzip_form.len() - 8;
+        let end = trailer - FINAL_EMPTY_BLOCK.len();
+        debug_assert_eq!(gzip_form[end..trailer], FINAL_EMPTY_BLOCK);
+        let word =
+            |at: usize| u32::from_le_bytes(gzip_form[at..at + 4].try_into().expect("4 bytes"));
+        Segment {
+            blocks: &gzip_form[GZIP_HEADER.len()..end],
+            crc: word(trailer),
+            len: word(trailer + 4),
+        }
+    }
+}
+
+/// One gzip member built from pieces without compressing anything again: the deflate
+/// segments of documents' gzip forms as they are, literal bytes (JSON punctuation,
+/// documents without a gzip form) as stored blocks, under one header, with the CRC-32s
+/// of the pieces combined (as pigz joins its blocks).
+pub struct GzipJoiner {
+    out: Vec<u8>,
+    /// Literal bytes not yet written, joined into as few stored blocks as they need.
+    literal: Vec<u8>,
+    crc: u32,
+    len: u64,
+}
+
+impl GzipJoiner {
+    /// An empty member with room for about `capacity` bytes.
+    pub fn with_capacity(capacity: usize) -> GzipJoiner {
+        let mut out = Vec::with_capacity(capacity + 64);
+        out.extend_from_slice(&GZIP_HEADER);
+        GzipJoiner {
+            out,
+            literal: Vec::new(),
+            crc: 0,
+            len: 0,
+        }
+    }
+
+    /// Appends `bytes` as they are.
+    pub fn literal(&mut self, bytes: &[u8]) {
+        self.literal.extend_from_slice(bytes);
+    }
+
+    /// Appends a document's compressed `segment`.
+    pub fn segment(&mut self, segment: Segment<'_>) {
+        self.flush_literal();
+        self.out.extend_from_slice(segment.blocks);
+        self.crc = zlib_rs::crc32::crc32_combine(self.crc, segment.crc, u64::from(segment.len));
+        self.len += u64::from(segment.len);
+    }
+
+    /// The finished member.
+    pub fn finish(mut self) -> Bytes {
+        self.flush_literal();
+        self.out.extend_from_slice(&FINAL_EMPTY_BLOCK);
+        self.out.extend_from_slice(&self.crc.to_le_bytes());
+        // ISIZE: the length modulo 2^32, as RFC 1952 defines it.
+        self.out.extend_from_slice(&(self.len as u32).to_le_bytes());
+        Bytes::from(self.out)
+    }
+
+    /// Writes the pending literal bytes as stored blocks (RFC 1951 §3.2.4): after a full
+    /// flush the stream is byte-aligned, so each is a header byte (not final, type 00),
+    /// its length and the length's complement, then the bytes.
+    fn flush_literal(&mut self) {
+        if self.literal.is_empty() {
+            return;
+        }
+        self.crc = zlib_rs::crc32::crc32(self.crc, &self.literal);
+        self.len += self.literal.len() as u64;
+        for block in self.literal.chunks(usize::from(u16::MAX)) {
+            let length = block.len() as u16;
+            self.out.push(0x00);
+            self.out.extend_from_slice(&length.to_le_bytes());
+            self.out.extend_from_slice(&(!length).to_le_bytes());
+            self.out.extend_from_slice(block);
+        }
+        self.literal.clear();
+    }
 }
 
 /// What a request's `Accept-Encoding` allows, as weights in thousandths (RFC 9110
@@ -334,6 +444,38 @@ mod tests {
             .join()
             .unwrap();
         assert_eq!(on_another_thread, first);
+    }
+
+    #[test]
+    fn gzip_forms_joined_with_literals_decode_to_the_joined_bytes() {
+        let document = |seed: usize| -> Vec<u8> {
+            (0..300)
+                .flat_map(|i| format!("{{\"sku\":{},\"size\":\"XL\"}},", i * seed).into_bytes())
+                .collect()
+        };
+        let (first, second) = (document(3), document(7));
+        let (first_gz, second_gz) = (gzip(&first).unwrap(), gzip(&second).unwrap());
+        let mut joiner = GzipJoiner::with_capacity(first_gz.len() + second_gz.len());
+        joiner.literal(b"{\"a\":");
+        joiner.segment(Segment::of(&first_gz));
+        joiner.literal(b",\"b\":");
+        joiner.literal(b"null,\"c\":");
+        joiner.segment(Segment::of(&second_gz));
+        joiner.literal(b"}");
+        let joined = joiner.finish();
+        let mut expected = b"{\"a\":".to_vec();
+        expected.extend_from_slice(&first);
+        expected.extend_from_slice(b",\"b\":null,\"c\":");
+        expected.extend_from_slice(&second);
+        expected.push(b'}');
+        // One member whose trailer checks: a decoder verifies the CRC-32 and the length.
+        assert_eq!(gunzip(&joined), expected);
+        assert!(joined.len() < expected.len() / 4);
+        // Literals alone, and a literal longer than one stored block.
+        let mut long = GzipJoiner::with_capacity(0);
+        let literal = vec![b'x'; 70_000];
+        long.literal(&literal);
+        assert_eq!(gunzip(&long.finish()), literal);
     }
 
     #[test]

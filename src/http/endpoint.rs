@@ -8,6 +8,12 @@ pub enum Endpoint {
     GetProduct,
     GetProductStyles,
     GetRelatedProducts,
+    /// `GET /products/:id/page`.
+    GetProductPage,
+    /// `GET /products?ids=…`.
+    GetProductsById,
+    /// `OPTIONS` on any path (a browser's preflight).
+    Preflight,
     Healthz,
     Readyz,
     Metrics,
@@ -26,6 +32,9 @@ impl Endpoint {
             Endpoint::GetProduct => "get_product",
             Endpoint::GetProductStyles => "get_product_styles",
             Endpoint::GetRelatedProducts => "get_related_products",
+            Endpoint::GetProductPage => "get_product_page",
+            Endpoint::GetProductsById => "get_products_by_id",
+            Endpoint::Preflight => "preflight",
             Endpoint::Healthz => "healthz",
             Endpoint::Readyz => "readyz",
             Endpoint::Metrics => "metrics",

@@ -9,6 +9,7 @@ use http_body_util::Full;
 use hyper::header::{ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, RETRY_AFTER, VARY};
 use hyper::{Method, Response, StatusCode};
 
+use super::composite::IdsError;
 use super::head::{MAX_HEAD_BYTES, MAX_HEADER_FIELDS};
 use super::headers;
 use super::store::StoreError;
@@ -31,6 +32,12 @@ pub enum HttpError {
         value: String,
         range: &'static str,
     },
+    /// An `ids` list that is empty, malformed, repeats an id or names too many.
+    InvalidIds(IdsError),
+    /// `ids` given with `page` or `count`.
+    IdsWithPage,
+    /// An `include` other than `styles`.
+    InvalidInclude(String),
     /// A well-formed id that names no product.
     NoSuchProduct(i32),
     /// `Accept-Encoding` refuses identity and every coding the document has.
@@ -58,6 +65,9 @@ impl HttpError {
             HttpError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::InvalidProductId(_)
             | HttpError::InvalidParameter { .. }
+            | HttpError::InvalidIds(_)
+            | HttpError::IdsWithPage
+            | HttpError::InvalidInclude(_)
             | HttpError::Malformed => StatusCode::BAD_REQUEST,
             HttpError::UriTooLong => StatusCode::URI_TOO_LONG,
             HttpError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -85,6 +95,13 @@ impl HttpError {
                     "{name} must be an integer from {range}, got \"{}\"",
                     echo(value)
                 )
+            }
+            HttpError::InvalidIds(error) => error.to_string(),
+            HttpError::IdsWithPage => {
+                "ids names the products to answer: it takes no page or count".to_string()
+            }
+            HttpError::InvalidInclude(value) => {
+                format!("include takes \"styles\", got \"{}\"", echo(value))
             }
             HttpError::NoSuchProduct(id) => format!("no product with id {id}"),
             HttpError::NotAcceptable => {

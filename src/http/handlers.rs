@@ -8,6 +8,7 @@ use hyper::Response;
 use hyper::header::{CACHE_CONTROL, CONTENT_TYPE};
 
 use super::cache::Document;
+use super::composite;
 use super::encoding::Coding;
 use super::error::HttpError;
 use super::store::Key;
@@ -26,6 +27,36 @@ pub async fn list_products(
     let (page, count) = page_and_count(query.unwrap_or(""))?;
     let page = state.cache.get(Key::Page { page, count }, coding).await?;
     Ok(page.unwrap_or_else(|| state.empty_page.clone()))
+}
+
+/// Whether a `GET /products` query names products by id (`ids=`).
+pub fn names_ids(query: &str) -> bool {
+    query
+        .split('&')
+        .any(|pair| pair.split_once('=').unwrap_or((pair, "")).0 == "ids")
+}
+
+/// `GET /products?ids=1,2,3[&include=styles]`: those products' documents, in order
+/// ([`composite::products`]).
+pub async fn products_by_id(
+    state: &AppState,
+    query: &str,
+    coding: Coding,
+) -> Result<Document, HttpError> {
+    let mut ids = None;
+    let mut with_styles = false;
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match name {
+            "ids" => ids = ids.or(Some(value)),
+            "include" if value == "styles" => with_styles = true,
+            "include" => return Err(HttpError::InvalidInclude(value.to_string())),
+            "page" | "count" => return Err(HttpError::IdsWithPage),
+            _ => {}
+        }
+    }
+    let ids = composite::parse_ids(ids.unwrap_or("")).map_err(HttpError::InvalidIds)?;
+    composite::products(state, &ids, with_styles, coding).await
 }
 
 /// `GET /products/:id`, `/styles` or `/related`: product `id`'s document of `kind`, in

@@ -4,6 +4,8 @@
 //! [`handlers`] → [`cache`] (documents in memory) → [`store`] (the `document` table),
 //! and the stored JSON bytes go back out untouched, or in the gzip form [`encoding`]
 //! made of them once, when a client that takes gzip first asked for the document.
+//! [`composite`] joins several cached documents into one answer (a product page,
+//! several products); [`cors`] lets other origins' pages read the API;
 //! [`endpoint`] names what a request was routed to; [`notify`] keeps the cache in step
 //! with materialize; [`error`] is the one mapping of failures to answers; [`head`]
 //! refuses oversized and unparseable request heads with those answers; [`metrics`]
@@ -11,6 +13,8 @@
 
 pub mod access_log;
 pub mod cache;
+pub mod composite;
+pub mod cors;
 pub mod encoding;
 pub mod endpoint;
 pub mod error;

@@ -14,6 +14,7 @@ use hyper::header::{
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::cache::Document;
+use super::composite;
 use super::encoding::{Accepted, Coding};
 use super::endpoint::Endpoint;
 use super::error::HttpError;
@@ -26,6 +27,9 @@ pub async fn handle<B>(state: &AppState, request: Request<B>) -> Response<Full<B
     let started = Instant::now();
     let (endpoint, outcome) = route(state, &request).await;
     let mut response = outcome.unwrap_or_else(HttpError::into_response);
+    state
+        .cors
+        .decorate(request.headers(), response.headers_mut());
     if request.method() == Method::HEAD {
         strip_body(&mut response);
     }
@@ -47,16 +51,30 @@ async fn route<B>(
             Err(HttpError::NoSuchPath(path.to_string())),
         );
     };
+    if request.method() == Method::OPTIONS {
+        return (Endpoint::Preflight, Ok(preflight(state, request.headers())));
+    }
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
         let method = request.method().clone();
         let path = path.to_string();
         return (endpoint, Err(HttpError::MethodNotAllowed { method, path }));
     }
+    let query = request.uri().query();
+    let endpoint = match endpoint {
+        Endpoint::ListProducts if query.is_some_and(handlers::names_ids) => {
+            Endpoint::GetProductsById
+        }
+        endpoint => endpoint,
+    };
     let outcome = async {
         let (accepted, coding) = wanted_coding(state, request.headers());
         let document = match endpoint {
-            Endpoint::ListProducts => {
-                handlers::list_products(state, request.uri().query(), coding).await?
+            Endpoint::ListProducts => handlers::list_products(state, query, coding).await?,
+            Endpoint::GetProductsById => {
+                handlers::products_by_id(state, query.unwrap_or(""), coding).await?
+            }
+            Endpoint::GetProductPage => {
+                composite::product_page(state, product_id(id)?, coding).await?
             }
             Endpoint::GetProduct => {
                 handlers::product_document(state, Kind::Product, product_id(id)?, coding).await?
@@ -70,7 +88,9 @@ async fn route<B>(
             Endpoint::Healthz => return Ok(handlers::healthz()),
             Endpoint::Readyz => return handlers::readyz(state).await,
             Endpoint::Metrics => return Ok(handlers::metrics(state).await),
-            Endpoint::Unmatched => return Err(HttpError::NoSuchPath(path.to_string())),
+            Endpoint::Preflight | Endpoint::Unmatched => {
+                return Err(HttpError::NoSuchPath(path.to_string()));
+            }
         };
         document_response(state, request.headers(), accepted, document)
     };
@@ -98,6 +118,7 @@ pub fn match_path(path: &str) -> Option<(Endpoint, &str)> {
         return match tail {
             "/styles" => Some((Endpoint::GetProductStyles, id)),
             "/related" => Some((Endpoint::GetRelatedProducts, id)),
+            "/page" => Some((Endpoint::GetProductPage, id)),
             _ => None,
         };
     }
@@ -161,6 +182,17 @@ fn document_response(
         response_headers.insert(VARY, headers::VARY_ENCODING);
     }
     Ok(response)
+}
+
+/// The answer to `OPTIONS`: `204` with what the path allows, and for a browser's
+/// preflight from an allowed origin, what its cross-origin read may do.
+fn preflight(state: &AppState, request_headers: &HeaderMap) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::default());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    state
+        .cors
+        .preflight(request_headers, response.headers_mut());
+    response
 }
 
 /// Whether an `If-None-Match` list holds `etag` (weak comparison, as RFC 9110 asks
@@ -376,7 +408,10 @@ mod tests {
         let mut request_headers = HeaderMap::new();
         let fresh = answer(&state, &request_headers, &body).unwrap();
         assert_eq!(fresh.status(), StatusCode::OK);
-        assert_eq!(fresh.headers()[CACHE_CONTROL], "public, max-age=60");
+        assert_eq!(
+            fresh.headers()[CACHE_CONTROL],
+            "public, max-age=0, s-maxage=1"
+        );
         request_headers.insert(IF_NONE_MATCH, fresh.headers()[ETAG].clone());
         let cached = answer(&state, &request_headers, &body).unwrap();
         assert_eq!(cached.status(), StatusCode::NOT_MODIFIED);

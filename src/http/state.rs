@@ -10,6 +10,7 @@ use hyper::header::HeaderValue;
 use tokio_postgres::config::TargetSessionAttrs;
 
 use super::cache::{CacheSettings, Document, DocumentCache};
+use super::cors::Origins;
 use super::metrics::Metrics;
 use super::store::{PoolSettings, Store};
 use crate::db::connection::Outage;
@@ -25,8 +26,17 @@ pub struct Settings {
     pub cache_ttl: Duration,
     /// How long an unknown product id is remembered as unknown.
     pub not_found_ttl: Duration,
-    /// `Cache-Control: max-age` sent with documents, in seconds.
+    /// `Cache-Control: max-age` sent with documents, in seconds: how long a browser may
+    /// reuse one without asking. 0 (the default) makes it revalidate every time, which
+    /// costs a 304 without a body when nothing changed, and shows a change at the next
+    /// load.
     pub max_age: u32,
+    /// `Cache-Control: s-maxage` sent with documents, in seconds: how long a shared
+    /// cache (nginx's, a CDN's) may serve one without asking; `None` sends none, so they
+    /// keep `max_age`. A change reaches browsers within this plus the follower's delay.
+    pub shared_max_age: Option<u32>,
+    /// Origins whose pages may read the API from a browser (`*`: every origin).
+    pub cors_origins: Vec<String>,
     /// Database connections kept open, shared by concurrent reads.
     pub pool_size: u32,
     /// How long a read waits for a pooled connection (or to open one).
@@ -55,7 +65,9 @@ impl Default for Settings {
             cache_bytes: 256 * 1024 * 1024,
             cache_ttl: Duration::from_secs(300),
             not_found_ttl: Duration::from_secs(5),
-            max_age: 60,
+            max_age: 0,
+            shared_max_age: Some(1),
+            cors_origins: vec!["*".to_string()],
             pool_size: 4,
             pool_timeout: Duration::from_millis(1000),
             query_timeout: Duration::from_millis(3000),
@@ -101,6 +113,8 @@ pub struct AppState {
     /// Whether documents are offered in gzip form (and answers vary on
     /// `Accept-Encoding`).
     pub(crate) compress: bool,
+    /// Which origins' pages may read the API.
+    pub(crate) cors: Origins,
     pub(crate) limits: Limits,
 }
 
@@ -155,8 +169,12 @@ impl AppState {
                 not_found_ttl: settings.not_found_ttl,
             },
         );
-        let cache_control = HeaderValue::try_from(format!("public, max-age={}", settings.max_age))
-            .expect("a number makes a valid header value");
+        let cache_control = match settings.shared_max_age {
+            Some(shared) => format!("public, max-age={}, s-maxage={shared}", settings.max_age),
+            None => format!("public, max-age={}", settings.max_age),
+        };
+        let cache_control =
+            HeaderValue::try_from(cache_control).expect("numbers make a valid header value");
         Ok(Arc::new(AppState {
             cache,
             store,
@@ -171,6 +189,7 @@ impl AppState {
             cache_control,
             empty_page: Document::identity(Bytes::from_static(b"[]")),
             compress: settings.compress,
+            cors: Origins::from_list(&settings.cors_origins),
             limits: Limits {
                 max_connections: settings.max_connections,
                 header_timeout: settings.header_timeout,

@@ -147,6 +147,33 @@ impl Store {
         outcome
     }
 
+    /// Every by-id body ([`Kind::BY_ID`]) of the products `ids`, in one round trip;
+    /// products without a document are absent from the answer.
+    pub async fn read_products(&self, ids: &[i32]) -> Result<Vec<ProductBodies>, StoreError> {
+        let _counted = self.in_flight.enter();
+        let read = async {
+            let connection = self.connection().await?;
+            let rows = connection
+                .client
+                .query(&connection.statements.products, &[&ids])
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|row| ProductBodies {
+                    id: row.get(0),
+                    bodies: (1..=Kind::BY_ID.len())
+                        .map(|column| Bytes::copy_from_slice(row.get::<_, Jsonb>(column).0))
+                        .collect(),
+                })
+                .collect())
+        };
+        let outcome = tokio::time::timeout(self.read_timeout, read)
+            .await
+            .unwrap_or(Err(StoreError::Timeout));
+        self.note(&outcome);
+        outcome
+    }
+
     /// Counts a failure, and logs when reads start failing or succeed again.
     fn note<T>(&self, outcome: &Result<T, StoreError>) {
         match outcome {
@@ -223,6 +250,28 @@ impl Store {
     }
 }
 
+/// A product's bodies of the kinds read by id, in [`Kind::BY_ID`]'s order.
+#[derive(Debug, Clone)]
+pub struct ProductBodies {
+    pub id: i32,
+    pub bodies: Vec<Bytes>,
+}
+
+impl ProductBodies {
+    /// The body of `kind`, one of [`Kind::BY_ID`].
+    pub fn body(&self, kind: Kind) -> &Bytes {
+        &self.bodies[by_id_index(kind)]
+    }
+}
+
+/// Where `kind` stands in [`Kind::BY_ID`].
+fn by_id_index(kind: Kind) -> usize {
+    Kind::BY_ID
+        .iter()
+        .position(|&by_id| by_id == kind)
+        .expect("documents are read by id only of the kinds read by id")
+}
+
 /// What the pool holds and carries now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolState {
@@ -295,30 +344,37 @@ struct Statements {
     page: Statement,
     /// One per kind in [`Kind::BY_ID`], in its order.
     by_id: Vec<Statement>,
+    /// Every by-id body of the products in $1.
+    products: Statement,
 }
 
 impl Statements {
     async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
         let by_id = Kind::BY_ID.map(|kind| kind.read_sql().expect("a kind read by id"));
         // The Parse messages go out together and share one round trip.
-        let (page, by_id) = tokio::try_join!(
+        let products = format!(
+            "SELECT product_id, {} FROM document WHERE product_id = ANY($1)",
+            Kind::BY_ID.map(Kind::column).join(", ")
+        );
+        let (page, by_id, products) = tokio::try_join!(
             client.prepare_typed(documents::PAGE_SQL, &[Type::INT4, Type::INT4]),
             futures_util::future::try_join_all(
                 by_id
                     .iter()
                     .map(|sql| client.prepare_typed(sql, &[Type::INT4]))
             ),
+            client.prepare_typed(&products, &[Type::INT4_ARRAY]),
         )?;
-        Ok(Statements { page, by_id })
+        Ok(Statements {
+            page,
+            by_id,
+            products,
+        })
     }
 
     /// The statement reading product $1's body of `kind`, one of [`Kind::BY_ID`].
     fn by_id(&self, kind: Kind) -> &Statement {
-        let index = Kind::BY_ID
-            .iter()
-            .position(|&by_id| by_id == kind)
-            .expect("documents are read by id only of the kinds read by id");
-        &self.by_id[index]
+        &self.by_id[by_id_index(kind)]
     }
 }
 

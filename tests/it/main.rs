@@ -19,3 +19,4 @@ mod load;
 mod materialize;
 mod openapi;
 mod scaleout;
+mod storefront;
