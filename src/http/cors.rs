@@ -116,11 +116,17 @@ mod tests {
         headers
     }
 
+    /// The CORS headers of an answer to a read from `origin`, with `allowed` origins.
+    fn decorated(allowed: &[&str], origin: &str) -> HeaderMap {
+        let allowed: Vec<String> = allowed.iter().map(|origin| origin.to_string()).collect();
+        let mut answer = HeaderMap::new();
+        Origins::from_list(&allowed).decorate(&request(Some(origin), None), &mut answer);
+        answer
+    }
+
     #[test]
     fn every_origin_reads_by_default_and_answers_do_not_vary_on_it() {
-        let any = Origins::from_list(&["*".to_string()]);
-        let mut answer = HeaderMap::new();
-        any.decorate(&request(Some("https://shop.example"), None), &mut answer);
+        let answer = decorated(&["*"], "https://shop.example");
         assert_eq!(answer[ACCESS_CONTROL_ALLOW_ORIGIN], "*");
         assert_eq!(
             answer[ACCESS_CONTROL_EXPOSE_HEADERS],
@@ -131,13 +137,11 @@ mod tests {
 
     #[test]
     fn listed_origins_are_named_back_and_others_get_nothing() {
-        let listed = Origins::from_list(&["https://shop.example/".to_string()]);
-        let mut answer = HeaderMap::new();
-        listed.decorate(&request(Some("https://shop.example"), None), &mut answer);
+        let listed = ["https://shop.example/"];
+        let answer = decorated(&listed, "https://shop.example");
         assert_eq!(answer[ACCESS_CONTROL_ALLOW_ORIGIN], "https://shop.example");
         assert_eq!(answer[VARY], "Origin");
-        let mut other = HeaderMap::new();
-        listed.decorate(&request(Some("https://evil.example"), None), &mut other);
+        let other = decorated(&listed, "https://evil.example");
         assert!(other.get(ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
         assert_eq!(other[VARY], "Origin");
     }

@@ -31,9 +31,16 @@ pub async fn list_products(
 
 /// Whether a `GET /products` query names products by id (`ids=`).
 pub fn names_ids(query: &str) -> bool {
+    query_pairs(query).any(|(name, _)| name == "ids")
+}
+
+/// A query string's `name=value` pairs, as they are (nothing is percent-decoded); a
+/// name without `=` has an empty value.
+fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
     query
         .split('&')
-        .any(|pair| pair.split_once('=').unwrap_or((pair, "")).0 == "ids")
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
 }
 
 /// `GET /products?ids=1,2,3[&include=styles]`: those products' documents, in order
@@ -45,8 +52,7 @@ pub async fn products_by_id(
 ) -> Result<Document, HttpError> {
     let mut ids = None;
     let mut with_styles = false;
-    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+    for (name, value) in query_pairs(query) {
         match name {
             "ids" => ids = ids.or(Some(value)),
             "include" if value == "styles" => with_styles = true,
@@ -125,8 +131,7 @@ fn operational(body: Bytes, content_type: hyper::header::HeaderValue) -> Respons
 fn page_and_count(query: &str) -> Result<(u32, u32), HttpError> {
     let mut page = None;
     let mut count = None;
-    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+    for (name, value) in query_pairs(query) {
         match name {
             "page" => page = page.or(Some(value)),
             "count" => count = count.or(Some(value)),
