@@ -33,8 +33,9 @@ impl EncodeLabelValue for Endpoint {
 }
 
 /// The statuses the service answers with; any other is counted as `other`.
-const STATUSES: [(u16, &str); 7] = [
+const STATUSES: [(u16, &str); 8] = [
     (200, "200"),
+    (204, "204"),
     (304, "304"),
     (400, "400"),
     (404, "404"),

@@ -4,6 +4,7 @@
 mod serving;
 mod support;
 
+mod browser;
 mod cli;
 mod cluster;
 mod compression;

@@ -18,7 +18,7 @@ const BROWSER: &str = "gzip, deflate, br, zstd";
 /// A seeded catalog of 40 products (every seventh missing) where product 3's related
 /// list holds, in order: 2, itself, 2 again, 7 (no such product) and 10 (no styles);
 /// product 4 has no related products.
-async fn storefront_catalog() -> TestDb {
+pub async fn storefront_catalog() -> TestDb {
     let db = TestDb::new().await;
     seed_catalog(&db.url, 40).await;
     let client = db.client().await;
