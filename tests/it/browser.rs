@@ -441,7 +441,7 @@ async fn a_storefront_on_another_origin_reads_the_api_through_preflights_in_gzip
 }
 
 #[tokio::test]
-async fn a_reload_revalidates_the_browsers_copy_and_shows_a_change_within_3_seconds() {
+async fn a_reload_revalidates_the_browsers_copy_and_shows_a_change_once_served() {
     let db = storefront_catalog().await;
     let client = db.client().await;
     let server = Server::start_listening(&db.url, Settings::default()).await;
@@ -495,10 +495,16 @@ async fn a_reload_revalidates_the_browsers_copy_and_shows_a_change_within_3_seco
     })
     .await;
     let served = changed.elapsed();
+    // The follower's bound; a shared cache in front would add its s-maxage.
+    assert!(
+        served < Duration::from_secs(1),
+        "served {served:?} after the commit"
+    );
 
-    // Changed: the same validator now gets the new page, which the browser shows.
+    // Changed: the same validator now gets the new page, which the browser shows at
+    // its next load, however soon: its own cache asks every time. (Chromium's start-up
+    // is most of a load's time here, so the reload's clock time is not asserted.)
     let reloaded = storefront_reading(&chromium(&page_url, profile.path()).await);
-    let seen = changed.elapsed();
     assert_eq!(reloaded[0]["names"], page_names("Renamed 2"));
     let refetched = only_read(tap.take_exchanges());
     assert_eq!(
@@ -507,12 +513,6 @@ async fn a_reload_revalidates_the_browsers_copy_and_shows_a_change_within_3_seco
     );
     assert_eq!(refetched.reply.status, 200);
     assert_ne!(refetched.reply.header("etag"), Some(etag.as_str()));
-    // The follower's second, a shared cache's (none here) and the browser's run: its
-    // own cache asks every time.
-    assert!(
-        seen < Duration::from_secs(3),
-        "served {served:?} and seen {seen:?} after the commit"
-    );
     let _ = stop_follower.send(());
     follower.await.unwrap();
     server.stop().await;
