@@ -234,7 +234,10 @@ async fn real_answers_match_the_document_and_cover_it() {
     let preflight = [
         ("Origin", "https://shop.example"),
         ("Access-Control-Request-Method", "GET"),
-        ("Access-Control-Request-Headers", "authorization, if-none-match"),
+        (
+            "Access-Control-Request-Headers",
+            "authorization, if-none-match",
+        ),
     ];
     for path in [
         "/products",
