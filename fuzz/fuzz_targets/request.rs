@@ -1,8 +1,9 @@
 //! Whole requests through the router, without a socket: any method, target and
 //! `If-None-Match` get an answer the contract allows. The database is unreachable, so
 //! every document read is a `503`; what is checked is that each request reaches the
-//! answer its method, path and parameters call for, and that every error is the JSON
-//! body with a bounded message.
+//! answer its method, path and parameters call for (`ids` lists included), that
+//! `OPTIONS` is answered without a body, and that every error is the JSON body with a
+//! bounded message.
 //!
 //! Input: method, a line break, the request target, a line break, `If-None-Match`.
 
@@ -11,11 +12,13 @@
 use std::sync::{Arc, LazyLock};
 
 use atelier::http::AppState;
-use atelier::http::handlers::product_id;
 use atelier::http::endpoint::Endpoint;
+use atelier::http::handlers::product_id;
 use atelier::http::router::{handle, match_path};
 use http_body_util::BodyExt;
-use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, IF_NONE_MATCH, RETRY_AFTER};
+use hyper::header::{
+    ACCESS_CONTROL_ALLOW_ORIGIN, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, IF_NONE_MATCH, RETRY_AFTER,
+};
 use hyper::{Method, Request, StatusCode, Uri};
 use libfuzzer_sys::fuzz_target;
 
@@ -36,8 +39,7 @@ static STATE: LazyLock<Arc<AppState>> = LazyLock::new(|| {
         ..atelier::http::Settings::default()
     };
     let _runtime = RUNTIME.enter();
-    AppState::new(&settings, "postgres://nobody@127.0.0.1:1/none")
-        .expect("server state")
+    AppState::new(&settings, "postgres://nobody@127.0.0.1:1/none").expect("server state")
 });
 
 /// The status the contract gives a request when no document can be read.
@@ -45,22 +47,84 @@ fn expected_status(method: &Method, uri: &Uri) -> StatusCode {
     let Some((endpoint, id)) = match_path(uri.path()) else {
         return StatusCode::NOT_FOUND;
     };
+    if method == Method::OPTIONS {
+        return StatusCode::NO_CONTENT;
+    }
     if method != Method::GET && method != Method::HEAD {
         return StatusCode::METHOD_NOT_ALLOWED;
     }
     let id_is_valid = product_id(id).is_ok();
+    let query = uri.query().unwrap_or("");
     match endpoint {
         Endpoint::Healthz | Endpoint::Metrics => StatusCode::OK,
-        Endpoint::GetProduct | Endpoint::GetProductStyles | Endpoint::GetRelatedProducts
+        Endpoint::GetProduct
+        | Endpoint::GetProductStyles
+        | Endpoint::GetRelatedProducts
+        | Endpoint::GetProductPage
             if !id_is_valid =>
         {
             StatusCode::BAD_REQUEST
         }
-        Endpoint::ListProducts if !valid_list_query(uri.query().unwrap_or("")) => {
+        Endpoint::ListProducts if names_ids(query) && !valid_ids_query(query) => {
+            StatusCode::BAD_REQUEST
+        }
+        Endpoint::ListProducts if !names_ids(query) && !valid_list_query(query) => {
             StatusCode::BAD_REQUEST
         }
         _ => StatusCode::SERVICE_UNAVAILABLE,
     }
+}
+
+/// Whether a query names products by id: some parameter is called `ids`.
+fn names_ids(query: &str) -> bool {
+    query
+        .split('&')
+        .any(|pair| pair.split('=').next() == Some("ids"))
+}
+
+/// Whether an `ids` query is one the service answers: no `page` or `count`, `include`
+/// only as `styles`, and the first `ids` 1 to 100 distinct canonical ids from 1 to
+/// 2147483647, separated by `,` or `%2C` (either case).
+fn valid_ids_query(query: &str) -> bool {
+    let pairs: Vec<(&str, &str)> = query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+        .collect();
+    let others_ok = pairs.iter().all(|&(key, value)| match key {
+        "page" | "count" => false,
+        "include" => value == "styles",
+        _ => true,
+    });
+    let value = pairs
+        .iter()
+        .find(|(key, _)| *key == "ids")
+        .map_or("", |(_, value)| *value);
+    let items: Vec<String> = value
+        .replace("%2C", ",")
+        .replace("%2c", ",")
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    let ids: Vec<Option<u32>> = items
+        .iter()
+        .map(|item| {
+            let canonical = !item.is_empty()
+                && item.bytes().all(|b| b.is_ascii_digit())
+                && !item.starts_with('0');
+            canonical
+                .then(|| item.parse::<u32>().ok())
+                .flatten()
+                .filter(|&id| id <= i32::MAX as u32)
+        })
+        .collect();
+    let mut distinct = std::collections::HashSet::new();
+    let ids_ok = !value.is_empty()
+        && ids.len() <= 100
+        && ids
+            .iter()
+            .all(|id| id.is_some_and(|id| distinct.insert(id)));
+    others_ok && ids_ok
 }
 
 /// Whether `page` (an integer from 1 up) and `count` (1 to 1000), where the query
@@ -128,6 +192,12 @@ fuzz_target!(|data: &[u8]| {
     if expected == StatusCode::METHOD_NOT_ALLOWED {
         assert_eq!(headers[ALLOW], "GET, HEAD");
     }
+    if expected == StatusCode::NO_CONTENT {
+        assert!(body.is_empty(), "OPTIONS {uri} has a body");
+        assert_eq!(headers[ALLOW], "GET, HEAD, OPTIONS");
+    }
+    // Every origin may read every answer (the default).
+    assert_eq!(headers[ACCESS_CONTROL_ALLOW_ORIGIN], "*", "{method} {uri}");
     if expected == StatusCode::SERVICE_UNAVAILABLE {
         assert!(headers.contains_key(RETRY_AFTER));
     }

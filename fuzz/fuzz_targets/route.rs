@@ -4,8 +4,8 @@
 
 #![no_main]
 
-use atelier::http::handlers::product_id;
 use atelier::http::endpoint::Endpoint;
+use atelier::http::handlers::product_id;
 use atelier::http::router::match_path;
 use libfuzzer_sys::fuzz_target;
 
@@ -18,9 +18,14 @@ fuzz_target!(|path: &str| {
         Endpoint::GetProduct => format!("/products/{id}"),
         Endpoint::GetProductStyles => format!("/products/{id}/styles"),
         Endpoint::GetRelatedProducts => format!("/products/{id}/related"),
+        Endpoint::GetProductPage => format!("/products/{id}/page"),
         Endpoint::Healthz => "/healthz".to_string(),
         Endpoint::Readyz => "/readyz".to_string(),
         Endpoint::Metrics => "/metrics".to_string(),
+        // The query (`ids=`) or the method (`OPTIONS`) names these, never the path.
+        Endpoint::GetProductsById | Endpoint::Preflight => {
+            panic!("{path:?} was routed as {endpoint:?}")
+        }
         Endpoint::Unmatched => panic!("match_path named no endpoint for {path:?}"),
     };
     assert!(

@@ -190,17 +190,26 @@ async fn real_answers_match_the_document_and_cover_it() {
         "/products?page=99",
         "/products?page=0",
         "/products?count=5000",
+        // Products by id: known and unknown, with and without styles, and refused lists.
+        "/products?ids=5,1,7,2",
+        "/products?ids=7",
+        "/products?ids=3%2C14%2C1&include=styles",
+        "/products?ids=",
+        "/products?ids=1,x",
+        "/products?ids=4,5,4",
+        "/products?ids=1&page=2",
+        "/products?ids=1&include=reviews",
     ] {
         run.exchange(&server, "GET", path, &[]).await;
     }
     // Products with and without styles, photos, skus, sale prices and features.
     for id in 1..=13 {
-        for suffix in ["", "/styles", "/related"] {
+        for suffix in ["", "/styles", "/related", "/page"] {
             run.exchange(&server, "GET", &format!("/products/{id}{suffix}"), &[])
                 .await;
         }
     }
-    for suffix in ["", "/styles", "/related"] {
+    for suffix in ["", "/styles", "/related", "/page"] {
         for id in ["7", "abc", "0", "1e3"] {
             run.exchange(&server, "GET", &format!("/products/{id}{suffix}"), &[])
                 .await;
@@ -221,12 +230,35 @@ async fn real_answers_match_the_document_and_cover_it() {
         run.exchange(&server, "GET", path, &[]).await;
     }
     run.exchange(&down, "GET", "/readyz", &[]).await;
+    // A browser's preflight, on every path.
+    let preflight = [
+        ("Origin", "https://shop.example"),
+        ("Access-Control-Request-Method", "GET"),
+        (
+            "Access-Control-Request-Headers",
+            "authorization, if-none-match",
+        ),
+    ];
+    for path in [
+        "/products",
+        "/products/2",
+        "/products/2/styles",
+        "/products/2/related",
+        "/products/2/page",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ] {
+        run.exchange(&server, "OPTIONS", path, &preflight).await;
+    }
     // Revalidation with the validator of a first answer.
     for path in [
         "/products",
         "/products/3",
         "/products/3/styles",
         "/products/3/related",
+        "/products/3/page",
+        "/products?ids=3,7,1&include=styles",
     ] {
         let etag = server.get(path).await.header("etag").unwrap().to_string();
         run.exchange(&server, "GET", path, &[("If-None-Match", &etag)])

@@ -266,11 +266,26 @@ async fn connect(addr: SocketAddr) -> std::io::Result<Connection> {
 
 /// `GET path` on an open connection, bounded in time.
 async fn get(connection: &mut Connection, path: &str, extra: &str) -> std::io::Result<Reply> {
-    tokio::time::timeout(PATIENCE, exchange(connection, path, extra)).await?
+    send(connection, "GET", path, extra).await
 }
 
-async fn exchange(connection: &mut Connection, path: &str, extra: &str) -> std::io::Result<Reply> {
-    let head = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n");
+/// `method path` on an open connection, bounded in time.
+async fn send(
+    connection: &mut Connection,
+    method: &str,
+    path: &str,
+    extra: &str,
+) -> std::io::Result<Reply> {
+    tokio::time::timeout(PATIENCE, exchange(connection, method, path, extra)).await?
+}
+
+async fn exchange(
+    connection: &mut Connection,
+    method: &str,
+    path: &str,
+    extra: &str,
+) -> std::io::Result<Reply> {
+    let head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n");
     connection.get_mut().write_all(head.as_bytes()).await?;
     let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
     let mut line = String::new();
@@ -314,7 +329,7 @@ async fn exchange(connection: &mut Connection, path: &str, extra: &str) -> std::
         Some(length) => length
             .parse()
             .map_err(|_| invalid(format!("bad length {length}")))?,
-        None if status == 304 => 0,
+        None if status == 304 || status == 204 => 0,
         None => return Err(invalid("a response without Content-Length".into())),
     };
     reply.body.resize(length, 0);
@@ -540,11 +555,8 @@ fn nginx_fail_timeout() -> Duration {
 async fn nginx_hides_metrics_compresses_json_and_revalidates_its_cache() {
     let db = catalog().await;
     let logs = tempfile::TempDir::new().unwrap();
-    let instance = Instance::start(
-        logs.path(),
-        &["--database-url", db.url.as_str(), "--max-age", "1"],
-    )
-    .await;
+    // The default policy: `max-age=0, s-maxage=1`.
+    let instance = Instance::start(logs.path(), &["--database-url", db.url.as_str()]).await;
     let nginx = Nginx::start(&[&instance], "documents").await;
     let mut connection = connect(nginx.addr).await.unwrap();
 
@@ -566,16 +578,17 @@ async fn nginx_hides_metrics_compresses_json_and_revalidates_its_cache() {
     assert_eq!(zipped.header("content-encoding"), Some("gzip"));
     assert!(zipped.body.len() < plain.body.len());
 
-    // First a miss, then hits while the service's max-age (1 s) lasts; once it has
-    // passed, the stale entry is served while nginx revalidates it in the background
-    // with its ETag, which the service answers with 304; then hits again.
+    // First a miss, then hits while the service's s-maxage (1 s) lasts: nginx takes it
+    // over max-age=0, which alone it would not store. Once it has passed, the stale
+    // entry is served while nginx revalidates it in the background with its ETag, which
+    // the service answers with 304; then hits again.
     let path = "/products/3/styles";
     let first = get(&mut connection, path, "").await.unwrap();
     assert_eq!(first.header("x-cache-status"), Some("MISS"));
     let again = get(&mut connection, path, "").await.unwrap();
     assert_eq!(again.header("x-cache-status"), Some("HIT"));
     assert_eq!(again.body, first.body);
-    // nginx counts the max-age in whole seconds: the entry expires 1 to 2 s from now.
+    // nginx counts the s-maxage in whole seconds: the entry expires 1 to 2 s from now.
     let deadline = Instant::now() + PATIENCE;
     let stale = loop {
         let reply = get(&mut connection, path, "").await.unwrap();
@@ -622,11 +635,7 @@ fn vary(reply: &Reply) -> Vec<&str> {
 async fn nginx_passes_gzip_through_and_keys_its_cache_by_coding() {
     let db = catalog().await;
     let logs = tempfile::TempDir::new().unwrap();
-    let instance = Instance::start(
-        logs.path(),
-        &["--database-url", db.url.as_str(), "--max-age", "1"],
-    )
-    .await;
+    let instance = Instance::start(logs.path(), &["--database-url", db.url.as_str()]).await;
     let instances = [&instance];
     let (cached, uncached) = tokio::join!(
         Nginx::start(&instances, "documents"),
@@ -704,7 +713,7 @@ async fn nginx_passes_gzip_through_and_keys_its_cache_by_coding() {
     }
     assert_eq!(gunzip(&bodies["gzip"]), bodies["identity"]);
 
-    // Once the max-age has passed, the gzip entry is revalidated with its own ETag and
+    // Once the s-maxage has passed, the gzip entry is revalidated with its own ETag and
     // the instance answers 304 for that representation.
     let deadline = Instant::now() + PATIENCE;
     loop {
@@ -729,6 +738,66 @@ async fn nginx_passes_gzip_through_and_keys_its_cache_by_coding() {
     assert_eq!(refreshed.header("x-cache-status"), Some("HIT"));
     assert_eq!(refreshed.header("content-encoding"), Some("gzip"));
     assert_eq!(refreshed.body, bodies["gzip"]);
+}
+
+#[tokio::test]
+async fn nginx_passes_preflights_through_and_caches_answers_per_origin() {
+    let db = catalog().await;
+    let logs = tempfile::TempDir::new().unwrap();
+    // A lifetime in nginx's cache that cannot run out during the test.
+    let instance = Instance::start(
+        logs.path(),
+        &[
+            "--database-url",
+            db.url.as_str(),
+            "--cors-origins",
+            "http://a.example,http://b.example",
+            "--shared-max-age",
+            "60",
+        ],
+    )
+    .await;
+    let nginx = Nginx::start(&[&instance], "documents").await;
+    let mut connection = connect(nginx.addr).await.unwrap();
+
+    // Preflights bypass the cache: each is the instance's own answer.
+    let preflight = "Origin: http://a.example\r\nAccess-Control-Request-Method: GET\r\n";
+    for _ in 0..2 {
+        let reply = send(&mut connection, "OPTIONS", "/products/3/page", preflight)
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 204);
+        assert_eq!(reply.header("x-cache-status"), None);
+        assert_eq!(
+            reply.header("access-control-allow-origin"),
+            Some("http://a.example")
+        );
+        assert_eq!(
+            reply.header("access-control-allow-methods"),
+            Some("GET, HEAD")
+        );
+    }
+
+    // The joined answers are cached like every document, one entry per origin, since
+    // each names the origin it is for.
+    for path in ["/products/3/page", "/products?ids=3,1&include=styles"] {
+        for (origin, status) in [("a", "MISS"), ("b", "MISS"), ("a", "HIT"), ("b", "HIT")] {
+            let origin = format!("http://{origin}.example");
+            let reply = get(&mut connection, path, &format!("Origin: {origin}\r\n"))
+                .await
+                .unwrap();
+            assert_eq!(reply.status, 200);
+            assert_eq!(
+                reply.header("x-cache-status"),
+                Some(status),
+                "{path} {origin}"
+            );
+            assert_eq!(
+                reply.header("access-control-allow-origin"),
+                Some(origin.as_str())
+            );
+        }
+    }
 }
 
 #[tokio::test]
