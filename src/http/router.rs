@@ -27,9 +27,12 @@ pub async fn handle<B>(state: &AppState, request: Request<B>) -> Response<Full<B
     let started = Instant::now();
     let (endpoint, outcome) = route(state, &request).await;
     let mut response = outcome.unwrap_or_else(HttpError::into_response);
-    state
-        .cors
-        .decorate(request.headers(), response.headers_mut());
+    // A preflight's answer carries its own CORS headers.
+    if endpoint != Endpoint::Preflight {
+        state
+            .cors
+            .decorate(request.headers(), response.headers_mut());
+    }
     if request.method() == Method::HEAD {
         strip_body(&mut response);
     }
