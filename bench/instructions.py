@@ -59,9 +59,19 @@ def oha(urls, requests, connections, accept, cpu):
 
 
 def instructions(process, out, urls, requests, connections, accept, cpu):
+    return counted(process, out, None, requests,
+                   lambda: oha(urls, requests, connections, accept, cpu))
+
+
+def counted(process, out, command, requests, drive=None):
+    """Zeroes the server's counters, drives it (`command`, or `drive()`), dumps them:
+    instructions per request."""
     subprocess.run(["callgrind_control", "-z", str(process.pid)], check=True,
                    capture_output=True)
-    oha(urls, requests, connections, accept, cpu)
+    if drive is None:
+        subprocess.run(command, check=True, capture_output=True)
+    else:
+        drive()
     subprocess.run(["callgrind_control", "-d", str(process.pid)], check=True,
                    capture_output=True)
     total = 0
