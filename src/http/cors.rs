@@ -54,6 +54,12 @@ impl Origins {
         match self {
             Origins::Any => {
                 response_headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, ANY);
+                // Only scripts on other origins need the headers exposed, and their
+                // requests always name their origin: a client that does not (curl, a
+                // proxy's revalidation) is spared the header.
+                if !request_headers.contains_key(ORIGIN) {
+                    return;
+                }
             }
             Origins::Listed(_) => {
                 // The answer names the origin, so caches must keep one per origin.
