@@ -3,7 +3,9 @@
 second of the service and each baseline, and their p50/p90/p99 latencies, one bar group per
 target, with every round's value as a dot so the spread shows.
 
-With the compress scenario's bytes per answer, a third panel shows them per coding.
+With the compress scenario's bytes per answer, a third panel shows them per coding. A
+result counted in another unit than the request (the pageview scenario's "page view")
+is charted per that unit, with panels of its CPU and body bytes per page view.
 
 Usage: chart.py RESULT.json OUT.svg
 """
@@ -15,7 +17,8 @@ from html import escape
 WIDTH, PANEL_HEIGHT, LEFT, TOP, GAP = 860, 260, 80, 50, 70
 COLORS = {"service": "#1f77b4", "bare": "#7f7f7f", "nginx": "#2ca02c", "pgbench": "#d62728",
           "instance direct": "#1f77b4", "nginx compressing": "#ff7f0e",
-          "nginx passing through": "#2ca02c", "identity": "#7f7f7f"}
+          "nginx passing through": "#2ca02c", "identity": "#7f7f7f", "direct": "#1f77b4",
+          "3+2N": "#ff7f0e", "page": "#1f77b4"}
 LATENCIES = [("p50_ms", 0.35), ("p90_ms", 0.65), ("p99_ms", 1.0)]
 
 
@@ -86,19 +89,39 @@ def main():
     medians, runs = result["medians"], result["runs"]
     targets = list(medians)
     out = []
+    unit = result.get("unit", "request")
     rps_values = {t: [("rps", medians[t].get("rps", 0), 0.85)] for t in targets}
     rps_dots = {t: [r["rps"] for r in runs[t]] for t in targets}
-    panel(out, "Requests per second (median bar, rounds as dots)", TOP, targets, rps_values,
-          rps_dots, "requests/s")
+    panel(out, f"{unit.capitalize()}s per second (median bar, rounds as dots)", TOP, targets,
+          rps_values, rps_dots, f"{unit}s/s")
     latency_targets = [t for t in targets if "p99_ms" in medians[t]]
     latency_values = {
         t: [(key.removesuffix("_ms"), medians[t][key], opacity) for key, opacity in LATENCIES]
         for t in latency_targets
     }
     y1 = TOP + PANEL_HEIGHT + GAP
-    panel(out, "Latency p50 / p90 / p99 (ms, medians over rounds)", y1, latency_targets,
-          latency_values, {}, "ms")
+    per = "" if unit == "request" else f" per {unit}"
+    panel(out, f"Latency{per} p50 / p90 / p99 (ms, medians over rounds)", y1,
+          latency_targets, latency_values, {}, "ms")
     bottom = y1 + PANEL_HEIGHT
+    cpu = result.get("cpu_per_page_view")
+    if cpu:
+        # The pageview scenario: the instance's and nginx's CPU, and the body bytes, per
+        # page view of each way.
+        y2 = bottom + GAP
+        cpu_values = {target: [(part, value, 0.85 if part == "instance" else 0.45)
+                               for part, value in parts.items()]
+                      for target, parts in cpu.items()}
+        panel(out, "Server CPU-µs per page view (instance / nginx; medians over rounds)", y2,
+              list(cpu), cpu_values, {}, "CPU-µs")
+        y3 = y2 + PANEL_HEIGHT + GAP
+        page_sizes = result["bytes_per_page_view"]
+        size_values = {way: [(coding, size, 0.85 if coding == "gzip" else 0.45)
+                             for coding, size in sizes.items()]
+                       for way, sizes in page_sizes.items()}
+        panel(out, "Body bytes per page view (identity / gzip)", y3, list(page_sizes),
+              size_values, {}, "bytes")
+        bottom = y3 + PANEL_HEIGHT + 16
     sizes = result.get("bytes_per_answer")
     if sizes:
         # The compress scenario: body bytes per answer of each coding, overall and by kind.

@@ -5,6 +5,7 @@ service's own cache-miss queries."""
 
 import bisect
 import datetime
+import json
 import os
 import random
 import re
@@ -112,6 +113,16 @@ def zipf_sampler(n, s, rng):
     return lambda: bisect.bisect_left(cumulative, rng.random() * total) + 1
 
 
+def zipf_ids(products, sample, rng):
+    """`sample` product ids drawn as a storefront's visitors pick products: popularity
+    follows Zipf (s = ZIPF_S) over ranks scattered across the ids, a rank always naming
+    the same product."""
+    draw = zipf_sampler(products, ZIPF_S, rng)
+    scatter = {}
+    # draw() before randint(): the order every scenario's list was drawn in.
+    return [scatter.setdefault(draw(), rng.randint(1, products)) for _ in range(sample)]
+
+
 def build_mix(kind, products, sample, rng):
     """The requests of a scenario of that `kind` (hot, uniform, list; storefront, or a
     scenario driven with its mix) over a catalog of `products`: `sample` product ids
@@ -145,15 +156,9 @@ def build_mix(kind, products, sample, rng):
         )
         return Mix(kind, paths, {"page": script})
     if kind in ("storefront", "cold", "t2micro", "compress"):
-        # A storefront page asks for a product, its styles and its related list; the
-        # popularity of products follows Zipf, over ranks scattered across the ids.
-        draw = zipf_sampler(products, ZIPF_S, rng)
-        scatter = {}
-        paths = []
-        for _ in range(sample):
-            rank = draw()
-            product = scatter.setdefault(rank, rng.randint(1, products))
-            paths.extend(f"/products/{product}{s}" for s in suffixes)
+        # A storefront page asks for a product, its styles and its related list.
+        paths = [f"/products/{product}{s}" for product in zipf_ids(products, sample, rng)
+                 for s in suffixes]
         scripts = {
             name: (
                 f"\\set rank random_zipfian(1, {products}, {ZIPF_S})\n"
@@ -192,6 +197,35 @@ def export_documents(mix, url):
         for line in rows.splitlines():
             page, body = line.split("\x1f")
             mix.documents[f"/products?page={page}&count={LIST_COUNT}"] = body.encode()
+
+
+def related_lists(url, ids):
+    """The related list of each of `ids` as the document table holds it (what
+    `/products/{id}/related` answers), and those of the ids in the lists that name a
+    product."""
+    rows = psql(url, "SELECT product_id, related::text FROM document "
+                     f"WHERE product_id = ANY('{{{','.join(map(str, ids))}}}'::int[]);")
+    related = {}
+    for line in rows.splitlines():
+        product_id, ids_text = line.split("\x1f")
+        related[int(product_id)] = json.loads(ids_text)
+    listed = sorted({r for rs in related.values() for r in rs})
+    rows = psql(url, "SELECT product_id FROM document "
+                     f"WHERE product_id = ANY('{{{','.join(map(str, listed))}}}'::int[]);")
+    return related, {int(line) for line in rows.splitlines()}
+
+
+def product_pages(ids, related, named):
+    """The product page of each of `ids` asked for two ways, as lists of paths: the
+    requests a storefront makes today (the product, its styles and its related list,
+    then, in the list's order and repeats included, each related product that exists
+    and its styles) and the one request for the whole page."""
+    today = [
+        [f"/products/{i}", f"/products/{i}/styles", f"/products/{i}/related"]
+        + [f"/products/{r}{s}" for r in related[i] if r in named for s in ("", "/styles")]
+        for i in ids
+    ]
+    return today, [[f"/products/{i}/page"] for i in ids]
 
 
 def write_paths(paths, directory, name="paths.txt"):

@@ -63,6 +63,8 @@ def parser():
     add_cpu_options(parser)
     parser.add_argument("--atelier", default="atelier")
     parser.add_argument("--bare-hyper", default="bare-hyper")
+    parser.add_argument("--pageview", default="pageview",
+                        help="bench/pageview, the pageview scenario's load generator")
     return parser
 
 

@@ -1,11 +1,12 @@
 """The load generators, pinned to the driver CPU, and one measured run: oha and wrk over
-random lines of a URL list, pgbench running the service's cache-miss queries, and what
-the server spent meanwhile."""
+random lines of a URL list, bench/pageview over a list of page views, pgbench running
+the service's cache-miss queries, and what the server spent meanwhile."""
 
 import http.client
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 
@@ -94,6 +95,35 @@ def wrk(port, paths_file, seconds, connections, directory, accept=None, *, cpu):
     }
 
 
+def page_views(driver, port, pages_file, seconds, connections, accept=None, *, cpu):
+    """One run of bench/pageview (`driver`) over random lines of a file of page views,
+    each line's requests sent one after another on one connection, with
+    `Accept-Encoding: accept` when given. Its unit is the page view: "rps" and the
+    latencies are page views', "requests" the HTTP requests answered (measure's CPU per
+    request divides by those); "driver_cpu_share" is the driver's CPU time over the run's,
+    near 1 when it, not the server, set the pace."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run(
+        ["taskset", "-c", cpu, driver, "--server", f"127.0.0.1:{port}", "--pages", pages_file,
+         "--seconds", str(seconds), "--connections", str(connections)]
+        + (["--accept-encoding", accept] if accept else []),
+        check=True, capture_output=True, text=True,
+    ).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    r = json.loads(out)
+    views = max(r["page_views"], 1)
+    driver_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return {
+        "rps": r["page_views"] / r["seconds"], "requests_per_s": r["requests"] / r["seconds"],
+        "p50_ms": r["p50_ms"], "p90_ms": r["p90_ms"], "p99_ms": r["p99_ms"],
+        "max_ms": r["max_ms"], "page_views": r["page_views"], "requests": r["requests"],
+        "requests_per_page_view": r["page_view_requests"] / views,
+        "failed_page_views": r["failed_page_views"], "non_2xx": r["non_2xx"],
+        "errors": r["errors"], "bytes_per_page_view": r["wire_bytes"] / views,
+        "driver_cpu_share": driver_cpu / r["seconds"],
+    }
+
+
 def pgbench(url, directory, scripts, seconds, clients, *, cpu):
     """The database ceiling: the service's cache-miss queries through pgbench, and the
     load average after the run."""
@@ -135,11 +165,10 @@ def measure(server, drive, is_service):
     return result
 
 
-def answer_bodies(port, paths, accept):
-    """Per distinct path: the body bytes answered with `Accept-Encoding: accept` (none
-    when None) and the content coding they came in."""
+def answers(port, paths, accept):
+    """Per distinct path, in order: the body answered with `Accept-Encoding: accept`
+    (none when None) and the content coding it came in."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    answers = {}
     for path in sorted(set(paths)):
         connection.putrequest("GET", path, skip_accept_encoding=True)
         if accept is not None:
@@ -149,6 +178,11 @@ def answer_bodies(port, paths, accept):
         body = response.read()
         if response.status != 200:
             sys.exit(f"{path} answered {response.status} on port {port}")
-        answers[path] = (len(body), response.getheader("Content-Encoding") or "identity")
+        yield path, body, response.getheader("Content-Encoding") or "identity"
     connection.close()
-    return answers
+
+
+def answer_bodies(port, paths, accept):
+    """Per distinct path: the body bytes answered with `Accept-Encoding: accept` (none
+    when None) and the content coding they came in."""
+    return {path: (len(body), coding) for path, body, coding in answers(port, paths, accept)}

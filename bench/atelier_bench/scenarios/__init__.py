@@ -5,6 +5,7 @@ result reads."""
 from .compress import Compress
 from .fill import Fill
 from .mixes import MixScenario
+from .pageview import PageView
 from .soak import Soak
 
 SCENARIOS = {
@@ -17,4 +18,5 @@ SCENARIOS = {
     "soak": Soak,
     "compress": Compress,
     "fill": Fill,
+    "pageview": PageView,
 }
