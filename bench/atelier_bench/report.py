@@ -71,6 +71,13 @@ def goal_lines(goals, number=lambda value: fmt(value, 3)):
     return lines
 
 
+def ratio_and_goal_lines(result):
+    """The paired ratios and the goals of a scenario with same-run baselines, each
+    section after a blank line."""
+    return ["", "Paired ratios (median over rounds of the per-round ratio):", "",
+            *ratio_lines(result["ratios"]), "", "Goals:", "", *goal_lines(result["goals"])]
+
+
 def load_lines(result):
     """The machine's load over the runs, for reading the figures against."""
     loads = [r["loadavg_after"][0] for rs in result["runs"].values() for r in rs]

@@ -254,10 +254,7 @@ class Compress(Scenario):
                 f"{fmt(m.get('bytes_per_answer'), 0)} | {fmt(m.get('server_peak_rss_mib'), 1)} | "
                 f"{fmt(m.get('cache_hit_rate'), 3)} | {fmt(m.get('errors'), 0)} | "
                 f"{fmt(m.get('non_2xx'), 0)} |")
-        lines += ["", "Paired ratios (median over rounds of the per-round ratio):", ""]
-        lines += report.ratio_lines(result["ratios"])
-        lines += ["", "Goals:", ""]
-        lines += report.goal_lines(result["goals"])
+        lines += report.ratio_and_goal_lines(result)
         lines += ["", *report.load_lines(result), "",
                   f"![throughput and latency]({name}.svg)", ""]
         return "\n".join(lines)

@@ -230,10 +230,7 @@ class MixScenario(Scenario):
                 f"{fmt(m.get('server_peak_rss_mib'), 1)} | {fmt(m.get('cache_hit_rate'), 3)} | "
                 f"{fmt(m.get('errors'), 0)} | {fmt(m.get('non_2xx'), 0)} |"
             )
-        lines += ["", "Paired ratios (median over rounds of the per-round ratio):", ""]
-        lines += report.ratio_lines(result["ratios"])
-        lines += ["", "Goals:", ""]
-        lines += report.goal_lines(result["goals"])
+        lines += report.ratio_and_goal_lines(result)
         if result["extra"].get("service_ready_after_s"):
             ready = ", ".join(f"{x:.2f}" for x in result["extra"]["service_ready_after_s"])
             lines += ["", f"Service ready (/readyz 200) after start, per round: {ready} s."]

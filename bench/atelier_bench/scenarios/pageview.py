@@ -269,10 +269,7 @@ class PageView(Scenario):
                 f"{fmt(m.get('driver_cpu_share'))} | "
                 f"{fmt(m.get('cache_hit_rate'), 3)} | "
                 f"{fmt(m.get('errors'), 0)} | {fmt(m.get('non_2xx'), 0)} |")
-        lines += ["", "Paired ratios (median over rounds of the per-round ratio):", ""]
-        lines += report.ratio_lines(result["ratios"])
-        lines += ["", "Goals:", ""]
-        lines += report.goal_lines(result["goals"])
+        lines += report.ratio_and_goal_lines(result)
         lines += ["", *report.load_lines(result), "",
                   f"![page views per second, latency, CPU and bytes per page view]({name}.svg)",
                   ""]
