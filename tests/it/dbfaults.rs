@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
-use crate::serving::{Reply, Server, eventually, request, seed_catalog};
+use crate::serving::{Reply, Server, eventually, request, seed_catalog, seeded_own_cluster};
 use crate::support::{OwnCluster, TestDb, document_count, sample};
 
 /// The message of every 503 caused by the database.
@@ -130,13 +130,7 @@ async fn a_held_lock_exhausts_the_pool_and_uncached_reads_answer_503_in_bounded_
 
 #[tokio::test]
 async fn postgres_restarted_under_load_gives_quick_503s_then_recovers_by_itself() {
-    let own = OwnCluster::new();
-    own.cluster.ensure_running(Durability::Throwaway).unwrap();
-    let url = own.cluster.url("postgres").unwrap();
-    db::apply_schema(&db::connect(&url).await.unwrap())
-        .await
-        .unwrap();
-    seed_catalog(&url, 200).await;
+    let (own, url) = seeded_own_cluster(200).await;
     // A cache of one byte holds nothing: every request reads the database.
     let server = Server::start_listening(
         &url,
@@ -416,13 +410,7 @@ async fn databases_of_a_fresh_cluster_applying_the_schema_at_once_share_one_read
 /// for a replica that lags and hold every invalidation back until its wait runs out.
 #[tokio::test]
 async fn after_the_database_crashed_a_change_is_served_at_once() {
-    let own = OwnCluster::new();
-    own.cluster.ensure_running(Durability::Throwaway).unwrap();
-    let url = own.cluster.url("postgres").unwrap();
-    db::apply_schema(&db::connect(&url).await.unwrap())
-        .await
-        .unwrap();
-    seed_catalog(&url, 20).await;
+    let (own, url) = seeded_own_cluster(20).await;
     // SIGKILL the postmaster: the next start recovers from the WAL.
     let pid = std::fs::read_to_string(own.cluster.pgdata().join("postmaster.pid")).unwrap();
     let pid: i32 = pid.lines().next().unwrap().trim().parse().unwrap();

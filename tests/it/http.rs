@@ -3,7 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use atelier::db::embedded::Durability;
 use atelier::http::Settings;
 use atelier::materialize::{self, Plan};
 use serde_json::json;
@@ -11,8 +10,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::golden::{Body, assert_genuine_answers};
-use crate::serving::{Server, eventually, read_reply, request, seed_catalog, send, stored};
-use crate::support::{OwnCluster, TestDb, terminate_listen_connections};
+use crate::serving::{
+    Server, eventually, read_reply, request, seed_catalog, seeded_own_cluster, send, stored,
+};
+use crate::support::{TestDb, terminate_listen_connections};
 
 /// Products in the synthetic catalog (ids 1..=40 without multiples of 7: 35 products).
 const PRODUCTS: i32 = 40;
@@ -741,13 +742,7 @@ async fn shutdown_gives_up_on_requests_after_the_drain_timeout() {
 
 #[tokio::test]
 async fn database_outage_serves_the_cache_answers_503_and_recovers() {
-    let own = OwnCluster::new();
-    own.cluster.ensure_running(Durability::Throwaway).unwrap();
-    let url = own.cluster.url("postgres").unwrap();
-    let client = atelier::db::connect(&url).await.unwrap();
-    atelier::db::apply_schema(&client).await.unwrap();
-    seed_catalog(&url, PRODUCTS).await;
-    drop(client);
+    let (own, url) = seeded_own_cluster(PRODUCTS).await;
     let bounded = Settings {
         pool_timeout: Duration::from_millis(300),
         query_timeout: Duration::from_millis(1000),

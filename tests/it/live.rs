@@ -9,14 +9,14 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use atelier::db::{self, embedded::Durability};
+use atelier::db;
 use atelier::http;
 use atelier::materialize::{self, MaterializeReport, Plan, Settings, follow};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
-use crate::serving::{Reply, Server, eventually, seed_catalog};
+use crate::serving::{Reply, Server, eventually, seed_catalog, seeded_own_cluster};
 use crate::support::{OwnCluster, TestDb, read_report, sample};
 
 /// What "served within a second" allows: the bound every change must meet.
@@ -1060,13 +1060,7 @@ async fn a_follower_killed_mid_batch_loses_no_change() {
 
 #[tokio::test]
 async fn following_goes_on_after_a_database_restart() {
-    let own = OwnCluster::new();
-    own.cluster.ensure_running(Durability::Throwaway).unwrap();
-    let url = own.cluster.url("postgres").unwrap();
-    db::apply_schema(&db::connect(&url).await.unwrap())
-        .await
-        .unwrap();
-    seed_catalog(&url, 50).await;
+    let (own, url) = seeded_own_cluster(50).await;
     let _follower = Follower::start(&url);
     let cluster = own.cluster.clone();
     tokio::task::spawn_blocking(move || {

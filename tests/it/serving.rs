@@ -14,6 +14,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
+use crate::support::OwnCluster;
+
 /// A server on a loopback port of its own.
 pub struct Server {
     pub addr: SocketAddr,
@@ -246,6 +248,22 @@ pub async fn seed_catalog(url: &str, products: i32) {
     materialize::materialize(url, Plan::Everything, &materialize::Settings::default())
         .await
         .expect("materialize the catalog");
+}
+
+/// A started cluster of the test's own (one it may stop, kill or restart), its
+/// `postgres` database holding the schema and [`seed_catalog`]'s `products`; and that
+/// database's URL.
+pub async fn seeded_own_cluster(products: i32) -> (OwnCluster, String) {
+    let own = OwnCluster::new();
+    own.cluster
+        .ensure_running(atelier::db::embedded::Durability::Throwaway)
+        .unwrap();
+    let url = own.cluster.url("postgres").unwrap();
+    atelier::db::apply_schema(&atelier::db::connect(&url).await.unwrap())
+        .await
+        .unwrap();
+    seed_catalog(&url, products).await;
+    (own, url)
 }
 
 /// The stored JSON text of a document column for one product, as PostgreSQL prints it.
