@@ -140,11 +140,7 @@ impl Store {
     /// a page past the end of the list).
     pub async fn read(&self, key: Key) -> Result<Option<Bytes>, StoreError> {
         let _counted = self.in_flight.enter();
-        let outcome = tokio::time::timeout(self.read_timeout, self.read_now(key))
-            .await
-            .unwrap_or(Err(StoreError::Timeout));
-        self.note(&outcome);
-        outcome
+        self.bounded(self.read_now(key)).await
     }
 
     /// Every by-id body ([`Kind::BY_ID`]) of the products `ids`, in one round trip;
@@ -167,7 +163,15 @@ impl Store {
                 })
                 .collect())
         };
-        let outcome = tokio::time::timeout(self.read_timeout, read)
+        self.bounded(read).await
+    }
+
+    /// `work`'s outcome, or a timeout past the read bound; failures counted and logged.
+    async fn bounded<T>(
+        &self,
+        work: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let outcome = tokio::time::timeout(self.read_timeout, work)
             .await
             .unwrap_or(Err(StoreError::Timeout));
         self.note(&outcome);
@@ -228,11 +232,7 @@ impl Store {
                 .await?;
             Ok::<bool, StoreError>(row.get(0))
         };
-        let outcome = tokio::time::timeout(self.read_timeout, check)
-            .await
-            .unwrap_or(Err(StoreError::Timeout));
-        self.note(&outcome);
-        outcome
+        self.bounded(check).await
     }
 
     /// Failed reads, readiness checks and connection attempts so far.
