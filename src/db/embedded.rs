@@ -21,7 +21,7 @@ use std::process::Command;
 use crate::{Error, Result};
 
 /// The OS user PostgreSQL runs as when this process is root (postgres refuses root).
-const SERVICE_USER: &str = "postgres";
+pub(crate) const SERVICE_USER: &str = "postgres";
 /// The superuser role created by initdb.
 const SUPERUSER: &str = "postgres";
 /// Our settings, kept apart from the stock postgresql.conf.
@@ -430,18 +430,23 @@ impl Cluster {
     }
 
     fn give_to_service_user(&self, path: &Path) -> Result<()> {
-        if !is_root() {
-            return Ok(());
-        }
-        let (uid, gid) = user_ids(SERVICE_USER).ok_or_else(|| {
-            Error::Embedded(format!(
-                "running as root, but there is no `{SERVICE_USER}` OS user to run PostgreSQL as \
-                 (Debian/Ubuntu: `apt-get install postgresql` creates it)"
-            ))
-        })?;
-        std::os::unix::fs::chown(path, Some(uid), Some(gid))
-            .map_err(|e| Error::io("change owner of", path, e))
+        give_to_service_user(path)
     }
+}
+
+/// Makes `path` the service user's when we are root (PostgreSQL runs as that user then).
+pub(crate) fn give_to_service_user(path: &Path) -> Result<()> {
+    if !is_root() {
+        return Ok(());
+    }
+    let (uid, gid) = user_ids(SERVICE_USER).ok_or_else(|| {
+        Error::Embedded(format!(
+            "running as root, but there is no `{SERVICE_USER}` OS user to run PostgreSQL as \
+             (Debian/Ubuntu: `apt-get install postgresql` creates it)"
+        ))
+    })?;
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        .map_err(|e| Error::io("change owner of", path, e))
 }
 
 /// An exclusive advisory lock on a file, released when dropped.
@@ -473,7 +478,7 @@ impl Drop for DirLock {
 
 /// The directory of initdb/pg_ctl/postgres: `pg_config --bindir`, then the newest
 /// `/usr/lib/postgresql/<version>/bin`, then PATH.
-fn find_server_binaries() -> Option<PathBuf> {
+pub(crate) fn find_server_binaries() -> Option<PathBuf> {
     let has_all = |dir: &Path| {
         ["initdb", "pg_ctl", "postgres"]
             .iter()
@@ -505,7 +510,7 @@ fn find_server_binaries() -> Option<PathBuf> {
         .find(|dir| has_all(dir))
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }

@@ -3,6 +3,7 @@
 
 pub mod connection;
 pub mod embedded;
+pub mod ha;
 
 use tokio_postgres::Client;
 
@@ -53,9 +54,15 @@ pub async fn resolve_url(database: &Database) -> Result<String> {
 }
 
 /// Opens one connection to `url`; its I/O runs on a spawned task until the client is
-/// dropped.
+/// dropped. Of several hosts (`host1:port1,host2:port2`), it takes the first that
+/// accepts writes: this is how loads, materialize and followers find the primary, also
+/// after a failover.
 pub async fn connect(url: &str) -> Result<Client> {
-    Ok(connection::open(&url.parse()?).await?)
+    let mut config: tokio_postgres::Config = url.parse()?;
+    if config.get_hosts().len() > 1 {
+        config.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
+    }
+    Ok(connection::open(&config).await?)
 }
 
 /// Creates database `name` through the maintenance URL unless it exists already.

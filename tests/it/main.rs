@@ -10,6 +10,7 @@ mod cluster;
 mod compression;
 mod dbfaults;
 mod demo;
+mod failover;
 mod faults;
 mod generate;
 mod golden;
