@@ -167,8 +167,22 @@ impl LogPosition {
         };
         let rows = match rows {
             Ok(rows) => rows,
-            // A database whose schema predates the log: all a server can do is drop.
-            Err(error) if error.code() == Some(&SqlState::UNDEFINED_TABLE) => {
+            // A database whose schema predates the log, or a role not allowed to read
+            // it: all a server can do is drop everything as a session begins, and rely
+            // on the notifications while it listens.
+            Err(error)
+                if [SqlState::UNDEFINED_TABLE, SqlState::INSUFFICIENT_PRIVILEGE]
+                    .iter()
+                    .any(|code| error.code() == Some(code)) =>
+            {
+                if !beginning {
+                    return Ok(Step {
+                        notices: Vec::new(),
+                        seen,
+                        replayed: Vec::new(),
+                        new_incarnation,
+                    });
+                }
                 counts.cache_drops.fetch_add(1, Ordering::Relaxed);
                 return Ok(everything(seen));
             }
