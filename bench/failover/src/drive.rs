@@ -56,6 +56,8 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(200);
 const AFTER_RECONNECT: f64 = 10.0;
 /// The commit→visible p99 a window must be back under.
 const VISIBLE_GOAL_MS: f64 = 1000.0;
+/// Windows in a row within the goal that make the recovery.
+const SUSTAINED: usize = 5;
 /// Entries per list page in the read list and the page check.
 const PAGE_COUNT: i32 = 5;
 /// Connections per instance shared by the pollers.
@@ -790,15 +792,21 @@ async fn kill_primary(run: Arc<Run>) -> Result<Value, String> {
     }))
 }
 
-/// The counters read from each instance's /metrics.
-const SAMPLED: [&str; 6] = [
+/// The counters read from each instance's /metrics; the last, a sum over the requests
+/// family, is the instance's own 503s (nginx retries them on the other instance, so
+/// clients may never see them).
+const SAMPLED: [&str; 8] = [
     "atelier_cache_hits_total",
     "atelier_cache_misses_total",
     "atelier_cache_entries",
     "atelier_notify_catch_ups_total",
     "atelier_notify_cache_drops_total",
     "atelier_notify_caught_up_notices_total",
+    "atelier_db_errors_total",
+    "503",
 ];
+/// The line prefix of [`SAMPLED`]'s last entry, with `status="503"` in its labels.
+const REQUESTS_FAMILY: &str = "atelier_http_requests_total{";
 
 /// One /metrics reading: seconds from the start, then [`SAMPLED`] (None: not exposed).
 type Sample = (f64, [Option<f64>; SAMPLED.len()]);
@@ -817,15 +825,19 @@ async fn sample_metrics(run: Arc<Run>) -> Vec<Vec<Sample>> {
             };
             let text = String::from_utf8_lossy(&answer.body);
             let mut values = [None; SAMPLED.len()];
+            let mut unavailable = 0.0;
             for line in text.lines() {
                 let mut parts = line.split_whitespace();
                 let (Some(name), Some(value)) = (parts.next(), parts.next()) else {
                     continue;
                 };
-                if let Some(slot) = SAMPLED.iter().position(|wanted| *wanted == name) {
+                if name.starts_with(REQUESTS_FAMILY) && name.contains("status=\"503\"") {
+                    unavailable += value.parse::<f64>().unwrap_or(0.0);
+                } else if let Some(slot) = SAMPLED.iter().position(|wanted| *wanted == name) {
                     values[slot] = value.parse().ok();
                 }
             }
+            values[SAMPLED.len() - 1] = Some(unavailable);
             samples[i].push((t, values));
         }
     }
@@ -1177,23 +1189,26 @@ fn visibility_summary(args: &DriveArgs, changes: &[Change], kill_s: Option<f64>)
             "first_commit_s": first_at,
         }));
     }
-    // The first window after the kill from which every window of the run has changes,
-    // all of them seen, with p99 within the goal: time from the kill to its first commit.
-    let recovered = kill_s.and_then(|kill| {
-        let last = (args.seconds.floor() as usize).saturating_sub(1);
-        let good = |w: &(Vec<f64>, usize, Option<f64>)| {
-            !w.0.is_empty() && w.1 == 0 && percentile(&w.0, 99.0) <= VISIBLE_GOAL_MS
-        };
-        let mut first_good = None;
-        for second in (kill.floor() as usize..=last).rev() {
-            if !good(&windows[second]) {
-                break;
-            }
-            first_good = Some(second);
-        }
-        first_good
-            .and_then(|w| windows[w].2)
-            .map(|first| (first - kill).max(0.0))
+    // The first of SUSTAINED windows in a row after the kill that each have changes, all
+    // of them seen, with p99 within the goal: the time from the kill to its first
+    // commit; and how many windows after those missed the goal all the same.
+    let good = |w: &(Vec<f64>, usize, Option<f64>)| {
+        !w.0.is_empty() && w.1 == 0 && percentile(&w.0, 99.0) <= VISIBLE_GOAL_MS
+    };
+    let last = (args.seconds.floor() as usize).saturating_sub(1);
+    let back = kill_s.and_then(|kill| {
+        (kill.floor() as usize..=last.saturating_sub(SUSTAINED - 1))
+            .find(|&w| windows[w..w + SUSTAINED].iter().all(good))
+    });
+    let recovered = back
+        .zip(kill_s)
+        .and_then(|(w, kill)| windows[w].2.map(|first| (first - kill).max(0.0)));
+    let missed_later = back.map(|w| {
+        windows[w + SUSTAINED..=last]
+            .iter()
+            .filter(|window| !window.0.is_empty() || window.1 > 0)
+            .filter(|window| !good(window))
+            .count()
     });
     let by_kind: serde_json::Map<String, Value> = by_kind
         .iter_mut()
@@ -1206,6 +1221,8 @@ fn visibility_summary(args: &DriveArgs, changes: &[Change], kill_s: Option<f64>)
         "never_seen_per_instance": per_instance_never,
         "windows": rows,
         "p99_back_within_goal_after_kill_s": recovered,
+        "sustained_windows": SUSTAINED,
+        "windows_over_goal_later": missed_later,
         "goal_ms": VISIBLE_GOAL_MS,
     })
 }
@@ -1333,6 +1350,9 @@ fn instances_summary(args: &DriveArgs, samples: &[Vec<Sample>], kill_s: Option<f
     const ENTRIES: usize = 2;
     const CATCH_UPS: usize = 3;
     const DROPS: usize = 4;
+    const NOTICES: usize = 5;
+    const DB_ERRORS: usize = 6;
+    const UNAVAILABLE: usize = 7;
     let mut out = Vec::new();
     for (server, series) in args.instances.iter().zip(samples) {
         let value = |sample: &Sample, slot: usize| sample.1[slot];
@@ -1364,9 +1384,15 @@ fn instances_summary(args: &DriveArgs, samples: &[Vec<Sample>], kill_s: Option<f
             json!({
                 "catch_ups": value(s, CATCH_UPS),
                 "cache_drops": value(s, DROPS),
-                "caught_up_notices": s.1[5],
+                "caught_up_notices": value(s, NOTICES),
             })
         });
+        // What a counter gained from the last sample before the kill to the last one.
+        let since_kill = |slot: usize| -> Option<f64> {
+            let kill = kill_s?;
+            let before = series.iter().rev().find(|s| s.0 < kill)?;
+            Some(value(series.last()?, slot)? - value(before, slot)?)
+        };
         out.push(json!({
             "instance": server,
             "listen_reconnected_s": reconnect.map(|r| r.0),
@@ -1377,8 +1403,19 @@ fn instances_summary(args: &DriveArgs, samples: &[Vec<Sample>], kill_s: Option<f
                 .and_then(|kill| miss_rate((kill - AFTER_RECONNECT).max(0.0), kill)),
             "window_s": AFTER_RECONNECT,
             "counters_at_end": counters_now,
+            "unavailable_503_after_kill": since_kill(UNAVAILABLE),
+            "db_errors_after_kill": since_kill(DB_ERRORS),
             "samples": series.iter().map(|s| {
-                json!([s.0, s.1[HITS], s.1[MISSES], s.1[ENTRIES], s.1[CATCH_UPS], s.1[DROPS]])
+                json!([
+                    s.0,
+                    s.1[HITS],
+                    s.1[MISSES],
+                    s.1[ENTRIES],
+                    s.1[CATCH_UPS],
+                    s.1[DROPS],
+                    s.1[DB_ERRORS],
+                    s.1[UNAVAILABLE]
+                ])
             }).collect::<Vec<_>>(),
         }));
     }
