@@ -22,8 +22,9 @@
 //! - **Pollers**: after each acknowledged commit, both instances are asked for the
 //!   changed document directly until it holds the token (every `--poll-ms`, or a fifth
 //!   of the time waited so far); the change is visible once both serve it.
-//! - **Metrics**: every 200 ms each instance's /metrics (cache hits, misses, entries and
-//!   the notify counters where the server has them).
+//! - **Metrics**: every 200 ms each instance's /metrics (cache hits, misses, entries, the
+//!   notify counters where the server has them, its database errors and its own 503s,
+//!   which nginx retries on the other instance).
 //! - **The kill**: at `--kill-at` seconds, `kill-primary` to the holder.
 //!
 //! Afterwards: once the change queue is empty and `--settle` seconds more have passed,
@@ -38,6 +39,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use atelier::documents::PAGE_SQL;
 use atelier::materialize::{DEFAULT_CAMPUS, listed_documents_sql};
 use clap::Args;
 use serde_json::{Value, json};
@@ -62,19 +64,6 @@ const SUSTAINED: usize = 5;
 const PAGE_COUNT: i32 = 5;
 /// Connections per instance shared by the pollers.
 const POLL_CONNECTIONS: usize = 64;
-
-/// The product ids at 1-based ranks $1 ..= $2 of the list (the server's page query,
-/// selecting ids).
-const PAGE_IDS_SQL: &str = "
-    SELECT d.product_id FROM document d
-    WHERE d.product_id >= (
-        SELECT x.product_id
-        FROM (SELECT first_id, start FROM list_block WHERE start < $1
-              ORDER BY start DESC, first_id DESC LIMIT 1) b
-        CROSS JOIN LATERAL (SELECT product_id FROM document WHERE product_id >= b.first_id
-                            ORDER BY product_id OFFSET $1 - b.start - 1 LIMIT 1) x)
-    ORDER BY d.product_id
-    LIMIT $2 - $1 + 1";
 
 /// The 1-based list rank of product $1.
 const RANK_SQL: &str = "
@@ -891,7 +880,13 @@ async fn final_check(
             built.insert(row.get(0), [row.get(1), row.get(2), row.get(3), row.get(4)]);
         }
     }
-    // The pages (of PAGE_COUNT) holding a sample of the changed products.
+    // The pages (of PAGE_COUNT) holding a sample of the changed products: their ids by
+    // the server's own page query.
+    let page_ids_sql = PAGE_SQL.replacen("SELECT d.list_entry", "SELECT d.product_id", 1);
+    assert_ne!(
+        page_ids_sql, PAGE_SQL,
+        "the page query selects list entries"
+    );
     let step = (products.len() / args.pages.max(1)).max(1);
     let mut pages: Vec<(String, String)> = Vec::new();
     let mut seen_pages = HashSet::new();
@@ -907,7 +902,7 @@ async fn final_check(
         }
         let first = (page - 1) * PAGE_COUNT + 1;
         let ids: Vec<i32> = client
-            .query(PAGE_IDS_SQL, &[&first, &(first + PAGE_COUNT - 1)])
+            .query(&page_ids_sql, &[&first, &(first + PAGE_COUNT - 1)])
             .await
             .map_err(|e| e.to_string())?
             .iter()
