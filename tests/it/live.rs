@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use atelier::db;
@@ -17,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
 use crate::serving::{Reply, Server, eventually, seed_catalog, seeded_own_cluster};
-use crate::support::{OwnCluster, TestDb, read_report, sample};
+use crate::support::{FollowerProcess, OwnCluster, TestDb, read_report, sample};
 
 /// What "served within a second" allows: the bound every change must meet.
 const BOUND: Duration = Duration::from_secs(1);
@@ -974,23 +973,6 @@ async fn writers_racing_two_followers_lose_no_change() {
         follower.stop().await;
     }
     assert_as_full_rebuild(&db.url).await;
-}
-
-/// `atelier materialize --follow` as a process of its own; killed when dropped.
-struct FollowerProcess(tokio::process::Child);
-
-impl FollowerProcess {
-    fn start(url: &str) -> FollowerProcess {
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_atelier"))
-            .args(["materialize", "--follow", "--database-url", url])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start atelier materialize --follow");
-        FollowerProcess(child)
-    }
 }
 
 /// Sessions of `application_name` waiting for a lock, and all of them.
