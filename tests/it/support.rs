@@ -3,6 +3,7 @@
 //! as processes of their own, and a keep-alive HTTP/1.1 client that reports failures
 //! instead of panicking.
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use atelier::catalog::FileKind;
 use atelier::db::{self, embedded::Cluster, embedded::Durability};
-use atelier::materialize::{Plan, Settings};
+use atelier::materialize::{self, Plan, Settings};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
@@ -180,6 +181,36 @@ pub async fn document_count(client: &Client) -> i64 {
         .get(0)
 }
 
+/// Every stored document as text, by product.
+pub async fn documents(client: &Client) -> BTreeMap<i32, [String; 4]> {
+    client
+        .query(
+            "SELECT product_id, list_entry::text, product::text, styles::text, related::text \
+             FROM document",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), [row.get(1), row.get(2), row.get(3), row.get(4)]))
+        .collect()
+}
+
+/// Asserts that the stored documents are exactly what a full rebuild makes of the
+/// catalog now (the rebuild replaces them).
+pub async fn assert_as_full_rebuild(url: &str) {
+    let client = db::connect(url).await.unwrap();
+    let live = documents(&client).await;
+    materialize::materialize(url, Plan::Everything, &Settings::default())
+        .await
+        .unwrap();
+    let full = documents(&client).await;
+    assert_eq!(live.len(), full.len(), "documents kept vs built in full");
+    for (id, built) in &full {
+        assert_eq!(live.get(id), Some(built), "product {id}");
+    }
+}
+
 /// Terminates the servers' LISTEN connections to `client`'s database; says how many.
 pub async fn terminate_listen_connections(client: &Client) -> u64 {
     client
@@ -324,6 +355,16 @@ impl FollowerProcess {
     /// Follows the database at `url`, its output discarded.
     pub fn start(url: &str) -> FollowerProcess {
         FollowerProcess::spawn(url, Stdio::null(), Stdio::null())
+    }
+
+    /// Follows the database at `url`, its log appended to `log`.
+    pub fn start_logged(url: &str, log: &Path) -> FollowerProcess {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        FollowerProcess::spawn(url, log.try_clone().unwrap().into(), log.into())
     }
 
     fn spawn(url: &str, stdout: Stdio, stderr: Stdio) -> FollowerProcess {
