@@ -142,6 +142,24 @@ CREATE TABLE IF NOT EXISTS document_queue (
 );
 ALTER TABLE document_queue ADD COLUMN IF NOT EXISTS parts smallint NOT NULL DEFAULT 15;
 
+-- What materialize announced to servers, kept an hour (`documents::NOTICE_RETENTION`):
+-- every NOTIFY on atelier_documents is logged here in the same transaction, and its
+-- payload names the row's `seq`. A server whose LISTEN connection was down (a dropped
+-- connection, a failover) catches up on exactly the notices committed while it was away,
+-- those its last snapshot of the primary (`pg_current_snapshot()`) does not show as
+-- committed, instead of dropping its whole cache; away longer than the log is kept, it
+-- drops everything. `xid` is the writing transaction, which is what snapshots compare
+-- (seq order is not commit order); `sent_at` is the time of logging, near the commit,
+-- which the pruning (in materialize, at every announcement) goes by.
+CREATE TABLE IF NOT EXISTS document_notice (
+    seq     bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    xid     xid8        NOT NULL DEFAULT pg_current_xact_id(),
+    sent_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    payload text        NOT NULL
+);
+CREATE INDEX IF NOT EXISTS document_notice_xid_idx ON document_notice (xid);
+CREATE INDEX IF NOT EXISTS document_notice_sent_at_idx ON document_notice (sent_at);
+
 -- Until when (milliseconds since the epoch) a follower at work promises to look at the
 -- queue again: writers queuing rows before then need not wake it (see
 -- `atelier_wake_followers`).
@@ -350,13 +368,14 @@ CREATE TABLE IF NOT EXISTS catalog_run (
     summary     jsonb       NOT NULL
 );
 
--- The role servers read as: it logs in, reads the documents, the list's blocks and
--- whether a materialize has completed (`catalog_run.kind`, for /readyz), and nothing
--- else. Roles are cluster-wide while this file is applied per database, possibly by several databases
--- at once, so creating the role tolerates losing that race. Grants are made only when
--- missing, so re-applying writes no catalog row. The materialize swap creates a new
--- `document` table, and re-applying this file grants on it again. A role applying this
--- file without the right to create roles leaves the reader to the operator.
+-- The role servers read as: it logs in, reads the documents, the list's blocks, the
+-- notice log and whether a materialize has completed (`catalog_run.kind`, for /readyz),
+-- and nothing else. Roles are cluster-wide while this file is applied per database,
+-- possibly by several databases at once, so creating the role tolerates losing that
+-- race. Grants are made only when missing, so re-applying writes no catalog row. The
+-- materialize swap creates a new `document` table, and re-applying this file grants on
+-- it again. A role applying this file without the right to create roles leaves the
+-- reader to the operator.
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'atelier_reader') THEN
@@ -378,6 +397,9 @@ BEGIN
     END IF;
     IF NOT has_table_privilege('atelier_reader', 'public.list_block', 'SELECT') THEN
         GRANT SELECT ON public.list_block TO atelier_reader;
+    END IF;
+    IF NOT has_table_privilege('atelier_reader', 'public.document_notice', 'SELECT') THEN
+        GRANT SELECT ON public.document_notice TO atelier_reader;
     END IF;
     IF NOT has_column_privilege('atelier_reader', 'public.catalog_run', 'kind', 'SELECT') THEN
         GRANT SELECT (kind) ON public.catalog_run TO atelier_reader;

@@ -302,6 +302,12 @@ pub struct ServeArgs {
     /// a client that takes gzip first asks for it) or `off` (a proxy in front compresses).
     #[arg(long, env = "ATELIER_COMPRESSION", value_enum, default_value_t = Compression::Gzip)]
     pub compression: Compression,
+    /// What to do about changes announced while the LISTEN connection was down (a
+    /// dropped connection, a failover): `catch-up` replays them from the notice log
+    /// (the whole cache is dropped only after an outage longer than the log keeps, an
+    /// hour); `drop` drops the whole cache at every reconnection.
+    #[arg(long, env = "ATELIER_MISSED_CHANGES", value_enum, default_value_t = MissedChanges::CatchUp)]
+    pub missed_changes: MissedChanges,
     /// Database connections kept open. Each carries many concurrent reads, pipelined, so
     /// a few per database core are enough.
     #[arg(long, env = "ATELIER_POOL_SIZE", default_value_t = serve_defaults().pool_size)]
@@ -393,6 +399,10 @@ impl ServeArgs {
             drain_timeout: Duration::from_millis(self.drain_timeout_ms),
             compress: self.compression == Compression::Gzip,
             access_log: self.access_log,
+            missed_changes: match self.missed_changes {
+                MissedChanges::CatchUp => http::catch_up::MissedChanges::CatchUp,
+                MissedChanges::Drop => http::catch_up::MissedChanges::Drop,
+            },
         }
     }
 
@@ -403,6 +413,13 @@ impl ServeArgs {
             ..materialize::Settings::default()
         }
     }
+}
+
+/// What `atelier serve` does about changes announced while it was not listening.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MissedChanges {
+    CatchUp,
+    Drop,
 }
 
 /// The content codings `atelier serve` offers.

@@ -39,6 +39,10 @@ pub const MATERIALIZE_RUN: &str = materialize_run!();
 /// [`Notice`]s.
 pub const CHANNEL: &str = "atelier_documents";
 
+/// How long `document_notice` keeps what was announced on [`CHANNEL`]: a server whose
+/// LISTEN connection was down for less catches up on exactly what it missed.
+pub const NOTICE_RETENTION: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Whether a materialize has ever completed in this database: one bool column. A server
 /// is ready once it holds true.
 pub const READY_SQL: &str = concat!(

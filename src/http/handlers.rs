@@ -109,6 +109,7 @@ pub async fn metrics(state: &AppState) -> Response<Full<Bytes>> {
                 &state.cache,
                 &state.store,
                 state.listening.is_working(),
+                &state.reconnections,
                 state.draining.load(Ordering::SeqCst),
             )
             .await,

@@ -10,6 +10,7 @@
 //! this module replaced (bench/README.md, Profiling).
 
 use std::sync::OnceLock;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hyper::StatusCode;
@@ -23,6 +24,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use super::cache::DocumentCache;
+use super::catch_up::Reconnections;
 use super::endpoint::Endpoint;
 use super::store::{PoolState, Store};
 
@@ -125,6 +127,7 @@ pub async fn render(
     cache: &DocumentCache,
     store: &Store,
     listening: bool,
+    reconnections: &Reconnections,
     draining: bool,
 ) -> String {
     let mut registry = Registry::default();
@@ -151,6 +154,21 @@ pub async fn render(
             "atelier_db_errors",
             "Failed database reads, checks and connection attempts",
             store.errors(),
+        ),
+        (
+            "atelier_notify_catch_ups",
+            "LISTEN connections that began by catching up on the notice log",
+            reconnections.catch_ups.load(Ordering::Relaxed),
+        ),
+        (
+            "atelier_notify_cache_drops",
+            "LISTEN connections that began by dropping the whole cache (the first included)",
+            reconnections.cache_drops.load(Ordering::Relaxed),
+        ),
+        (
+            "atelier_notify_caught_up_notices",
+            "Notices replayed from the notice log as LISTEN connections began",
+            reconnections.caught_up_notices.load(Ordering::Relaxed),
         ),
     ];
     for (name, help, value) in counters {

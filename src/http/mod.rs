@@ -7,12 +7,13 @@
 //! [`composite`] joins several cached documents into one answer (a product page,
 //! several products); [`cors`] lets other origins' pages read the API;
 //! [`endpoint`] names what a request was routed to; [`notify`] keeps the cache in step
-//! with materialize; [`error`] is the one mapping of failures to answers; [`head`]
+//! with materialize, [`catch_up`] over LISTEN outages; [`error`] is the one mapping of failures to answers; [`head`]
 //! refuses oversized and unparseable request heads with those answers; [`metrics`]
 //! counts; [`access_log`] logs each request when asked to.
 
 pub mod access_log;
 pub mod cache;
+pub mod catch_up;
 pub mod composite;
 pub mod cors;
 pub mod encoding;

@@ -15,13 +15,15 @@ use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
 use super::AppState;
+use super::catch_up::{LogPosition, logged_seq};
 use crate::db::connection::{Listening, open, open_listening, reconnecting};
 use crate::documents::{self, Notice};
 use crate::error::database_message;
 
 /// How the LISTEN connection names itself in `pg_stat_activity`.
 pub const LISTEN_APPLICATION_NAME: &str = "atelier serve listen";
-/// How often an idle LISTEN connection is checked, so a silently dead one is replaced.
+/// How often an idle LISTEN connection is checked, so a silently dead one is replaced,
+/// and its place in the notice log moved on.
 const HEARTBEAT: Duration = Duration::from_secs(10);
 /// How the connection that watches the read side's replay names itself.
 pub const REPLAY_APPLICATION_NAME: &str = "atelier serve replay";
@@ -32,12 +34,13 @@ const REPLAY_WAIT: Duration = Duration::from_secs(15);
 const REPLAY_POLL: Duration = Duration::from_millis(20);
 
 /// Listens for document changes until the task is aborted, invalidating `state`'s
-/// cache for each one. Every (re)connection starts by dropping the whole cache, since
-/// notifications sent while nobody listened are lost.
+/// cache for each one. Every (re)connection starts by catching up on what was announced
+/// while nobody listened ([`catch_up`](super::catch_up)).
 pub async fn listen_for_changes(state: Arc<AppState>) {
+    let position = tokio::sync::Mutex::new(LogPosition::default());
     // The log names the cause with its SQLSTATE.
     let session = || async {
-        listen(&state)
+        listen(&state, &mut *position.lock().await)
             .await
             .map_err(|error| database_message(&error))
     };
@@ -45,7 +48,7 @@ pub async fn listen_for_changes(state: Arc<AppState>) {
 }
 
 /// One LISTEN session: returns when its connection is lost.
-async fn listen(state: &AppState) -> Result<(), tokio_postgres::Error> {
+async fn listen(state: &AppState, position: &mut LogPosition) -> Result<(), tokio_postgres::Error> {
     let mut config = state.primary.clone();
     config.application_name(LISTEN_APPLICATION_NAME);
     let (sender, mut notifications) = mpsc::unbounded_channel();
@@ -58,25 +61,37 @@ async fn listen(state: &AppState) -> Result<(), tokio_postgres::Error> {
         client
             .batch_execute(&format!("LISTEN {}", documents::CHANNEL))
             .await?;
-        invalidate(state, &client, &mut replay, vec![Notice::Everything]).await?;
+        catch_up(state, &client, &mut replay, position, true).await?;
         state.listening.works();
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        heartbeat.reset();
         loop {
             tokio::select! {
                 notification = notifications.recv() => match notification {
                     Some(notification) => {
-                        let mut notices = vec![Notice::parse(notification.payload())];
-                        while let Ok(next) = notifications.try_recv() {
-                            notices.push(Notice::parse(next.payload()));
+                        let mut notices = Vec::new();
+                        let mut next = Some(notification);
+                        while let Some(notification) = next {
+                            let payload = notification.payload();
+                            let notice = Notice::parse(payload);
+                            let new = logged_seq(payload)
+                                .is_none_or(|seq| position.received(seq, &notice));
+                            if new {
+                                notices.push(notice);
+                            }
+                            next = notifications.try_recv().ok();
                         }
-                        invalidate(state, &client, &mut replay, notices).await?;
+                        if !notices.is_empty() {
+                            invalidate(state, &client, &mut replay, notices).await?;
+                        }
                     }
                     // The connection closed: its driver says why.
                     None => return Ok(true),
                 },
                 _ = heartbeat.tick() => {
-                    match tokio::time::timeout(HEARTBEAT, client.simple_query("")).await {
-                        Ok(Ok(_)) => {}
+                    let step = catch_up(state, &client, &mut replay, position, false);
+                    match tokio::time::timeout(HEARTBEAT, step).await {
+                        Ok(Ok(())) => {}
                         Ok(Err(error)) => return Err(error),
                         Err(_) => return Ok(false),
                     }
@@ -97,6 +112,31 @@ async fn listen(state: &AppState) -> Result<(), tokio_postgres::Error> {
             Err(error)
         }
     }
+}
+
+/// One step through the notice log: drops what was announced and not received since
+/// the last step, then moves the position on.
+async fn catch_up(
+    state: &AppState,
+    primary: &Client,
+    replay: &mut Option<Client>,
+    position: &mut LogPosition,
+    beginning: bool,
+) -> Result<(), tokio_postgres::Error> {
+    let mut step = position
+        .step(
+            primary,
+            state.missed_changes,
+            beginning,
+            &state.reconnections,
+        )
+        .await?;
+    let notices = std::mem::take(&mut step.notices);
+    if !notices.is_empty() {
+        invalidate(state, primary, replay, notices).await?;
+    }
+    position.advance(step);
+    Ok(())
 }
 
 /// Drops what `notices` name from the cache once the read side has replayed everything

@@ -10,6 +10,7 @@ use hyper::header::HeaderValue;
 use tokio_postgres::config::TargetSessionAttrs;
 
 use super::cache::{CacheSettings, Document, DocumentCache};
+use super::catch_up::{MissedChanges, Reconnections};
 use super::cors::Origins;
 use super::metrics::Metrics;
 use super::store::{PoolSettings, Store};
@@ -57,6 +58,8 @@ pub struct Settings {
     pub compress: bool,
     /// Whether every request is logged (method, path, status, duration, bytes).
     pub access_log: bool,
+    /// What a server does about changes announced while its LISTEN connection was down.
+    pub missed_changes: MissedChanges,
 }
 
 impl Default for Settings {
@@ -77,6 +80,7 @@ impl Default for Settings {
             drain_timeout: Duration::from_millis(10_000),
             compress: true,
             access_log: false,
+            missed_changes: MissedChanges::CatchUp,
         }
     }
 }
@@ -105,6 +109,9 @@ pub struct AppState {
     pub(crate) primary: tokio_postgres::Config,
     /// Whether the LISTEN connection is up, logged once per outage.
     pub(crate) listening: Outage,
+    pub(crate) missed_changes: MissedChanges,
+    /// How the LISTEN sessions began (caught up or dropped everything).
+    pub(crate) reconnections: Reconnections,
     /// Whether shutdown has begun (`/readyz` then answers 503).
     pub(crate) draining: AtomicBool,
     pub(crate) cache_control: HeaderValue,
@@ -185,6 +192,8 @@ impl AppState {
                 "lost the database LISTEN connection; reconnecting",
                 "listening for document changes again",
             ),
+            missed_changes: settings.missed_changes,
+            reconnections: Reconnections::default(),
             draining: AtomicBool::new(false),
             cache_control,
             empty_page: Document::identity(Bytes::from_static(b"[]")),

@@ -125,7 +125,8 @@ struct Statements {
     delete_gone: Statement,
     upsert_listed: Statement,
     restyle: Statement,
-    notify: Statement,
+    announce: Statement,
+    prune_notices: Statement,
     record_run: Statement,
 }
 
@@ -138,7 +139,8 @@ impl Statements {
             delete_gone: client.prepare(sql::DELETE_GONE).await?,
             upsert_listed: client.prepare(&sql::upsert_listed()).await?,
             restyle: client.prepare(&sql::restyle()).await?,
-            notify: client.prepare(sql::NOTIFY).await?,
+            announce: client.prepare(sql::ANNOUNCE).await?,
+            prune_notices: client.prepare(sql::PRUNE_NOTICES).await?,
             record_run: client.prepare(&sql::record_run()).await?,
         })
     }
@@ -570,11 +572,17 @@ impl Run<'_> {
         Ok(rebuilt)
     }
 
-    /// Sends `notice` on [`documents::CHANNEL`]; delivered when the transaction commits.
+    /// Sends `notice` on [`documents::CHANNEL`] and logs it in `document_notice`, which
+    /// it prunes of what is older than [`documents::NOTICE_RETENTION`]; delivered and
+    /// kept when the transaction commits.
     async fn announce(&self, notice: &Notice) -> Result<()> {
+        let retention = documents::NOTICE_RETENTION.as_secs_f64();
+        self.transaction
+            .execute(&self.statements.prune_notices, &[&retention])
+            .await?;
         for payload in notice.payloads() {
             self.transaction
-                .execute(&self.statements.notify, &[&documents::CHANNEL, &payload])
+                .execute(&self.statements.announce, &[&documents::CHANNEL, &payload])
                 .await?;
         }
         Ok(())

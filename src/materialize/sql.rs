@@ -150,8 +150,15 @@ pub const LOCK_PRODUCTS: &str =
 /// Deletes the queue rows ($1) whose products were rebuilt.
 pub const QUEUE_DONE: &str = "DELETE FROM document_queue WHERE id = ANY($1)";
 
-/// Sends one NOTIFY payload ($2) on a channel ($1); delivered at commit.
-pub const NOTIFY: &str = "SELECT pg_notify($1, $2)";
+/// Logs one notice payload ($2, a JSON object) in `document_notice` and sends it on a
+/// channel ($1) with the log row's `seq` as its first key; delivered at commit.
+pub const ANNOUNCE: &str = "\
+    WITH logged AS (INSERT INTO document_notice (payload) VALUES ($2) RETURNING seq) \
+    SELECT pg_notify($1, '{\"seq\":' || seq || ',' || substr($2, 2)) FROM logged";
+
+/// Forgets the notices logged more than $1 seconds ago.
+pub const PRUNE_NOTICES: &str = "DELETE FROM document_notice \
+                                 WHERE sent_at < clock_timestamp() - make_interval(secs => $1)";
 
 /// Records a completed materialize, with its summary ($1), which makes a catalog ready.
 pub fn record_run() -> String {

@@ -33,6 +33,7 @@ async fn schema_applies_twice_and_creates_every_table() {
         [
             "catalog_run",
             "document",
+            "document_notice",
             "document_queue",
             "feature",
             "list_block",

@@ -368,9 +368,31 @@ async fn completion_is_notified_with_what_changed() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(parse(&first), json!({"all": true}));
+    // Each names first the seq of its row in the notice log, which keeps the payload.
+    let logged: Vec<(i64, String)> = client
+        .query("SELECT seq, payload FROM document_notice ORDER BY seq", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(logged.len(), 2, "{logged:?}");
+    let (first_seq, second_seq) = (logged[0].0, logged[1].0);
+    assert!(
+        first.starts_with(&format!("{{\"seq\":{first_seq},")),
+        "{first}"
+    );
+    assert_eq!(parse(&first), json!({"seq": first_seq, "all": true}));
+    assert_eq!(parse(&logged[0].1), json!({"all": true}));
     // The products, and the list ranks they hold: only the pages holding those change.
-    assert_eq!(parse(&second), json!({"products": [1, 3], "ranks": [1, 3]}));
+    assert_eq!(
+        parse(&second),
+        json!({"seq": second_seq, "products": [1, 3], "ranks": [1, 3]})
+    );
+    assert_eq!(
+        parse(&logged[1].1),
+        json!({"products": [1, 3], "ranks": [1, 3]})
+    );
     let runs: i64 = client
         .query_one(
             "SELECT count(*) FROM catalog_run WHERE kind = 'materialize'",
