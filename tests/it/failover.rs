@@ -40,10 +40,13 @@ pub fn free_ports() -> [u16; 3] {
 /// database holding the schema and [`seed_catalog`]'s `products`, written through the
 /// URL that names both nodes.
 struct Catalogued {
-    dir: tempfile::TempDir,
     formation: Formation,
+    /// The nodes' ports: node 0's, then node 1's.
+    ports: [u16; 2],
     /// Both nodes, node 0 (the first primary) first.
     url: String,
+    /// Dropped after the formation, whose members' files it holds.
+    dir: tempfile::TempDir,
 }
 
 impl Catalogued {
@@ -60,9 +63,10 @@ impl Catalogued {
             .unwrap();
         seed_catalog(&url, products).await;
         Catalogued {
-            dir,
             formation,
+            ports: [ports[1], ports[2]],
             url,
+            dir,
         }
     }
 
@@ -87,6 +91,30 @@ impl Catalogued {
             .await
             .unwrap()
             .get(0)
+    }
+}
+
+impl Drop for Catalogued {
+    /// A failed test shows the end of each server's and follower's log.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !(name.starts_with("atelier-") || name.starts_with("follower")) {
+                continue;
+            }
+            let log = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            eprintln!("--- {name} (last lines)");
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 
@@ -123,6 +151,15 @@ async fn documents_behind(client: &Client) -> Vec<(i32, String, Option<String>)>
         .collect()
 }
 
+/// Renames product `id` to `name` (one transaction).
+async fn set_name(client: &Client, id: i32, name: &str) {
+    client
+        .execute("UPDATE product SET name = $2 WHERE id = $1", &[&id, &name])
+        .await
+        .unwrap();
+}
+
+/// Rows in the change queue.
 async fn queued(client: &Client) -> i64 {
     client
         .query_one("SELECT count(*) FROM document_queue", &[])
@@ -309,8 +346,9 @@ impl Writer {
     }
 }
 
-/// Asks `instance` for every product of `ids` in turn until stopped, keeping their
-/// documents in its cache; answers are not judged (reads fail while no node answers).
+/// Asks the server at `addr` for every product of `ids` in turn until stopped, keeping
+/// their documents in its cache; answers are not judged (reads fail while no node
+/// answers).
 fn keep_reading(addr: std::net::SocketAddr, ids: Vec<i32>) -> (Arc<AtomicBool>, JoinHandle<()>) {
     let stop = Arc::new(AtomicBool::new(false));
     let stopping = stop.clone();
@@ -427,45 +465,330 @@ async fn failover_loses_no_acknowledged_change_and_serves_each_one() {
     assert_as_full_rebuild(&catalog.url).await;
 }
 
+/// Asks the server at `addr` for each product of `warm` in turn until stopped, counting
+/// answers that are its warm document byte for byte, and noting every other.
+struct GapReader {
+    stop: Arc<AtomicBool>,
+    task: JoinHandle<(u64, Vec<String>)>,
+}
+
+impl GapReader {
+    fn start(addr: std::net::SocketAddr, warm: BTreeMap<i32, Vec<u8>>) -> GapReader {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let task = tokio::spawn(async move {
+            let (mut served, mut failures) = (0, Vec::new());
+            for (id, body) in warm.iter().cycle() {
+                if stopping.load(Ordering::Relaxed) {
+                    break;
+                }
+                match get_once(addr, &format!("/products/{id}")).await {
+                    Ok(reply) if reply.status == 200 && reply.body == *body => served += 1,
+                    Ok(reply) => failures.push(format!(
+                        "product {id}: status {}, {}",
+                        reply.status,
+                        String::from_utf8_lossy(&reply.body)
+                    )),
+                    Err(error) => failures.push(format!("product {id}: {error}")),
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (served, failures)
+        });
+        GapReader { stop, task }
+    }
+
+    /// Stops; the warm documents served, and every other answer.
+    async fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}
+
+/// Cache hits and misses `instance` has counted.
+async fn hits_and_misses(instance: &Instance) -> (f64, f64) {
+    (
+        instance.metric("atelier_cache_hits_total").await,
+        instance.metric("atelier_cache_misses_total").await,
+    )
+}
+
+/// Whether the role servers read as may log in, on `node`.
+async fn reader_may_log_in(catalog: &Catalogued, node: Node) -> bool {
+    const SQL: &str = "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1";
+    catalog
+        .node(node)
+        .await
+        .query_one(SQL, &[&db::READER_ROLE])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 #[tokio::test]
-async fn failover_promotes_the_standby_and_the_old_primary_rejoins_as_its_standby() {
-    let dir = tempfile::TempDir::new().unwrap();
-    let formation = Formation::create(dir.path(), free_ports(), "atelier")
-        .await
-        .unwrap();
-    assert_eq!(formation.primary().await.unwrap(), Some(Node(0)));
-    let writer = db::connect(&formation.url("atelier")).await.unwrap();
+async fn failover_with_the_listen_host_gone_leaves_no_stale_answer() {
+    const PRODUCTS: i32 = 300;
+    let catalog = Catalogued::new(PRODUCTS).await;
+    let ids = product_ids(PRODUCTS);
+    let writer = db::connect(&catalog.url).await.unwrap();
+    let _follower =
+        FollowerProcess::start_logged(&catalog.url, &catalog.logs().join("follower.log"));
+    eventually(30, "the seed's queue drains", || async {
+        queued(&writer).await == 0
+    })
+    .await;
+    // The catalog was built long before the failover: a server whose primary was
+    // replaced drops again whatever was announced in the minute before it last looked
+    // at the log (`catch_up::RECENT`), and the seed's announcements, a full rebuild
+    // among them, are moved out of that minute so only this test's changes are in it.
     writer
-        .batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1)")
+        .batch_execute("UPDATE document_notice SET sent_at = sent_at - interval '10 minutes'")
         .await
         .unwrap();
 
-    formation.kill(Node(0)).await;
-    assert_eq!(formation.promoted(Node(0)).await.unwrap(), Node(1));
+    // Reads go to the standby, listed first; the LISTEN connection to the primary.
+    let [first, second] = catalog.ports;
+    let standby_first = format!(
+        "postgres://{}@127.0.0.1:{second},127.0.0.1:{first}/{DATABASE}",
+        db::READER_ROLE
+    );
+    let catching_up_args = ["--database-url", &standby_first];
+    let dropping_args = ["--database-url", &standby_first, "--missed-changes", "drop"];
+    let (catching_up, dropping) = tokio::join!(
+        Instance::start(catalog.logs(), &catching_up_args),
+        Instance::start(catalog.logs(), &dropping_args),
+    );
+    let servers = [&catching_up, &dropping];
+    for server in servers {
+        server.wait_listening().await;
+    }
+    // Every product's document in both caches.
+    let mut warm = BTreeMap::new();
+    for id in &ids {
+        let path = format!("/products/{id}");
+        let one = get_once(catching_up.addr, &path).await.unwrap();
+        let other = get_once(dropping.addr, &path).await.unwrap();
+        assert_eq!((one.status, other.status), (200, 200), "product {id}");
+        assert_eq!(one.body, other.body, "product {id}");
+        warm.insert(*id, one.body);
+    }
+    assert!(catalog.sessions(Node(1), "atelier serve").await >= 2);
+    assert_eq!(catalog.sessions(Node(0), "atelier serve").await, 0);
+    assert_eq!(catalog.sessions(Node(0), LISTEN_APPLICATION_NAME).await, 2);
+
+    // Every tenth product changes: half while the servers cannot listen, half after.
+    let changed: Vec<i32> = ids.iter().copied().step_by(10).collect();
+    let (in_the_gap, after_the_gap): (Vec<i32>, Vec<i32>) =
+        changed.iter().partition(|id| *id % 20 < 10);
+    assert!(!in_the_gap.is_empty() && !after_the_gap.is_empty());
+    let unchanged: Vec<i32> = ids
+        .iter()
+        .copied()
+        .filter(|id| !changed.contains(id))
+        .collect();
+    // The gap readers ask for a few unchanged products all along.
+    let (read_in_the_gap, read_after) = unchanged.split_at(20);
+    let gap_warm: BTreeMap<i32, Vec<u8>> = read_in_the_gap
+        .iter()
+        .map(|id| (*id, warm[id].clone()))
+        .collect();
+
+    // The servers' role may not log in for a while, so that their LISTEN connections
+    // stay away after the promotion for as long as the changes of the gap take to be
+    // rebuilt and announced, rather than racing their 1-s retry. Their pooled
+    // connections to the standby stay open.
+    writer
+        .batch_execute(&format!("ALTER ROLE {} NOLOGIN", db::READER_ROLE))
+        .await
+        .unwrap();
+    eventually(10, "the standby has the role change", || async {
+        !reader_may_log_in(&catalog, Node(1)).await
+    })
+    .await;
+    let gap_readers = servers.map(|server| GapReader::start(server.addr, gap_warm.clone()));
+
+    let killed = Instant::now();
+    catalog.formation.kill(Node(0)).await;
+    assert_eq!(catalog.formation.promoted(Node(0)).await.unwrap(), Node(1));
+    println!("kill -> promotion {:?}", killed.elapsed());
+    for server in servers {
+        eventually(10, "the server notices its LISTEN host is gone", || async {
+            server.metric("atelier_notify_listening").await == 0.0
+        })
+        .await;
+    }
+    let writer = db::connect(&catalog.url).await.unwrap();
+    let mut expected = BTreeMap::new();
+    for id in &in_the_gap {
+        let name = format!("Renamed in the gap {id}");
+        set_name(&writer, *id, &name).await;
+        expected.insert(*id, name);
+    }
+    eventually(30, "the follower rebuilds the gap's changes", || async {
+        queued(&writer).await == 0 && documents_behind(&writer).await.is_empty()
+    })
+    .await;
+    for server in servers {
+        assert_eq!(
+            server.metric("atelier_notify_listening").await,
+            0.0,
+            "the gap's changes were announced while neither server listened"
+        );
+    }
+
+    writer
+        .batch_execute(&format!("ALTER ROLE {} LOGIN", db::READER_ROLE))
+        .await
+        .unwrap();
+    let allowed = Instant::now();
+    for server in servers {
+        server.wait_listening().await;
+    }
+    println!(
+        "LISTEN back on the new primary {:?} after the role may log in again",
+        allowed.elapsed()
+    );
+    for server in servers {
+        assert_served(server, &expected, 10).await;
+    }
+    println!(
+        "the gap's changes served by both servers {:?} after the role may log in again",
+        allowed.elapsed()
+    );
+    for id in &after_the_gap {
+        let name = format!("Renamed after the gap {id}");
+        set_name(&writer, *id, &name).await;
+        expected.insert(*id, name);
+    }
+    for server in servers {
+        assert_served(server, &expected, 10).await;
+    }
+    for (server, reader) in servers.into_iter().zip(gap_readers) {
+        let (served, failures) = reader.finish().await;
+        assert!(
+            failures.is_empty(),
+            "{} of the warm documents' reads on {} failed: {:?}",
+            failures.len(),
+            server.addr,
+            &failures[..failures.len().min(10)]
+        );
+        assert!(served > 0);
+    }
+
+    // The server catching up kept every other document: not one more miss.
+    assert!(catching_up.metric("atelier_notify_catch_ups_total").await >= 1.0);
+    assert_eq!(
+        catching_up.metric("atelier_notify_cache_drops_total").await,
+        1.0,
+        "only at start-up"
+    );
+    assert!(
+        catching_up
+            .metric("atelier_notify_caught_up_notices_total")
+            .await
+            >= 1.0
+    );
+    let (hits, misses) = hits_and_misses(&catching_up).await;
+    for id in &unchanged {
+        let reply = get_once(catching_up.addr, &format!("/products/{id}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            (reply.status, &reply.body),
+            (200, &warm[id]),
+            "product {id}"
+        );
+    }
+    assert_eq!(
+        hits_and_misses(&catching_up).await,
+        (hits + unchanged.len() as f64, misses),
+        "(hits, misses) after asking for every unchanged product"
+    );
+    // The server dropping its cache at the reconnection: each unchanged document not read
+    // since is a miss.
+    assert!(dropping.metric("atelier_notify_cache_drops_total").await >= 2.0);
+    let (_, misses) = hits_and_misses(&dropping).await;
+    for id in read_after {
+        let reply = get_once(dropping.addr, &format!("/products/{id}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            (reply.status, &reply.body),
+            (200, &warm[id]),
+            "product {id}"
+        );
+    }
+    assert_eq!(
+        hits_and_misses(&dropping).await.1,
+        misses + read_after.len() as f64
+    );
+}
+
+#[tokio::test]
+async fn failover_then_the_old_primary_rejoins_and_servers_keep_serving() {
+    const PRODUCTS: i32 = 50;
+    let catalog = Catalogued::new(PRODUCTS).await;
+    let logs = catalog.logs();
+    let mut first_follower =
+        FollowerProcess::start_logged(&catalog.url, &logs.join("follower-1.log"));
+    let server = Instance::start(logs, &["--database-url", &catalog.url]).await;
+    server.wait_listening().await;
+    let mut expected = BTreeMap::from([(1, "Product 1".to_string())]);
+    assert_served(&server, &expected, 5).await;
+
+    catalog.formation.kill(Node(0)).await;
+    assert_eq!(catalog.formation.promoted(Node(0)).await.unwrap(), Node(1));
     // The URL names both nodes: a new connection finds the one that takes writes.
-    let writer = db::connect(&formation.url("atelier")).await.unwrap();
-    writer
-        .batch_execute("INSERT INTO t VALUES (2)")
-        .await
-        .unwrap();
+    let writer = db::connect(&catalog.url).await.unwrap();
+    set_name(&writer, 1, "Renamed after the failover").await;
+    expected.insert(1, "Renamed after the failover".into());
+    assert_served(&server, &expected, 20).await;
 
-    formation.rejoin(Node(0)).await.unwrap();
-    formation.settled().await.unwrap();
-    let old = db::connect(&formation.node_url(Node(0), "atelier"))
-        .await
-        .unwrap();
+    let rejoining = Instant::now();
+    catalog.formation.rejoin(Node(0)).await.unwrap();
+    catalog.formation.settled().await.unwrap();
+    println!(
+        "the old primary rejoined as a standby in {:?}",
+        rejoining.elapsed()
+    );
+    let old = catalog.node(Node(0)).await;
     let standby: bool = old
         .query_one("SELECT pg_is_in_recovery()", &[])
         .await
         .unwrap()
         .get(0);
     assert!(standby, "the old primary came back as a standby");
-    let rows: Vec<i32> = old
-        .query("SELECT x FROM t ORDER BY x", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    assert_eq!(rows, [1, 2], "it follows the new primary");
+    eventually(10, "it follows the new primary", || async {
+        names(&old).await[&1] == "Renamed after the failover"
+    })
+    .await;
+
+    // A server started now reads from the old primary, a standby listed first, and
+    // listens on the new one.
+    let late = Instance::start(logs, &["--database-url", &catalog.url]).await;
+    late.wait_listening().await;
+    // Changes reach both servers through the follower that ran all along ...
+    set_name(&writer, 2, "Renamed after the rejoin").await;
+    expected.insert(2, "Renamed after the rejoin".into());
+    for instance in [&server, &late] {
+        assert_served(instance, &expected, 20).await;
+    }
+    // ... and through one started now, with the standby listed first.
+    first_follower.0.kill().await.unwrap();
+    eventually(10, "the first follower's session ends", || async {
+        catalog.sessions(Node(1), follow::APPLICATION_NAME).await == 0
+    })
+    .await;
+    let _second_follower =
+        FollowerProcess::start_logged(&catalog.url, &logs.join("follower-2.log"));
+    set_name(&writer, 3, "Renamed by a follower started after the rejoin").await;
+    expected.insert(3, "Renamed by a follower started after the rejoin".into());
+    for instance in [&server, &late] {
+        assert_served(instance, &expected, 20).await;
+    }
+    // Writers and LISTENs on the primary; the late server's reads on the standby.
+    assert_eq!(catalog.sessions(Node(1), follow::APPLICATION_NAME).await, 1);
+    assert_eq!(catalog.sessions(Node(0), follow::APPLICATION_NAME).await, 0);
+    assert_eq!(catalog.sessions(Node(1), LISTEN_APPLICATION_NAME).await, 2);
+    assert!(catalog.sessions(Node(0), "atelier serve").await >= 1);
 }
