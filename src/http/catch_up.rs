@@ -14,10 +14,12 @@
 //!
 //! A primary that restarted (crash recovery with `synchronous_commit` off) or was
 //! replaced (a promoted standby) may have lost transactions whose notices were already
-//! delivered, and hands out their xids and seqs again: the old snapshot and the seqs
-//! received no longer describe it. Then the server drops again what it applied in the
-//! last [`RECENT`] (a lost transaction's documents may be cached), and replays every
-//! notice logged from [`RECENT`] before its last snapshot on. Away longer than the log
+//! delivered, and hands out their xids and seqs again (a follower that takes the same
+//! queue rows again even sends the same notice under the same seq): the old snapshot and
+//! the seqs received no longer describe it. Then the server drops again what it applied
+//! in the last [`RECENT`] before the connection was lost (a lost transaction's documents
+//! may be cached), and replays every notice logged from [`RECENT`] before its last
+//! snapshot on. Away longer than the log
 //! keeps notices, or never connected before, it drops the whole cache.
 
 use std::collections::{HashMap, VecDeque};
@@ -51,10 +53,11 @@ pub struct Reconnections {
     pub caught_up_notices: AtomicU64,
 }
 
-/// How long notices applied are remembered: against a primary that lost some of them,
-/// and as the margin of a replay by time. Longer than a rebuild's commit can wait for a
-/// synchronous standby before the HA engine gives up on it.
-pub const RECENT: Duration = Duration::from_secs(60);
+/// How long notices applied are remembered while listening, against a primary that
+/// lost some of them, and the margin of a replay by time: far longer than a rebuild's
+/// commit waits for its synchronous standby. Only what was applied that long before
+/// the connection was lost is dropped again, not the whole cache.
+pub const RECENT: Duration = Duration::from_secs(30);
 
 /// The primary's snapshot and clock, and which run of which timeline it is.
 const POSITION_SQL: &str = "SELECT pg_current_snapshot()::text, \
@@ -126,7 +129,11 @@ impl LogPosition {
         beginning: bool,
         counts: &Reconnections,
     ) -> Result<Step, tokio_postgres::Error> {
-        self.forget_old();
+        // As a session begins, what was applied in the last moments of the one before
+        // must still be there, however long the outage was.
+        if !beginning {
+            self.forget_old();
+        }
         let row = client.query_one(POSITION_SQL, &[]).await?;
         let seen = Seen {
             snapshot: row.get(0),
@@ -160,8 +167,22 @@ impl LogPosition {
         };
         let rows = match rows {
             Ok(rows) => rows,
-            // A database whose schema predates the log: all a server can do is drop.
-            Err(error) if error.code() == Some(&SqlState::UNDEFINED_TABLE) => {
+            // A database whose schema predates the log, or a role not allowed to read
+            // it: all a server can do is drop everything as a session begins, and rely
+            // on the notifications while it listens.
+            Err(error)
+                if [SqlState::UNDEFINED_TABLE, SqlState::INSUFFICIENT_PRIVILEGE]
+                    .iter()
+                    .any(|code| error.code() == Some(code)) =>
+            {
+                if !beginning {
+                    return Ok(Step {
+                        notices: Vec::new(),
+                        seen,
+                        replayed: Vec::new(),
+                        new_incarnation,
+                    });
+                }
                 counts.cache_drops.fetch_add(1, Ordering::Relaxed);
                 return Ok(everything(seen));
             }

@@ -90,7 +90,8 @@ async fn listen(state: &AppState, position: &mut LogPosition) -> Result<(), toki
                 },
                 _ = heartbeat.tick() => {
                     let step = catch_up(state, &client, &mut replay, position, false);
-                    match tokio::time::timeout(HEARTBEAT, step).await {
+                    // The step may wait for the read side's replay of what it found.
+                    match tokio::time::timeout(HEARTBEAT + REPLAY_WAIT, step).await {
                         Ok(Ok(())) => {}
                         Ok(Err(error)) => return Err(error),
                         Err(_) => return Ok(false),

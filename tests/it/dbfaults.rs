@@ -454,3 +454,86 @@ async fn after_the_database_crashed_a_change_is_served_at_once() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn after_the_database_crashed_a_server_drops_again_only_what_changed_just_before() {
+    let (own, url) = seeded_own_cluster(20).await;
+    let client = db::connect(&url).await.unwrap();
+    // The catalog was built long ago, not within the replay's margin; and that is kept
+    // through the crash (the cluster commits asynchronously, which the crash shows).
+    client
+        .batch_execute(
+            "SET synchronous_commit = on; \
+             UPDATE document_notice SET sent_at = sent_at - interval '1 minute'",
+        )
+        .await
+        .unwrap();
+    let server = Server::start_listening(&url, Settings::default()).await;
+    // Both cached first, so that the change is served only once its notice was applied.
+    for id in [1, 2] {
+        assert_eq!(
+            server.get(&format!("/products/{id}")).await.json()["name"],
+            format!("Product {id}")
+        );
+    }
+    client
+        .batch_execute("UPDATE product SET name = 'Before the crash' WHERE id = 1")
+        .await
+        .unwrap();
+    materialize::materialize(
+        &url,
+        Plan::Products(vec![1]),
+        &materialize::Settings::default(),
+    )
+    .await
+    .unwrap();
+    eventually(5, "the change is served", || async {
+        server.get("/products/1").await.json()["name"] == "Before the crash"
+    })
+    .await;
+    assert_eq!(server.get("/products/2").await.json()["name"], "Product 2");
+
+    // A crash may lose the last commits (synchronous_commit is off) after their notices
+    // went out, so what the server applied just before is dropped again; nothing else.
+    let pid = std::fs::read_to_string(own.cluster.pgdata().join("postmaster.pid")).unwrap();
+    let pid: i32 = pid.lines().next().unwrap().trim().parse().unwrap();
+    // SAFETY: kill(2) on the cluster's own postmaster, a process this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    eventually(30, "the crashed cluster is down", || async {
+        !own.cluster.is_running()
+    })
+    .await;
+    let cluster = own.cluster.clone();
+    tokio::task::spawn_blocking(move || cluster.ensure_running(Durability::Throwaway))
+        .await
+        .unwrap()
+        .unwrap();
+    server
+        .wait_for_metric("atelier_notify_catch_ups_total", 1.0)
+        .await;
+    assert_eq!(server.metric("atelier_notify_cache_drops_total").await, 1.0);
+    assert!(
+        server
+            .metric("atelier_notify_caught_up_notices_total")
+            .await
+            >= 1.0
+    );
+    let misses = server.metric("atelier_cache_misses_total").await;
+    assert_eq!(server.get("/products/2").await.json()["name"], "Product 2");
+    assert_eq!(server.metric("atelier_cache_misses_total").await, misses);
+    let client = db::connect(&url).await.unwrap();
+    let stored: String = client
+        .query_one(
+            "SELECT product->>'name' FROM document WHERE product_id = 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(server.get("/products/1").await.json()["name"], stored);
+    assert_eq!(
+        server.metric("atelier_cache_misses_total").await,
+        misses + 1.0
+    );
+    server.stop().await;
+}
