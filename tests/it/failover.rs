@@ -538,9 +538,9 @@ async fn failover_with_the_listen_host_gone_leaves_no_stale_answer() {
     })
     .await;
     // The catalog was built long before the failover: a server whose primary was
-    // replaced drops again whatever was announced in the minute before it last looked
-    // at the log (`catch_up::RECENT`), and the seed's announcements, a full rebuild
-    // among them, are moved out of that minute so only this test's changes are in it.
+    // replaced replays whatever was announced from `catch_up::RECENT` (30 s) before it
+    // last looked at the log, and the seed's announcements, a full rebuild among them,
+    // are moved back out of that time so that only this test's changes are in it.
     writer
         .batch_execute("UPDATE document_notice SET sent_at = sent_at - interval '10 minutes'")
         .await
