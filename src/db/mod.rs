@@ -58,11 +58,18 @@ pub async fn resolve_url(database: &Database) -> Result<String> {
 /// accepts writes: this is how loads, materialize and followers find the primary, also
 /// after a failover.
 pub async fn connect(url: &str) -> Result<Client> {
+    Ok(connection::open(&writer_config(url)?).await?)
+}
+
+/// The connection settings of `url` for a writer: of several hosts, the first that
+/// accepts writes ([`connect`] opens connections so; a follower, which opens its own,
+/// starts from these).
+pub fn writer_config(url: &str) -> Result<tokio_postgres::Config> {
     let mut config: tokio_postgres::Config = url.parse()?;
     if config.get_hosts().len() > 1 {
         config.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
     }
-    Ok(connection::open(&config).await?)
+    Ok(config)
 }
 
 /// Creates database `name` through the maintenance URL unless it exists already.
@@ -250,6 +257,20 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writers_of_several_hosts_take_the_one_that_accepts_writes() {
+        use tokio_postgres::config::TargetSessionAttrs;
+        let attrs = |url| writer_config(url).unwrap().get_target_session_attrs();
+        assert_eq!(
+            attrs("postgres://postgres@127.0.0.1:5433,127.0.0.1:5434/atelier"),
+            TargetSessionAttrs::ReadWrite
+        );
+        assert_eq!(
+            attrs("postgres://postgres@127.0.0.1:5433/atelier"),
+            TargetSessionAttrs::Any
+        );
+    }
 
     #[test]
     fn with_user_swaps_the_user_and_keeps_the_rest() {

@@ -45,9 +45,11 @@ pub enum MissedChanges {
 /// How a server's LISTEN sessions began, for /metrics.
 #[derive(Debug, Default)]
 pub struct Reconnections {
-    /// Sessions that caught up from the log.
+    /// Sessions that caught up from the log, dropping only what they missed.
     pub catch_ups: AtomicU64,
-    /// Sessions that dropped the whole cache (the first one included).
+    /// Sessions that dropped the whole cache: the first one, every one with
+    /// [`MissedChanges::Drop`] or after an outage longer than the log keeps, and those
+    /// whose missed notices included a full rebuild.
     pub cache_drops: AtomicU64,
     /// Notices replayed from the log (or dropped again) when a session began.
     pub caught_up_notices: AtomicU64,
@@ -204,7 +206,13 @@ impl LogPosition {
             replayed.push((seq, notice));
         }
         if beginning {
-            counts.catch_ups.fetch_add(1, Ordering::Relaxed);
+            // A full rebuild among what was missed drops the whole cache all the same.
+            let counter = if notices.contains(&Notice::Everything) {
+                &counts.cache_drops
+            } else {
+                &counts.catch_ups
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
             counts
                 .caught_up_notices
                 .fetch_add(notices.len() as u64, Ordering::Relaxed);

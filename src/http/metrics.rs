@@ -157,12 +157,12 @@ pub async fn render(
         ),
         (
             "atelier_notify_catch_ups",
-            "LISTEN connections that began by catching up on the notice log",
+            "LISTEN connections that began by catching up on exactly what they missed",
             reconnections.catch_ups.load(Ordering::Relaxed),
         ),
         (
             "atelier_notify_cache_drops",
-            "LISTEN connections that began by dropping the whole cache (the first included)",
+            "LISTEN connections that began by dropping the whole cache (the first, and any whose missed notices held a full rebuild)",
             reconnections.cache_drops.load(Ordering::Relaxed),
         ),
         (

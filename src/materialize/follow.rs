@@ -141,7 +141,8 @@ async fn session(
     outage: &Outage,
     totals: &Mutex<Totals>,
 ) -> Result<()> {
-    let mut config: tokio_postgres::Config = url.parse()?;
+    // Of several hosts, the primary: a standby takes no LISTEN and no writes.
+    let mut config = crate::db::writer_config(url)?;
     config.application_name(APPLICATION_NAME);
     // A connection that dies silently (a host gone, not closed) is noticed by TCP within
     // a minute or so rather than hours, as the pooled reads' connections are.

@@ -4,9 +4,8 @@
 //! with exactly what a full materialize would build and with only the moved list pages
 //! dropped.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use atelier::db;
@@ -17,7 +16,9 @@ use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
 use crate::serving::{Reply, Server, eventually, seed_catalog, seeded_own_cluster};
-use crate::support::{OwnCluster, TestDb, read_report, sample};
+use crate::support::{
+    FollowerProcess, OwnCluster, TestDb, assert_as_full_rebuild, documents, read_report, sample,
+};
 
 /// What "served within a second" allows: the bound every change must meet.
 const BOUND: Duration = Duration::from_secs(1);
@@ -73,36 +74,6 @@ async fn drain_queue(client: &Client) -> Vec<i32> {
         .iter()
         .map(|row| row.get(0))
         .collect()
-}
-
-/// Every stored document as text, by product.
-async fn documents(client: &Client) -> BTreeMap<i32, [String; 4]> {
-    client
-        .query(
-            "SELECT product_id, list_entry::text, product::text, styles::text, related::text \
-             FROM document",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| (row.get(0), [row.get(1), row.get(2), row.get(3), row.get(4)]))
-        .collect()
-}
-
-/// Asserts that the stored documents are exactly what a full rebuild makes of the
-/// catalog now (the rebuild replaces them).
-async fn assert_as_full_rebuild(url: &str) {
-    let client = db::connect(url).await.unwrap();
-    let live = documents(&client).await;
-    materialize::materialize(url, Plan::Everything, &Settings::default())
-        .await
-        .unwrap();
-    let full = documents(&client).await;
-    assert_eq!(live.len(), full.len(), "documents kept vs built in full");
-    for (id, built) in &full {
-        assert_eq!(live.get(id), Some(built), "product {id}");
-    }
 }
 
 /// Waits until the queue is empty and no follower holds a batch (5 s at most).
@@ -974,23 +945,6 @@ async fn writers_racing_two_followers_lose_no_change() {
         follower.stop().await;
     }
     assert_as_full_rebuild(&db.url).await;
-}
-
-/// `atelier materialize --follow` as a process of its own; killed when dropped.
-struct FollowerProcess(tokio::process::Child);
-
-impl FollowerProcess {
-    fn start(url: &str) -> FollowerProcess {
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_atelier"))
-            .args(["materialize", "--follow", "--database-url", url])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start atelier materialize --follow");
-        FollowerProcess(child)
-    }
 }
 
 /// Sessions of `application_name` waiting for a lock, and all of them.

@@ -4,8 +4,7 @@
 //! the primary when it stops, and invalidate only once the replica has replayed a
 //! change, so a re-materialize reaches every instance's cache with the new documents.
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,138 +12,21 @@ use std::time::{Duration, Instant};
 
 use atelier::db::{self, embedded::Cluster, embedded::Durability};
 use atelier::materialize::{self, Plan};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
 use crate::compression::gunzip;
 use crate::serving::{header_values, seed_catalog};
-use crate::support::TestDb;
+use crate::support::{
+    Instance, PATIENCE, Reply, TestDb, connect, free_port, get, get_once, send, wait_until,
+};
 
-const ATELIER: &str = env!("CARGO_BIN_EXE_atelier");
 const NGINX: &str = "/usr/sbin/nginx";
-/// Bound on any one request, and on a process becoming ready or exiting.
-const PATIENCE: Duration = Duration::from_secs(30);
 /// Products in the synthetic catalogs (ids 1..=300 without multiples of 7).
 const PRODUCTS: i32 = 300;
 
 // ---------------------------------------------------------------------------------------
-// Processes
-
-/// A loopback port nobody listens on right now.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-/// An `atelier serve` process; killed when dropped.
-struct Instance {
-    addr: SocketAddr,
-    args: Vec<String>,
-    log: std::path::PathBuf,
-    child: Child,
-}
-
-impl Instance {
-    /// Starts `atelier serve` on a port of its own with `args` and waits until `/readyz`
-    /// answers 200. Its output goes to `log_dir`.
-    async fn start(log_dir: &Path, args: &[&str]) -> Instance {
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let log = log_dir.join(format!("atelier-{}.log", addr.port()));
-        let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
-        let child = spawn_instance(addr, &args, &log);
-        let instance = Instance {
-            addr,
-            args,
-            log,
-            child,
-        };
-        instance.wait_ready().await;
-        instance
-    }
-
-    async fn wait_ready(&self) {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Ok(reply) = get_once(self.addr, "/readyz").await
-                && reply.status == 200
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "instance {} never became ready; its log:\n{}",
-                self.addr,
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// SIGTERM, then waits for a clean exit (the drain is bounded by the service).
-    async fn terminate(&mut self) {
-        let pid = self.child.id().expect("the instance runs") as i32;
-        // SAFETY: signals a child process this struct owns and has not reaped.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-        let status = tokio::time::timeout(PATIENCE, self.child.wait())
-            .await
-            .expect("the instance exits after SIGTERM")
-            .unwrap();
-        assert!(status.success(), "the instance exited with {status}");
-    }
-
-    /// Starts the same instance again on the same port and waits until it is ready.
-    async fn restart(&mut self) {
-        self.child = spawn_instance(self.addr, &self.args, &self.log);
-        self.wait_ready().await;
-    }
-
-    /// An unlabelled sample of the instance's `/metrics`.
-    async fn metric(&self, name: &str) -> f64 {
-        let reply = get_once(self.addr, "/metrics").await.expect("/metrics");
-        let text = String::from_utf8_lossy(&reply.body).into_owned();
-        text.lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-            .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
-            .parse()
-            .unwrap()
-    }
-
-    /// Document lookups this process has answered (cache hits and misses).
-    async fn lookups(&self) -> f64 {
-        self.metric("atelier_cache_hits_total").await
-            + self.metric("atelier_cache_misses_total").await
-    }
-
-    async fn wait_listening(&self) {
-        let deadline = Instant::now() + PATIENCE;
-        while self.metric("atelier_notify_listening").await != 1.0 {
-            assert!(Instant::now() < deadline, "{} never listened", self.addr);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-fn spawn_instance(addr: SocketAddr, args: &[String], log: &Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Command::new(ATELIER)
-        .arg("serve")
-        .arg("--listen")
-        .arg(addr.to_string())
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start atelier serve")
-}
+// nginx, and a load through it
 
 /// nginx from the top-level nginx.conf in a directory of its own; its process group
 /// (master and workers) is killed when dropped.
@@ -233,137 +115,6 @@ fn render(template: &str, listen: &str, instances: &[String], proxy_cache: &str)
     conf
 }
 
-// ---------------------------------------------------------------------------------------
-// A keep-alive HTTP/1.1 client that reports failures instead of panicking
-
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    /// The server said it closes the connection after this response.
-    close: bool,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).expect("a JSON body")
-    }
-}
-
-type Connection = BufReader<TcpStream>;
-
-async fn connect(addr: SocketAddr) -> std::io::Result<Connection> {
-    let stream = tokio::time::timeout(PATIENCE, TcpStream::connect(addr)).await??;
-    stream.set_nodelay(true)?;
-    Ok(BufReader::new(stream))
-}
-
-/// `GET path` on an open connection, bounded in time.
-async fn get(connection: &mut Connection, path: &str, extra: &str) -> std::io::Result<Reply> {
-    send(connection, "GET", path, extra).await
-}
-
-/// `method path` on an open connection, bounded in time.
-async fn send(
-    connection: &mut Connection,
-    method: &str,
-    path: &str,
-    extra: &str,
-) -> std::io::Result<Reply> {
-    tokio::time::timeout(PATIENCE, exchange(connection, method, path, extra)).await?
-}
-
-async fn exchange(
-    connection: &mut Connection,
-    method: &str,
-    path: &str,
-    extra: &str,
-) -> std::io::Result<Reply> {
-    let head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n");
-    connection.get_mut().write_all(head.as_bytes()).await?;
-    let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
-    let mut line = String::new();
-    if connection.read_line(&mut line).await? == 0 {
-        return Err(std::io::ErrorKind::UnexpectedEof.into());
-    }
-    let status = line
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| invalid(format!("not a status line: {line:?}")))?;
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        if connection.read_line(&mut line).await? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        let trimmed = line.trim_end();
-        if trimmed.is_empty() {
-            break;
-        }
-        let (name, value) = trimmed
-            .split_once(':')
-            .ok_or_else(|| invalid(format!("not a header: {trimmed:?}")))?;
-        headers.push((name.to_ascii_lowercase(), value.trim().to_string()));
-    }
-    let mut reply = Reply {
-        status,
-        headers,
-        body: Vec::new(),
-        close: false,
-    };
-    reply.close = reply
-        .header("connection")
-        .is_some_and(|value| value.eq_ignore_ascii_case("close"));
-    if reply.header("transfer-encoding") == Some("chunked") {
-        reply.body = read_chunks(connection).await?;
-        return Ok(reply);
-    }
-    let length = match reply.header("content-length") {
-        Some(length) => length
-            .parse()
-            .map_err(|_| invalid(format!("bad length {length}")))?,
-        None if status == 304 || status == 204 => 0,
-        None => return Err(invalid("a response without Content-Length".into())),
-    };
-    reply.body.resize(length, 0);
-    connection.read_exact(&mut reply.body).await?;
-    Ok(reply)
-}
-
-/// A chunked body (nginx sends compressed responses so), without trailers.
-async fn read_chunks(connection: &mut Connection) -> std::io::Result<Vec<u8>> {
-    let mut body = Vec::new();
-    let mut line = String::new();
-    loop {
-        line.clear();
-        connection.read_line(&mut line).await?;
-        let size = usize::from_str_radix(line.trim_end(), 16).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("chunk {line:?}"))
-        })?;
-        let start = body.len();
-        body.resize(start + size + 2, 0);
-        connection.read_exact(&mut body[start..]).await?;
-        body.truncate(start + size);
-        if size == 0 {
-            return Ok(body);
-        }
-    }
-}
-
-/// `GET path` on a connection of its own.
-async fn get_once(addr: SocketAddr, path: &str) -> std::io::Result<Reply> {
-    let mut connection = connect(addr).await?;
-    get(&mut connection, path, "Connection: close\r\n").await
-}
-
 /// Clients sending GETs over keep-alive connections until stopped, counting answers
 /// that are not 200 with a JSON document, and connection errors, as failures.
 struct Load {
@@ -445,18 +196,6 @@ impl Load {
             failures.extend(worker.await.unwrap());
         }
         (self.ok.load(Ordering::Relaxed), failures)
-    }
-}
-
-async fn wait_until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + PATIENCE;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
