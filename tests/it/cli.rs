@@ -15,7 +15,9 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, ChildStderr};
 
 use crate::serving::{eventually, read_reply, request, send};
-use crate::support::{OwnCluster, TestDb, read_report, sample, terminate_listen_connections};
+use crate::support::{
+    OwnCluster, TestDb, free_port, read_report, sample, terminate_listen_connections,
+};
 
 /// How long a process may take to say something or to end.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -618,15 +620,6 @@ async fn log_format_is_listed_once_in_the_top_level_help_and_taken_anywhere() {
     }
     let failed = output(atelier(&["db", "stop", "--log-format", "xml"])).await;
     assert_eq!(failed.status.code(), Some(2));
-}
-
-/// A port no one listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test]

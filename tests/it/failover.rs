@@ -6,7 +6,6 @@
 //! has rejoined as a standby, servers and followers given both hosts keep working.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,18 +21,14 @@ use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
 use crate::serving::{eventually, seed_catalog};
-use crate::support::{FollowerProcess, Instance, assert_as_full_rebuild, get_once};
+use crate::support::{FollowerProcess, Instance, assert_as_full_rebuild, free_port, get_once};
 
 /// The database every formation here holds.
 const DATABASE: &str = "atelier";
 
-/// Three loopback ports nobody listens on right now.
+/// Three loopback ports nobody listens on right now, none given to another test.
 pub fn free_ports() -> [u16; 3] {
-    let listeners: Vec<TcpListener> = (0..3)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let port = |i: usize| listeners[i].local_addr().unwrap().port();
-    [port(0), port(1), port(2)]
+    [free_port(), free_port(), free_port()]
 }
 
 /// A formation in a directory of its own (where the processes' logs go too), its

@@ -231,10 +231,22 @@ pub const ATELIER: &str = env!("CARGO_BIN_EXE_atelier");
 /// Bound on any one request, and on a process becoming ready or exiting.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on right now, and one no other test of this run was
+/// given: a process is started on it only after the probe closes, and two tests handed
+/// the same port would each find the other's process answering on it.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// An `atelier serve` process; killed when dropped.
@@ -253,7 +265,7 @@ impl Instance {
         let log = log_dir.join(format!("atelier-{}.log", addr.port()));
         let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
         let child = spawn_instance(addr, &args, &log);
-        let instance = Instance {
+        let mut instance = Instance {
             addr,
             args,
             log,
@@ -263,10 +275,17 @@ impl Instance {
         instance
     }
 
-    /// Waits until `/readyz` answers 200 ([`PATIENCE`] at most).
-    pub async fn wait_ready(&self) {
+    /// Waits until `/readyz` answers 200 ([`PATIENCE`] at most), while the process runs.
+    pub async fn wait_ready(&mut self) {
         let deadline = Instant::now() + PATIENCE;
         loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "instance {} exited with {status}; its log:\n{}",
+                    self.addr,
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
             if let Ok(reply) = get_once(self.addr, "/readyz").await
                 && reply.status == 200
             {
