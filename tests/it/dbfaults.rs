@@ -405,13 +405,8 @@ async fn databases_of_a_fresh_cluster_applying_the_schema_at_once_share_one_read
     }
 }
 
-/// A database that went through crash recovery still reports where its replay ended
-/// (`pg_last_wal_replay_lsn()`), as a promoted standby does: a server must not take it
-/// for a replica that lags and hold every invalidation back until its wait runs out.
-#[tokio::test]
-async fn after_the_database_crashed_a_change_is_served_at_once() {
-    let (own, url) = seeded_own_cluster(20).await;
-    // SIGKILL the postmaster: the next start recovers from the WAL.
+/// SIGKILLs `own`'s postmaster and starts the cluster again, which recovers from the WAL.
+async fn crash_and_restart(own: &OwnCluster) {
     let pid = std::fs::read_to_string(own.cluster.pgdata().join("postmaster.pid")).unwrap();
     let pid: i32 = pid.lines().next().unwrap().trim().parse().unwrap();
     // SAFETY: kill(2) on the cluster's own postmaster, a process this test started.
@@ -420,7 +415,20 @@ async fn after_the_database_crashed_a_change_is_served_at_once() {
         !own.cluster.is_running()
     })
     .await;
-    own.cluster.ensure_running(Durability::Throwaway).unwrap();
+    let cluster = own.cluster.clone();
+    tokio::task::spawn_blocking(move || cluster.ensure_running(Durability::Throwaway))
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// A database that went through crash recovery still reports where its replay ended
+/// (`pg_last_wal_replay_lsn()`), as a promoted standby does: a server must not take it
+/// for a replica that lags and hold every invalidation back until its wait runs out.
+#[tokio::test]
+async fn after_the_database_crashed_a_change_is_served_at_once() {
+    let (own, url) = seeded_own_cluster(20).await;
+    crash_and_restart(&own).await;
     let client = db::connect(&url).await.unwrap();
     let recovered: bool = client
         .query_one("SELECT pg_last_wal_replay_lsn() IS NOT NULL", &[])
@@ -495,19 +503,7 @@ async fn after_the_database_crashed_a_server_drops_again_only_what_changed_just_
 
     // A crash may lose the last commits (synchronous_commit is off) after their notices
     // went out, so what the server applied just before is dropped again; nothing else.
-    let pid = std::fs::read_to_string(own.cluster.pgdata().join("postmaster.pid")).unwrap();
-    let pid: i32 = pid.lines().next().unwrap().trim().parse().unwrap();
-    // SAFETY: kill(2) on the cluster's own postmaster, a process this test started.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-    eventually(30, "the crashed cluster is down", || async {
-        !own.cluster.is_running()
-    })
-    .await;
-    let cluster = own.cluster.clone();
-    tokio::task::spawn_blocking(move || cluster.ensure_running(Durability::Throwaway))
-        .await
-        .unwrap()
-        .unwrap();
+    crash_and_restart(&own).await;
     server
         .wait_for_metric("atelier_notify_catch_ups_total", 1.0)
         .await;
