@@ -139,6 +139,7 @@ pub async fn render(
         reads_in_flight: in_flight,
         size: max,
     } = store.pool_state();
+    let (batches, batched_reads) = store.batches();
     let counters = [
         (
             "atelier_cache_hits",
@@ -154,6 +155,16 @@ pub async fn render(
             "atelier_db_errors",
             "Failed database reads, checks and connection attempts",
             store.errors(),
+        ),
+        (
+            "atelier_db_read_batches",
+            "Statements that read documents by id, each carrying the reads gathered while the previous ones ran",
+            batches,
+        ),
+        (
+            "atelier_db_batched_reads",
+            "Reads of documents by id carried by those statements",
+            batched_reads,
         ),
         (
             "atelier_notify_catch_ups",

@@ -12,6 +12,7 @@
 //! counts; [`access_log`] logs each request when asked to.
 
 pub mod access_log;
+mod batch;
 pub mod cache;
 pub mod catch_up;
 pub mod composite;

@@ -6,6 +6,9 @@
 //! pipelines them (the next query is on the wire before the previous answer is back).
 //! Each backend then works through its queue without a round trip between queries, and
 //! a few connections carry any number of concurrent reads.
+//!
+//! Reads of documents by id are gathered besides (`batch`): those that arrive while
+//! every slot is busy go out together as one statement.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -18,6 +21,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio_postgres::types::{FromSql, Type};
 use tokio_postgres::{Client, Statement};
 
+use super::batch::{Pending, ReadQueue};
 use crate::db::connection::Outage;
 use crate::documents::{self, Kind};
 use crate::in_flight::InFlightCount;
@@ -32,15 +36,24 @@ pub enum Key {
     Document { kind: Kind, id: i32 },
 }
 
-/// Why a read got no answer from the database.
-#[derive(Debug)]
+/// Why a read got no answer from the database. Cloning shares the error: a batch's
+/// failure is every one of its reads'.
+#[derive(Debug, Clone)]
 pub enum StoreError {
     /// No pooled connection could be had in time (the database may be down).
     NoConnection,
     /// The read took longer than the configured bound.
     Timeout,
     /// PostgreSQL or the connection to it failed.
-    Database(tokio_postgres::Error),
+    Database(Arc<tokio_postgres::Error>),
+}
+
+impl StoreError {
+    /// Whether the database closed the connection the read went out on (a restart, a
+    /// failover), so that another connection may answer.
+    fn is_closed(&self) -> bool {
+        matches!(self, StoreError::Database(error) if error.is_closed())
+    }
 }
 
 impl fmt::Display for StoreError {
@@ -59,14 +72,14 @@ impl StdError for StoreError {}
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(error: tokio_postgres::Error) -> Self {
-        StoreError::Database(error)
+        StoreError::Database(Arc::new(error))
     }
 }
 
 impl From<RunError<tokio_postgres::Error>> for StoreError {
     fn from(error: RunError<tokio_postgres::Error>) -> Self {
         match error {
-            RunError::User(error) => StoreError::Database(error),
+            RunError::User(error) => StoreError::from(error),
             RunError::TimedOut => StoreError::NoConnection,
         }
     }
@@ -95,6 +108,16 @@ pub struct Store {
     /// Whether the last read or check failed: the log says when this changes, not at
     /// every failed request of an outage.
     outage: Arc<Outage>,
+    /// Reads by id waiting to go out together.
+    queue: Arc<ReadQueue>,
+    /// Batches sent, and the reads they carried.
+    batches: Arc<BatchCounts>,
+}
+
+#[derive(Default)]
+struct BatchCounts {
+    statements: AtomicU64,
+    reads: AtomicU64,
 }
 
 impl Store {
@@ -133,6 +156,12 @@ impl Store {
                 "database reads are failing",
                 "database reads succeed again",
             )),
+            // A batch on every other connection: with a pool of 4, 2 batches at a time
+            // carried about 11 reads a statement against 5 with 4 at a time, for less
+            // database CPU per read and the same throughput (bench/README.md); the
+            // other connections carry list pages and the joined answers' reads.
+            queue: Arc::new(ReadQueue::new((settings.size as usize / 2).max(1))),
+            batches: Arc::default(),
         }
     }
 
@@ -140,7 +169,103 @@ impl Store {
     /// a page past the end of the list).
     pub async fn read(&self, key: Key) -> Result<Option<Bytes>, StoreError> {
         let _counted = self.in_flight.enter();
-        self.bounded(self.read_now(key)).await
+        match key {
+            Key::Page { page, count } => {
+                let read = self.retrying(|| async move {
+                    read_page(&*self.connection().await?, page, count).await
+                });
+                self.bounded(read).await
+            }
+            Key::Document { kind, id } => self.bounded(self.read_gathered(kind, id)).await,
+        }
+    }
+
+    /// Product `id`'s body of `kind`, read in the next batch.
+    async fn read_gathered(&self, kind: Kind, id: i32) -> Result<Option<Bytes>, StoreError> {
+        let queued = self.queue.push(kind, id);
+        if let Some(slot) = queued.slot {
+            // Batches run in a task of their own, so that the readers they answer do not
+            // depend on this request, which its client may drop at any time.
+            let store = self.clone();
+            tokio::spawn(async move {
+                let mut slot = Some(slot);
+                while let Some(batch) = store.queue.next_batch(&mut slot) {
+                    store.run_batch(batch).await;
+                }
+            });
+        }
+        // The batch task answers every read it takes; it ends without an answer only if
+        // it panicked or the runtime is going away.
+        queued.answer.await.unwrap_or(Err(StoreError::NoConnection))
+    }
+
+    /// Reads `batch` and answers each of its reads, in one statement.
+    async fn run_batch(&self, batch: Vec<Pending>) {
+        self.batches.statements.fetch_add(1, Ordering::Relaxed);
+        self.batches
+            .reads
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let read = self.retrying(|| self.read_batch(&batch));
+        match tokio::time::timeout(self.read_timeout, read).await {
+            Ok(Ok(bodies)) => {
+                for (pending, body) in batch.into_iter().zip(bodies) {
+                    pending.answer(Ok(body));
+                }
+            }
+            Ok(Err(error)) => batch
+                .into_iter()
+                .for_each(|pending| pending.answer(Err(error.clone()))),
+            Err(_) => batch
+                .into_iter()
+                .for_each(|pending| pending.answer(Err(StoreError::Timeout))),
+        }
+    }
+
+    /// The bodies `batch` asks for, in its order.
+    async fn read_batch(&self, batch: &[Pending]) -> Result<Vec<Option<Bytes>>, StoreError> {
+        let connection = self.connection().await?;
+        if let [alone] = batch {
+            let row = connection
+                .client
+                .query_opt(connection.statements.by_id(alone.kind), &[&alone.id])
+                .await?;
+            return Ok(vec![row.map(|row| jsonb_bytes(&row, 0))]);
+        }
+        let ids: Vec<i32> = batch.iter().map(|pending| pending.id).collect();
+        let kinds: Vec<i16> = batch
+            .iter()
+            .map(|pending| by_id_index(pending.kind) as i16)
+            .collect();
+        let rows = connection
+            .client
+            .query(&connection.statements.gathered, &[&ids, &kinds])
+            .await?;
+        let mut bodies = vec![None; batch.len()];
+        for row in &rows {
+            // The read's place in the batch, counted from 1.
+            let place: i64 = row.get(0);
+            bodies[place as usize - 1] = Some(jsonb_bytes(row, 1));
+        }
+        Ok(bodies)
+    }
+
+    /// `read`'s outcome, tried again while the database had closed the connection it
+    /// went out on. A node that died closed every pooled connection to it, and the next
+    /// in turn may not be known closed yet either: so up to one more try per connection,
+    /// and one more, which by then opens a new one.
+    async fn retrying<T, F, R>(&self, read: F) -> Result<T, StoreError>
+    where
+        F: Fn() -> R,
+        R: Future<Output = Result<T, StoreError>>,
+    {
+        let mut outcome = read().await;
+        for _ in 0..self.size {
+            match &outcome {
+                Err(error) if error.is_closed() => outcome = read().await,
+                _ => break,
+            }
+        }
+        outcome
     }
 
     /// Every by-id body ([`Kind::BY_ID`]) of the products `ids`, in one round trip;
@@ -158,7 +283,7 @@ impl Store {
                 .map(|row| ProductBodies {
                     id: row.get(0),
                     bodies: (1..=Kind::BY_ID.len())
-                        .map(|column| Bytes::copy_from_slice(row.get::<_, Jsonb>(column).0))
+                        .map(|column| jsonb_bytes(row, column))
                         .collect(),
                 })
                 .collect())
@@ -187,26 +312,6 @@ impl Store {
             }
             Ok(_) => self.outage.works(),
         }
-    }
-
-    async fn read_now(&self, key: Key) -> Result<Option<Bytes>, StoreError> {
-        match self.read_once(key).await {
-            // The database closed the connection as the read went out (a restart, a
-            // failover): one more try takes a live or a new connection instead of
-            // failing the request.
-            Err(StoreError::Database(error)) if error.is_closed() => self.read_once(key).await,
-            outcome => outcome,
-        }
-    }
-
-    async fn read_once(&self, key: Key) -> Result<Option<Bytes>, StoreError> {
-        let connection = self.connection().await?;
-        let (statement, id) = match key {
-            Key::Page { page, count } => return read_page(&connection, page, count).await,
-            Key::Document { kind, id } => (connection.statements.by_id(kind), id),
-        };
-        let row = connection.client.query_opt(statement, &[&id]).await?;
-        Ok(row.map(|row| Bytes::copy_from_slice(row.get::<_, Jsonb>(0).0)))
     }
 
     /// The next open connection in turn, shared with whatever other reads it carries.
@@ -238,6 +343,14 @@ impl Store {
     /// Failed reads, readiness checks and connection attempts so far.
     pub fn errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
+    }
+
+    /// Batches of reads by id sent so far, and the reads they carried.
+    pub fn batches(&self) -> (u64, u64) {
+        (
+            self.batches.statements.load(Ordering::Relaxed),
+            self.batches.reads.load(Ordering::Relaxed),
+        )
     }
 
     /// The pool's connections and the reads on them.
@@ -317,6 +430,11 @@ async fn read_page(
     Ok(Some(body.freeze()))
 }
 
+/// Column `column` of `row`, a `jsonb` document, as its JSON text.
+fn jsonb_bytes(row: &tokio_postgres::Row, column: usize) -> Bytes {
+    Bytes::copy_from_slice(row.get::<_, Jsonb>(column).0)
+}
+
 /// A `jsonb` value's JSON text, borrowed from the row as PostgreSQL sent it: the binary
 /// wire form is a version byte (1) followed by the text, so nothing is parsed.
 struct Jsonb<'a>(&'a [u8]);
@@ -344,6 +462,9 @@ struct Statements {
     page: Statement,
     /// One per kind in [`Kind::BY_ID`], in its order.
     by_id: Vec<Statement>,
+    /// The bodies of several reads: of product $1[i], the kind at [`Kind::BY_ID`]
+    /// index $2[i], each after i (counted from 1).
+    gathered: Statement,
     /// Every by-id body of the products in $1.
     products: Statement,
 }
@@ -356,18 +477,32 @@ impl Statements {
             "SELECT product_id, {} FROM document WHERE product_id = ANY($1)",
             Kind::BY_ID.map(Kind::column).join(", ")
         );
-        let (page, by_id, products) = tokio::try_join!(
+        // CASE evaluates only the branch taken, so only the column asked for is read.
+        let gathered = format!(
+            "SELECT wanted.place, CASE wanted.kind {} END \
+             FROM unnest($1::int4[], $2::int2[]) WITH ORDINALITY AS wanted (id, kind, place) \
+             JOIN document ON document.product_id = wanted.id",
+            Kind::BY_ID
+                .iter()
+                .enumerate()
+                .map(|(index, kind)| format!("WHEN {index} THEN {}", kind.column()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let (page, by_id, gathered, products) = tokio::try_join!(
             client.prepare_typed(documents::PAGE_SQL, &[Type::INT4, Type::INT4]),
             futures_util::future::try_join_all(
                 by_id
                     .iter()
                     .map(|sql| client.prepare_typed(sql, &[Type::INT4]))
             ),
+            client.prepare_typed(&gathered, &[Type::INT4_ARRAY, Type::INT2_ARRAY]),
             client.prepare_typed(&products, &[Type::INT4_ARRAY]),
         )?;
         Ok(Statements {
             page,
             by_id,
+            gathered,
             products,
         })
     }

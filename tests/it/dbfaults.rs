@@ -96,7 +96,9 @@ async fn a_held_lock_exhausts_the_pool_and_uncached_reads_answer_503_in_bounded_
         assert_unavailable(&reply, &path);
         assert!(took < QUERY_TIMEOUT + SLACK, "{path} took {took:?}");
     }
-    // The stalled reads wait inside the database, never more of them than the pool holds.
+    // The stalled reads wait inside the database, never more of them than the pool
+    // holds; reads whose requests gave up are not sent at all, so by now there may be
+    // none.
     const WAITING_SQL: &str = "SELECT count(*) FROM pg_stat_activity \
          WHERE datname = current_database() AND application_name = 'atelier serve' \
          AND wait_event_type = 'Lock'";
@@ -107,10 +109,7 @@ async fn a_held_lock_exhausts_the_pool_and_uncached_reads_answer_503_in_bounded_
         .await
         .unwrap()
         .get(0);
-    assert!(
-        (1..=2).contains(&waiting),
-        "{waiting} reads wait on the lock"
-    );
+    assert!(waiting <= 2, "{waiting} reads wait on the lock");
     let (again, took) = get_bounded(&server, "/products/1").await;
     assert_eq!((again.status, &again.body), (200, &cached.body));
     assert!(took < SLACK, "a cached read took {took:?}");

@@ -395,6 +395,65 @@ async fn concurrent_misses_on_one_key_read_the_database_once() {
 }
 
 #[tokio::test]
+async fn concurrent_misses_on_many_keys_go_out_together_and_each_gets_its_own() {
+    let db = catalog().await;
+    let server = Server::start_listening(&db.url, Settings::default()).await;
+    let addr = server.addr;
+    let paths: Vec<String> = (1..=PRODUCTS)
+        .flat_map(|id| ["", "/styles", "/related"].map(|tail| format!("/products/{id}{tail}")))
+        .collect();
+    // Held behind a lock, every read queues: the first batches wait on the database,
+    // all the others for a slot.
+    let mut holder = atelier::db::connect(&db.url).await.unwrap();
+    let lock = holder.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE document IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let requests: Vec<_> = paths
+        .iter()
+        .cloned()
+        .map(|path| tokio::spawn(async move { request(addr, "GET", &path, &[]).await }))
+        .collect();
+    eventually(10, "every read queued", || async {
+        server.metric("atelier_db_reads_in_flight").await == paths.len() as f64
+    })
+    .await;
+    lock.rollback().await.unwrap();
+    let client = db.client().await;
+    for (path, handle) in paths.iter().zip(requests) {
+        let reply = handle.await.unwrap();
+        let mut parts = path.trim_start_matches("/products/").split('/');
+        let id: i32 = parts.next().unwrap().parse().unwrap();
+        if id % 7 == 0 {
+            assert_eq!(reply.status, 404, "{path}");
+            continue;
+        }
+        let column = match parts.next() {
+            None => "product",
+            Some(kind) => kind,
+        };
+        assert_eq!(reply.status, 200, "{path}");
+        assert_eq!(
+            reply.body,
+            stored(&client, column, id).await,
+            "{path} got another read's body"
+        );
+    }
+    let batches = server.metric("atelier_db_read_batches_total").await;
+    assert_eq!(
+        server.metric("atelier_db_batched_reads_total").await,
+        paths.len() as f64
+    );
+    // Two slots held by the first reads, then the other 118 in batches of at most 64.
+    assert!(
+        batches <= 4.0,
+        "{batches} batches for {} reads",
+        paths.len()
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn unknown_ids_are_remembered_briefly() {
     let db = catalog().await;
     let server = Server::start_listening(
