@@ -181,8 +181,11 @@ impl Formation {
     }
 
     /// Starts `node`'s keeper again (after [`Formation::kill`]): it rejoins the
-    /// formation as a standby of the current primary, rewinding what it had written
-    /// past the promotion. Returns at once; [`Formation::settled`] waits for it.
+    /// formation as a standby of the current primary, dropping what it had written past
+    /// the promotion. With pg_auto_failover 2.0 on PostgreSQL 15 the keeper's pg_rewind
+    /// fails and it takes a new base backup, which waits for a checkpoint on the
+    /// primary (a `CHECKPOINT` there starts it at once). Returns at once;
+    /// [`Formation::settled`] waits for it.
     pub async fn rejoin(&self, node: Node) -> Result<()> {
         let keeper = self.run_keeper(&self.node_dir(node), &format!("node{}", node.0))?;
         self.keepers.lock().await[node.0 + 1] = Some(keeper);
