@@ -309,7 +309,8 @@ pub struct ServeArgs {
     #[arg(long, env = "ATELIER_MISSED_CHANGES", value_enum, default_value_t = MissedChanges::CatchUp)]
     pub missed_changes: MissedChanges,
     /// Database connections kept open. Each carries many concurrent reads, pipelined, so
-    /// a few per database core are enough.
+    /// a few per database core are enough; reads of documents that arrive together go out
+    /// as one statement, at most one such statement per two connections at a time.
     #[arg(long, env = "ATELIER_POOL_SIZE", default_value_t = serve_defaults().pool_size)]
     pub pool_size: u32,
     /// Milliseconds a request waits for a pooled connection (or to open one) before 503.
