@@ -62,7 +62,7 @@ fn gzip_with(deflate: &mut Compress, body: &[u8]) -> Vec<u8> {
     // composite answer joins them with other documents' under one header
     // ([`GzipJoiner`]). A full flush would make the same bytes and also clear the match
     // history, which nothing after needs: a 128 KiB clear, 6.5 µs of the 21.6 a product
-    // document took (bench/README.md, "Findings: the cost floor"). A flush is complete
+    // document took (bench/README.md, "Findings: misses gathered"). A flush is complete
     // once deflate leaves output room unused.
     loop {
         let consumed = usize::try_from(deflate.total_in()).expect("fits in memory");
