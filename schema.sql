@@ -74,8 +74,39 @@ CREATE TABLE IF NOT EXISTS document (
     list_entry jsonb   NOT NULL,  -- the product's entry in GET /products
     product    jsonb   NOT NULL,  -- GET /products/:id
     styles     jsonb   NOT NULL,  -- GET /products/:id/styles
-    related    jsonb   NOT NULL   -- GET /products/:id/related
+    related    jsonb   NOT NULL,  -- GET /products/:id/related
+    -- The gzip forms of the three bodies above, as servers send them to clients that
+    -- take gzip (src/documents/gzip.rs): made by materialize after the bodies, NULL
+    -- until then (a server then compresses the body itself, to the same bytes), empty
+    -- when gzip does not gain. A body rewritten with different bytes loses its form
+    -- in the same statement.
+    product_gzip bytea,
+    styles_gzip  bytea,
+    related_gzip bytea
 );
+-- Documents built before the gzip forms were stored get the columns here, empty. The
+-- forms are compressed already: stored as they are, and the first moved out of a row
+-- grown past PostgreSQL's 2 kB, before the bodies would be compressed in place. Altered
+-- only when it differs, as below: an ALTER locks out every reader of the table.
+DO $gzip_columns$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute
+                   WHERE attrelid = 'public.document'::regclass
+                     AND attname = 'related_gzip' AND NOT attisdropped) THEN
+        ALTER TABLE public.document ADD COLUMN IF NOT EXISTS product_gzip bytea,
+                                    ADD COLUMN IF NOT EXISTS styles_gzip bytea,
+                                    ADD COLUMN IF NOT EXISTS related_gzip bytea;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_attribute
+               WHERE attrelid = 'public.document'::regclass
+                 AND attname IN ('product_gzip', 'styles_gzip', 'related_gzip')
+                 AND attstorage <> 'e') THEN
+        ALTER TABLE public.document ALTER COLUMN product_gzip SET STORAGE EXTERNAL,
+                                    ALTER COLUMN styles_gzip SET STORAGE EXTERNAL,
+                                    ALTER COLUMN related_gzip SET STORAGE EXTERNAL;
+    END IF;
+END
+$gzip_columns$;
 -- Documents once carried their list rank in a `position` column, which made every
 -- product added or removed mid-list renumber all the documents after it; list_block
 -- below replaces it.

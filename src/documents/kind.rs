@@ -1,7 +1,7 @@
 //! The registry of document kinds: the documents stored per product, and for each its
-//! column, the catalog tables it is built from and the kinds it embeds (so which writes
-//! make it stale), its bit in the change queue, and whether servers read it by product
-//! id.
+//! column (and its gzip form's), the catalog tables it is built from and the kinds it
+//! embeds (so which writes make it stale), its bit in the change queue, and whether
+//! servers read it by product id.
 //! Materialize, the follower, the store, the cache and the notices all derive what they
 //! do per kind from here; adding a kind is an edit here plus its SQL (the build query in
 //! `materialize/documents.sql`, the `document` table in `schema.sql`).
@@ -67,6 +67,18 @@ impl Kind {
     /// other combination is rebuilt whole, which costs little more than its parts.
     pub const fn rebuilt_alone(self) -> bool {
         matches!(self, Kind::Styles)
+    }
+
+    /// The column holding its gzip form ([`super::gzip`]), made by materialize after
+    /// the body: NULL until then, empty when gzip does not gain. Only kinds read by id
+    /// have one; pages of list entries are compressed by servers.
+    pub const fn gzip_column(self) -> Option<&'static str> {
+        match self {
+            Kind::ListEntry => None,
+            Kind::Product => Some("product_gzip"),
+            Kind::Styles => Some("styles_gzip"),
+            Kind::Related => Some("related_gzip"),
+        }
     }
 
     /// Its bit in a queue row's `kinds` (schema.sql's `document_queue`).
@@ -257,6 +269,7 @@ mod tests {
     fn servers_read_every_kind_but_the_list_entry_by_id() {
         for kind in Kind::ALL {
             assert_eq!(kind.read_sql().is_some(), Kind::BY_ID.contains(&kind));
+            assert_eq!(kind.gzip_column().is_some(), Kind::BY_ID.contains(&kind));
         }
         assert_eq!(Kind::columns(), "list_entry, product, styles, related");
     }

@@ -6,11 +6,16 @@
 //! [`Kind`] ([`kind`] is the registry of them), each jsonb stored as the exact bytes
 //! served. `list_block` indexes the list by rank, for pages in O(log n).
 
+pub mod gzip;
 pub mod kind;
 pub mod notice;
 
 pub use kind::{Kind, Kinds};
 pub use notice::{Notice, Pages};
+
+use std::error::Error as StdError;
+
+use tokio_postgres::types::{FromSql, Type};
 
 /// The product id that stands for every product in the change queue and in
 /// `product_edited`: a TRUNCATE of a catalog table queues it (schema.sql). Catalog ids
@@ -63,3 +68,21 @@ pub const PAGE_SQL: &str = "
                             ORDER BY product_id OFFSET $1 - b.start - 1 LIMIT 1) x)
     ORDER BY d.product_id
     LIMIT $2 - $1 + 1";
+
+/// A `jsonb` document's JSON text, borrowed from the row as PostgreSQL sent it: the
+/// binary wire form is a version byte (1) followed by the text, so nothing is parsed.
+/// These are the bytes served, and the bytes whose gzip form is stored.
+pub struct JsonbText<'a>(pub &'a [u8]);
+
+impl<'a> FromSql<'a> for JsonbText<'a> {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn StdError + Sync + Send>> {
+        match raw.split_first() {
+            Some((1, text)) => Ok(JsonbText(text)),
+            _ => Err("unsupported jsonb wire format version".into()),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSONB
+    }
+}

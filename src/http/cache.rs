@@ -4,9 +4,9 @@
 //!
 //! A document is cached in the coding its clients ask for: its stored bytes for clients
 //! that do not take gzip, its gzip form for those that do, each an entry of its own made
-//! by its own read of the store. So a miss costs a client that never takes gzip no
-//! compression, a gzip client's miss compresses once, and the cache holds only the forms
-//! somebody asked for.
+//! by its own read of the store. Materialize stores the gzip forms beside the documents,
+//! so a miss compresses nothing, except a gzip client's for a document whose form is
+//! not made yet; and the cache holds only the forms somebody asked for.
 //!
 //! List pages are indexed by the ranks they hold (`PageIndex`), so that a change drops
 //! only the pages it moved: a product changed in place moves the one page per `count`
@@ -22,8 +22,9 @@ use bytes::Bytes;
 use hyper::header::HeaderValue;
 use moka::future::Cache;
 
-use super::encoding::{self, Coding};
-use super::store::{Key, Store, StoreError};
+use super::encoding::Coding;
+use super::store::{Body, Key, Store, StoreError};
+use crate::documents::gzip;
 use crate::documents::{Kind, MAX_PAGE_COUNT, Notice, Pages};
 
 /// A document ready to send in one coding: the body and its strong validator. Cloning
@@ -47,9 +48,28 @@ impl Document {
     /// The gzip form of the stored bytes `body`, or the bytes themselves when gzip does
     /// not gain (`coding()` then says identity).
     pub fn gzip(body: Bytes) -> Document {
-        match encoding::gzip(&body) {
-            Some(compressed) => Document::with_coding(compressed, Coding::Gzip, "-gzip"),
+        match gzip::gzip(&body) {
+            Some(compressed) => Document::compressed(compressed),
             None => Document::identity(body),
+        }
+    }
+
+    /// A gzip form made already, by [`gzip::gzip`].
+    pub fn compressed(form: Bytes) -> Document {
+        Document::with_coding(form, Coding::Gzip, "-gzip")
+    }
+
+    /// `body` as a store read for `coding` found it, ready to send in `coding`: its
+    /// stored gzip form, or the JSON text compressed now (or kept as it is, where gzip
+    /// does not gain).
+    fn stored(body: Body, coding: Coding) -> Document {
+        match (body, coding) {
+            (Body::Gzip(form), Coding::Gzip) => Document::compressed(form),
+            (Body::Json(json), Coding::Gzip) => Document::gzip(json),
+            (Body::Json(json) | Body::JsonOnly(json), _) => Document::identity(json),
+            (Body::Gzip(_), Coding::Identity) => {
+                unreachable!("the store answers a read for identity with the JSON text")
+            }
         }
     }
 
@@ -257,7 +277,27 @@ impl DocumentCache {
         ids.sort_unstable();
         ids.dedup();
         let epoch = self.epoch.load(Ordering::SeqCst);
-        let mut rows = self.store.read_products(&ids).await.map_err(Arc::new)?;
+        // A kind wanted in both codings is read as JSON and compressed here for gzip.
+        let coding_of = |kind: Kind| {
+            let mut codings = missing.iter().filter_map(|&index| match wanted[index] {
+                (
+                    Key::Document {
+                        kind: wanted_kind, ..
+                    },
+                    coding,
+                ) if wanted_kind == kind => Some(coding),
+                _ => None,
+            });
+            match codings.all(|coding| coding == Coding::Gzip) {
+                true => Coding::Gzip,
+                false => Coding::Identity,
+            }
+        };
+        let mut rows = self
+            .store
+            .read_products(&ids, coding_of)
+            .await
+            .map_err(Arc::new)?;
         rows.sort_unstable_by_key(|row| row.id);
         for &index in missing {
             let (key, coding) = wanted[index];
@@ -267,11 +307,7 @@ impl DocumentCache {
             let slot = Slot { key, coding };
             match rows.binary_search_by_key(&id, |row| row.id) {
                 Ok(row) => {
-                    let body = rows[row].body(kind).clone();
-                    let document = match coding {
-                        Coding::Identity => Document::identity(body),
-                        Coding::Gzip => Document::gzip(body),
-                    };
+                    let document = Document::stored(rows[row].body(kind).clone(), coding);
                     // Kept only when no invalidation ran since the read (see `get`).
                     if self.epoch.load(Ordering::SeqCst) == epoch {
                         self.documents.insert(slot, document.clone()).await;
@@ -336,13 +372,11 @@ impl DocumentCache {
 
     async fn load(&self, slot: Slot) -> Result<Document, Miss> {
         self.misses.fetch_add(1, Ordering::Relaxed);
-        match self.store.read(slot.key).await {
-            // Compressed here, once per document entering the cache in gzip form: every
-            // request that hits it afterwards sends the bytes as they are.
-            Ok(Some(body)) => Ok(match slot.coding {
-                Coding::Identity => Document::identity(body),
-                Coding::Gzip => Document::gzip(body),
-            }),
+        match self.store.read(slot.key, slot.coding).await {
+            // A gzip form not stored is made here, once per document entering the cache
+            // in gzip form: every request that hits it afterwards sends the bytes as they
+            // are.
+            Ok(Some(body)) => Ok(Document::stored(body, slot.coding)),
             Ok(None) => Err(Miss::Absent),
             Err(error) => Err(Miss::Failed(Arc::new(error))),
         }

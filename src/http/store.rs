@@ -18,12 +18,13 @@ use std::time::Duration;
 
 use bb8::{ErrorSink, ManageConnection, Pool, QueueStrategy, RunError};
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio_postgres::types::{FromSql, Type};
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Statement};
 
 use super::batch::{Pending, ReadQueue};
+use super::encoding::Coding;
 use crate::db::connection::Outage;
-use crate::documents::{self, Kind};
+use crate::documents::{self, JsonbText, Kind};
 use crate::in_flight::InFlightCount;
 
 /// One stored document: a page of the product list or one of a product's bodies.
@@ -34,6 +35,18 @@ pub enum Key {
     Page { page: u32, count: u32 },
     /// Product `id`'s body of a kind read by id ([`Kind::BY_ID`]).
     Document { kind: Kind, id: i32 },
+}
+
+/// A document as the store holds it for the coding a read asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    /// Its JSON text: read as it is, or read in gzip before its gzip form was made
+    /// (whoever reads it then compresses it).
+    Json(Bytes),
+    /// Its JSON text, which is its answer in gzip too: gzip does not gain.
+    JsonOnly(Bytes),
+    /// Its gzip form (`documents::gzip`), made by materialize.
+    Gzip(Bytes),
 }
 
 /// Why a read got no answer from the database. Cloning shares the error: a batch's
@@ -165,24 +178,29 @@ impl Store {
         }
     }
 
-    /// The body stored under `key`, or `None` when there is none (an unknown product,
-    /// a page past the end of the list).
-    pub async fn read(&self, key: Key) -> Result<Option<Bytes>, StoreError> {
+    /// The body stored under `key` for `coding`, or `None` when there is none (an
+    /// unknown product, a page past the end of the list). Pages are stored only as JSON.
+    pub async fn read(&self, key: Key, coding: Coding) -> Result<Option<Body>, StoreError> {
         let _counted = self.in_flight.enter();
         match key {
             Key::Page { page, count } => {
                 let read = self.retrying(|| async move {
                     read_page(&*self.connection().await?, page, count).await
                 });
-                self.bounded(read).await
+                Ok(self.bounded(read).await?.map(Body::Json))
             }
-            Key::Document { kind, id } => self.bounded(self.read_gathered(kind, id)).await,
+            Key::Document { kind, id } => self.bounded(self.read_gathered(kind, id, coding)).await,
         }
     }
 
-    /// Product `id`'s body of `kind`, read in the next batch.
-    async fn read_gathered(&self, kind: Kind, id: i32) -> Result<Option<Bytes>, StoreError> {
-        let queued = self.queue.push(kind, id);
+    /// Product `id`'s body of `kind` for `coding`, read in the next batch.
+    async fn read_gathered(
+        &self,
+        kind: Kind,
+        id: i32,
+        coding: Coding,
+    ) -> Result<Option<Body>, StoreError> {
+        let queued = self.queue.push(kind, id, coding);
         if let Some(slot) = queued.slot {
             // Batches run in a task of their own, so that the readers they answer do not
             // depend on this request, which its client may drop at any time.
@@ -222,19 +240,23 @@ impl Store {
     }
 
     /// The bodies `batch` asks for, in its order.
-    async fn read_batch(&self, batch: &[Pending]) -> Result<Vec<Option<Bytes>>, StoreError> {
+    async fn read_batch(&self, batch: &[Pending]) -> Result<Vec<Option<Body>>, StoreError> {
         let connection = self.connection().await?;
         if let [alone] = batch {
             let row = connection
                 .client
-                .query_opt(connection.statements.by_id(alone.kind), &[&alone.id])
+                .query_opt(
+                    connection.statements.by_id(alone.kind, alone.coding),
+                    &[&alone.id],
+                )
                 .await?;
-            return Ok(vec![row.map(|row| jsonb_bytes(&row, 0))]);
+            let gzip = (alone.coding == Coding::Gzip).then_some(1);
+            return Ok(vec![row.map(|row| body_of(&row, 0, gzip))]);
         }
         let ids: Vec<i32> = batch.iter().map(|pending| pending.id).collect();
         let kinds: Vec<i16> = batch
             .iter()
-            .map(|pending| by_id_index(pending.kind) as i16)
+            .map(|pending| gathered_code(pending.kind, pending.coding))
             .collect();
         let rows = connection
             .client
@@ -244,7 +266,7 @@ impl Store {
         for row in &rows {
             // The read's place in the batch, counted from 1.
             let place: i64 = row.get(0);
-            bodies[place as usize - 1] = Some(jsonb_bytes(row, 1));
+            bodies[place as usize - 1] = Some(body_of(row, 1, Some(2)));
         }
         Ok(bodies)
     }
@@ -268,22 +290,31 @@ impl Store {
         outcome
     }
 
-    /// Every by-id body ([`Kind::BY_ID`]) of the products `ids`, in one round trip;
-    /// products without a document are absent from the answer.
-    pub async fn read_products(&self, ids: &[i32]) -> Result<Vec<ProductBodies>, StoreError> {
+    /// Every by-id body ([`Kind::BY_ID`]) of the products `ids`, in one round trip,
+    /// each kind in the coding `coding_of` says; products without a document are absent
+    /// from the answer.
+    pub async fn read_products(
+        &self,
+        ids: &[i32],
+        coding_of: impl Fn(Kind) -> Coding,
+    ) -> Result<Vec<ProductBodies>, StoreError> {
         let _counted = self.in_flight.enter();
+        let gzip: Vec<bool> = Kind::BY_ID
+            .iter()
+            .map(|&kind| coding_of(kind) == Coding::Gzip)
+            .collect();
         let read = async {
             let connection = self.connection().await?;
             let rows = connection
                 .client
-                .query(&connection.statements.products, &[&ids])
+                .query(&connection.statements.products, &[&ids, &gzip])
                 .await?;
             Ok(rows
                 .iter()
                 .map(|row| ProductBodies {
                     id: row.get(0),
-                    bodies: (1..=Kind::BY_ID.len())
-                        .map(|column| jsonb_bytes(row, column))
+                    bodies: (0..Kind::BY_ID.len())
+                        .map(|kind| body_of(row, 1 + 2 * kind, Some(2 + 2 * kind)))
                         .collect(),
                 })
                 .collect())
@@ -367,12 +398,12 @@ impl Store {
 #[derive(Debug, Clone)]
 pub struct ProductBodies {
     pub id: i32,
-    pub bodies: Vec<Bytes>,
+    pub bodies: Vec<Body>,
 }
 
 impl ProductBodies {
     /// The body of `kind`, one of [`Kind::BY_ID`].
-    pub fn body(&self, kind: Kind) -> &Bytes {
+    pub fn body(&self, kind: Kind) -> &Body {
         &self.bodies[by_id_index(kind)]
     }
 }
@@ -416,7 +447,10 @@ async fn read_page(
     if rows.is_empty() {
         return Ok(None);
     }
-    let entries: Vec<&[u8]> = rows.iter().map(|row| row.get::<_, Jsonb>(0).0).collect();
+    let entries: Vec<&[u8]> = rows
+        .iter()
+        .map(|row| row.get::<_, JsonbText>(0).0)
+        .collect();
     let length = entries.iter().map(|entry| entry.len() + 1).sum::<usize>() + 1;
     let mut body = BytesMut::with_capacity(length);
     body.put_u8(b'[');
@@ -432,24 +466,43 @@ async fn read_page(
 
 /// Column `column` of `row`, a `jsonb` document, as its JSON text.
 fn jsonb_bytes(row: &tokio_postgres::Row, column: usize) -> Bytes {
-    Bytes::copy_from_slice(row.get::<_, Jsonb>(column).0)
+    Bytes::copy_from_slice(row.get::<_, JsonbText>(column).0)
 }
 
-/// A `jsonb` value's JSON text, borrowed from the row as PostgreSQL sent it: the binary
-/// wire form is a version byte (1) followed by the text, so nothing is parsed.
-struct Jsonb<'a>(&'a [u8]);
-
-impl<'a> FromSql<'a> for Jsonb<'a> {
-    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn StdError + Sync + Send>> {
-        match raw.split_first() {
-            Some((1, text)) => Ok(Jsonb(text)),
-            _ => Err("unsupported jsonb wire format version".into()),
-        }
+/// The body in `row`: the document's JSON text in column `json`, or its stored gzip
+/// form in column `gzip` when a gzip read found one (`json` is then NULL).
+fn body_of(row: &tokio_postgres::Row, json: usize, gzip: Option<usize>) -> Body {
+    match gzip.and_then(|column| row.get::<_, Option<&[u8]>>(column)) {
+        Some(form) if !form.is_empty() => Body::Gzip(Bytes::copy_from_slice(form)),
+        Some(_) => Body::JsonOnly(jsonb_bytes(row, json)),
+        None => Body::Json(jsonb_bytes(row, json)),
     }
+}
 
-    fn accepts(ty: &Type) -> bool {
-        *ty == Type::JSONB
-    }
+/// How the gathered statement names a read of `kind` for `coding`: the kind's place in
+/// [`Kind::BY_ID`], past every kind's for gzip.
+fn gathered_code(kind: Kind, coding: Coding) -> i16 {
+    let gzip = match coding {
+        Coding::Identity => 0,
+        Coding::Gzip => Kind::BY_ID.len(),
+    };
+    (by_id_index(kind) + gzip) as i16
+}
+
+/// The columns a gzip read of `kind` takes when `asked` (an SQL condition) holds: the
+/// JSON text unless a gzip form that gains is stored, and the form (NULL when not made,
+/// empty when gzip does not gain). Only its length is looked at to choose, which
+/// PostgreSQL knows without reading a form kept out of line.
+fn gzip_read_columns(kind: Kind, asked: &str) -> (String, String) {
+    let (json, gzip) = (
+        kind.column(),
+        kind.gzip_column()
+            .expect("a kind read by id has a gzip form"),
+    );
+    (
+        format!("CASE WHEN {asked} AND octet_length({gzip}) > 0 THEN NULL ELSE {json} END"),
+        format!("CASE WHEN {asked} THEN {gzip} END"),
+    )
 }
 
 /// A pooled connection and its prepared statements.
@@ -460,56 +513,86 @@ pub struct Connection {
 
 struct Statements {
     page: Statement,
-    /// One per kind in [`Kind::BY_ID`], in its order.
+    /// One per kind in [`Kind::BY_ID`], in its order: the JSON text.
     by_id: Vec<Statement>,
-    /// The bodies of several reads: of product $1[i], the kind at [`Kind::BY_ID`]
-    /// index $2[i], each after i (counted from 1).
+    /// The same for gzip reads: the JSON text or the stored gzip form.
+    by_id_gzip: Vec<Statement>,
+    /// The bodies of several reads: of product $1[i], the kind and coding $2[i]
+    /// ([`gathered_code`]), each after i (counted from 1).
     gathered: Statement,
-    /// Every by-id body of the products in $1.
+    /// Every by-id body of the products in $1, each kind in gzip where $2 (a `bool[]`
+    /// in [`Kind::BY_ID`]'s order) says so.
     products: Statement,
 }
 
 impl Statements {
     async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
         let by_id = Kind::BY_ID.map(|kind| kind.read_sql().expect("a kind read by id"));
-        // The Parse messages go out together and share one round trip.
+        let by_id_gzip = Kind::BY_ID.map(|kind| {
+            let (json, gzip) = gzip_read_columns(kind, "true");
+            format!("SELECT {json}, {gzip} FROM document WHERE product_id = $1")
+        });
         let products = format!(
             "SELECT product_id, {} FROM document WHERE product_id = ANY($1)",
-            Kind::BY_ID.map(Kind::column).join(", ")
-        );
-        // CASE evaluates only the branch taken, so only the column asked for is read.
-        let gathered = format!(
-            "SELECT wanted.place, CASE wanted.kind {} END \
-             FROM unnest($1::int4[], $2::int2[]) WITH ORDINALITY AS wanted (id, kind, place) \
-             JOIN document ON document.product_id = wanted.id",
             Kind::BY_ID
                 .iter()
                 .enumerate()
-                .map(|(index, kind)| format!("WHEN {index} THEN {}", kind.column()))
+                .map(|(index, &kind)| {
+                    let (json, gzip) = gzip_read_columns(kind, &format!("$2[{}]", index + 1));
+                    format!("{json}, {gzip}")
+                })
                 .collect::<Vec<_>>()
-                .join(" ")
+                .join(", ")
         );
-        let (page, by_id, gathered, products) = tokio::try_join!(
-            client.prepare_typed(documents::PAGE_SQL, &[Type::INT4, Type::INT4]),
+        // CASE evaluates only the branch taken, so only the columns asked for are read.
+        let (mut json, mut gzip) = (Vec::new(), Vec::new());
+        for &kind in &Kind::BY_ID {
+            let identity = gathered_code(kind, Coding::Identity);
+            let compressed = gathered_code(kind, Coding::Gzip);
+            let (json_or_null, form) = gzip_read_columns(kind, "true");
+            json.push(format!("WHEN {identity} THEN {}", kind.column()));
+            json.push(format!("WHEN {compressed} THEN {json_or_null}"));
+            gzip.push(format!("WHEN {compressed} THEN {form}"));
+        }
+        let gathered = format!(
+            "SELECT wanted.place, CASE wanted.kind {} END, CASE wanted.kind {} END \
+             FROM unnest($1::int4[], $2::int2[]) WITH ORDINALITY AS wanted (id, kind, place) \
+             JOIN document ON document.product_id = wanted.id",
+            json.join(" "),
+            gzip.join(" ")
+        );
+        let prepare_by_id = |statements: [String; 3]| {
             futures_util::future::try_join_all(
-                by_id
-                    .iter()
-                    .map(|sql| client.prepare_typed(sql, &[Type::INT4]))
-            ),
+                statements
+                    .into_iter()
+                    .map(|sql| async move { client.prepare_typed(&sql, &[Type::INT4]).await }),
+            )
+        };
+        // The Parse messages go out together and share one round trip.
+        let (page, by_id, by_id_gzip, gathered, products) = tokio::try_join!(
+            client.prepare_typed(documents::PAGE_SQL, &[Type::INT4, Type::INT4]),
+            prepare_by_id(by_id),
+            prepare_by_id(by_id_gzip),
             client.prepare_typed(&gathered, &[Type::INT4_ARRAY, Type::INT2_ARRAY]),
-            client.prepare_typed(&products, &[Type::INT4_ARRAY]),
+            client.prepare_typed(&products, &[Type::INT4_ARRAY, Type::BOOL_ARRAY]),
         )?;
         Ok(Statements {
             page,
             by_id,
+            by_id_gzip,
             gathered,
             products,
         })
     }
 
-    /// The statement reading product $1's body of `kind`, one of [`Kind::BY_ID`].
-    fn by_id(&self, kind: Kind) -> &Statement {
-        &self.by_id[by_id_index(kind)]
+    /// The statement reading product $1's body of `kind` (one of [`Kind::BY_ID`]) for
+    /// `coding`.
+    fn by_id(&self, kind: Kind, coding: Coding) -> &Statement {
+        let statements = match coding {
+            Coding::Identity => &self.by_id,
+            Coding::Gzip => &self.by_id_gzip,
+        };
+        &statements[by_id_index(kind)]
     }
 }
 

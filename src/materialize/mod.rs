@@ -12,8 +12,10 @@
 //! the listed products' rows. Every transaction ends with NOTIFYs telling servers which
 //! cache entries are stale ([`documents::notice`](crate::documents::notice)). [`follow`]
 //! takes the queue in small batches as it fills; [`list`] keeps the list's rank index in
-//! step; [`sql`] holds the statements.
+//! step; [`compress`] stores the gzip forms of the bodies a rebuild wrote; [`sql`] holds the
+//! statements.
 
+mod compress;
 pub mod follow;
 pub mod list;
 mod parallel;

@@ -5,13 +5,13 @@
 
 use tokio_postgres::Transaction;
 
-use super::{Settings, list, sql};
+use super::{Settings, compress, list, sql};
 use crate::catalog::{LockMode, lock_catalog_sql};
 use crate::{Error, Result};
 
-/// Builds `document_next` in ranges of ids on `settings.jobs` connections and swaps it
-/// in for `document` inside `transaction`, with the list's blocks cut afresh and the
-/// change queue emptied; returns the documents written. A failure leaves `document` as
+/// Builds `document_next` with its gzip forms in ranges of ids on `settings.jobs`
+/// connections and swaps it in for `document` inside `transaction`, with the list's
+/// blocks cut afresh and the change queue emptied; returns the documents written. A failure leaves `document` as
 /// it was (and `document_next` for the next run to drop).
 pub async fn rebuild_everything(
     url: &str,
@@ -46,6 +46,7 @@ pub async fn rebuild_everything(
             let written = client
                 .execute(fill.as_str(), &[&settings.campus, &range.first, &range.end])
                 .await?;
+            compress::in_range(&client, "document_next", range.first, range.end).await?;
             Ok::<u64, Error>(written)
         }
     });

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use tokio_postgres::{Client, Statement, Transaction};
 
-use super::{Settings, list, parallel, sql};
+use super::{Settings, compress, list, parallel, sql};
 use crate::catalog::{LockMode, lock_catalog_sql};
 use crate::documents::{self, EVERY_PRODUCT, Kind, Kinds, Notice, Pages};
 use crate::{Error, Result};
@@ -463,8 +463,8 @@ impl Run<'_> {
         })
     }
 
-    /// Rewrites the styles documents of `ids` that have a document; returns those,
-    /// sorted.
+    /// Rewrites the styles documents of `ids` that have a document, with their gzip
+    /// forms; returns those, sorted.
     async fn restyle(&self, ids: &[i32]) -> Result<Vec<i32>> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -475,11 +475,13 @@ impl Run<'_> {
             .await?;
         let mut restyled: Vec<i32> = rows.iter().map(|row| row.get(0)).collect();
         restyled.sort_unstable();
+        compress::listed(&self.transaction, &restyled).await?;
         Ok(restyled)
     }
 
-    /// Rewrites every document of `ids` (positive) in place, removing those of vanished
-    /// products, and keeps the list's blocks in step. Many products are built on
+    /// Rewrites every document of `ids` (positive) in place with the gzip forms of the
+    /// bodies that changed, removing those of vanished products, and keeps the list's
+    /// blocks in step. Many products are built on
     /// `settings.jobs` connections at once; whatever connection builds them, they read
     /// the catalog after the transaction took its queue rows, so they hold every change
     /// those rows stand for.
@@ -519,6 +521,7 @@ impl Run<'_> {
                 inserted.push(id);
             }
         }
+        let forms = compress::listed(transaction, &written).await?;
         let built = started.elapsed();
         list::lock(transaction).await?;
         let shift = list::apply(transaction, &inserted, &removed).await?;
@@ -535,6 +538,7 @@ impl Run<'_> {
         };
         tracing::debug!(
             products = ids.len(),
+            gzip_forms = forms,
             built_s = built.as_secs_f64(),
             listed_s = listed.as_secs_f64(),
             ranked_s = started.elapsed().as_secs_f64(),

@@ -53,17 +53,26 @@ fn fill(table: &str) -> String {
 /// Writes the rows of `from` into `document` in place, and says which products are new.
 /// A body equal to the stored one keeps the stored value, so an unchanged body (most of
 /// them: a change of stock touches only `styles`) is not written again, nor its TOAST
-/// chunks and their WAL.
+/// chunks and their WAL; it keeps its gzip form too, and a changed body loses it.
 fn upsert_from(from: &str) -> String {
     let columns = Kind::columns();
     let keep_unchanged = Kind::ALL
-        .map(|kind| {
+        .into_iter()
+        .flat_map(|kind| {
             let column = kind.column();
-            format!(
+            let body = format!(
                 "{column} = CASE WHEN document.{column} = EXCLUDED.{column} \
                  THEN document.{column} ELSE EXCLUDED.{column} END"
-            )
+            );
+            let gzip = kind.gzip_column().map(|gzip| {
+                format!(
+                    "{gzip} = CASE WHEN document.{column} = EXCLUDED.{column} \
+                     THEN document.{gzip} END"
+                )
+            });
+            std::iter::once(body).chain(gzip)
         })
+        .collect::<Vec<_>>()
         .join(",\n    ");
     format!(
         "INSERT INTO document (product_id, {columns})
@@ -110,13 +119,67 @@ pub fn upsert_batch() -> String {
 /// which.
 pub fn restyle() -> String {
     let column = Kind::Styles.column();
+    let gzip = Kind::Styles.gzip_column().expect("styles are read by id");
     format!(
         "WITH {RESTYLE_SOURCES}\n{STYLES}
 UPDATE document d
-SET {column} = CASE WHEN d.{column} = x.styles THEN d.{column} ELSE x.styles END
+SET {column} = CASE WHEN d.{column} = x.styles THEN d.{column} ELSE x.styles END,
+    {gzip} = CASE WHEN d.{column} = x.styles THEN d.{gzip} END
 FROM styles_doc x
 WHERE d.product_id = x.product_id
 RETURNING d.product_id"
+    )
+}
+
+/// The bodies of the documents of products $1 (an `int4[]`) in `table` whose gzip forms
+/// are not made ([`unmade_gzip`]).
+pub fn unmade_gzip_listed(table: &str) -> String {
+    unmade_gzip(table, "product_id = ANY($1::int4[])", "")
+}
+
+/// The same for the first $3 products (by id) with ids in $1 ..< $2.
+pub fn unmade_gzip_in_range(table: &str) -> String {
+    unmade_gzip(
+        table,
+        "product_id >= $1::int8 AND product_id < $2::int8",
+        "ORDER BY product_id LIMIT $3",
+    )
+}
+
+/// The bodies of `table`'s documents `condition` selects whose gzip forms are not made:
+/// `product_id`, then a column per kind read by id ([`Kind::BY_ID`]), its body when its
+/// form is missing, else NULL.
+fn unmade_gzip(table: &str, condition: &str, tail: &str) -> String {
+    let bodies = Kind::BY_ID
+        .map(|kind| {
+            let gzip = kind
+                .gzip_column()
+                .expect("a kind read by id has a gzip form");
+            format!("CASE WHEN {gzip} IS NULL THEN {} END", kind.column())
+        })
+        .join(", ");
+    let unmade = Kind::BY_ID
+        .map(|kind| format!("{} IS NULL", kind.gzip_column().expect("read by id")))
+        .join(" OR ");
+    format!("SELECT product_id, {bodies} FROM {table} WHERE {condition} AND ({unmade}) {tail}")
+}
+
+/// Stores gzip forms in `table`: of products $1, a `bytea[]` per kind read by id, in
+/// [`Kind::BY_ID`]'s order (NULL keeps what is there).
+pub fn store_gzip(table: &str) -> String {
+    let columns = Kind::BY_ID.map(|kind| kind.gzip_column().expect("read by id"));
+    let set = columns
+        .map(|gzip| format!("{gzip} = coalesce(made.{gzip}, d.{gzip})"))
+        .join(", ");
+    let arrays = (2..2 + columns.len())
+        .map(|n| format!("${n}::bytea[]"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "UPDATE {table} d SET {set} \
+         FROM unnest($1::int4[], {arrays}) AS made (product_id, {}) \
+         WHERE d.product_id = made.product_id",
+        columns.join(", ")
     )
 }
 
@@ -205,6 +268,10 @@ mod tests {
                 assert!(statement.contains(kind.column()), "{kind} in {statement}");
                 if statement.contains("ON CONFLICT") {
                     assert!(statement.contains(&set), "{kind} kept when unchanged");
+                    if let Some(gzip) = kind.gzip_column() {
+                        let dropped = format!("{gzip} = CASE WHEN document.{}", kind.column());
+                        assert!(statement.contains(&dropped), "{gzip} dropped when changed");
+                    }
                 }
             }
         }

@@ -9,7 +9,7 @@ use atelier::http::Settings;
 
 use crate::golden::{Body, assert_genuine_answers};
 use crate::serving::{Reply, Server, header_values, request, stored};
-use crate::support::{TestDb, sample};
+use crate::support::{TestDb, assert_gzip_forms_made, sample};
 
 /// What a browser sends.
 const BROWSER: &str = "gzip, deflate, br, zstd";
@@ -359,4 +359,86 @@ async fn a_client_that_does_not_take_gzip_never_makes_a_gzip_form() {
     }
     // Exactly what a server that never compresses holds: the stored bytes alone.
     assert_eq!(weights[0], weights[1]);
+}
+
+/// Product `id`'s stored body in `column`, as text.
+async fn stored_text(client: &tokio_postgres::Client, column: &str, id: i32) -> String {
+    client
+        .query_one(
+            &format!("SELECT {column}::text FROM document WHERE product_id = $1"),
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Product `id`'s stored gzip form in `column`.
+async fn stored_form(client: &tokio_postgres::Client, column: &str, id: i32) -> Option<Vec<u8>> {
+    client
+        .query_one(
+            &format!("SELECT {column} FROM document WHERE product_id = $1"),
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn gzip_clients_get_the_stored_gzip_forms_as_they_are() {
+    let db = genuine().await;
+    let client = db.client().await;
+    // Materialize made every form, each the bytes a server makes of its body.
+    assert_gzip_forms_made(&client).await;
+    // Product 3's styles form stored as product 1's: a gzip client that gets it was
+    // answered from the store, not by compressing product 1's body.
+    let planted = stored_form(&client, "styles_gzip", 3).await.unwrap();
+    assert_ne!(
+        Some(&planted),
+        stored_form(&client, "styles_gzip", 1).await.as_ref()
+    );
+    // Product 2's styles form not made yet: the server makes it, the same bytes.
+    let made = stored_form(&client, "styles_gzip", 2).await.unwrap();
+    // Product 1's product document marked as not gaining from gzip: sent as it is.
+    client
+        .batch_execute(
+            "UPDATE document SET styles_gzip = (SELECT styles_gzip FROM document WHERE product_id = 3) \
+             WHERE product_id = 1;
+             UPDATE document SET styles_gzip = NULL WHERE product_id = 2;
+             UPDATE document SET product_gzip = '' WHERE product_id = 1;",
+        )
+        .await
+        .unwrap();
+    let server = Server::start(&db.url, Settings::default()).await;
+    // Twice: from the store, then from the cache.
+    for _ in 0..2 {
+        let styles = get(&server, "/products/1/styles", Some(BROWSER)).await;
+        assert_eq!(styles.header("content-encoding"), Some("gzip"));
+        assert_eq!(styles.body, planted);
+        let plain = get(&server, "/products/1/styles", None).await;
+        assert_eq!(plain.text(), stored_text(&client, "styles", 1).await);
+        let compressed_here = get(&server, "/products/2/styles", Some(BROWSER)).await;
+        assert_eq!(compressed_here.body, made);
+        let product = get(&server, "/products/1", Some(BROWSER)).await;
+        assert_eq!(product.status, 200);
+        assert_eq!(product.header("content-encoding"), None);
+        assert_eq!(product.text(), stored_text(&client, "product", 1).await);
+    }
+    // Many products at once, through the statements that read several: the product
+    // page joins the stored forms (product 1's styles are product 3's).
+    for path in ["/products/1/page", "/products?ids=1,2,3&include=styles"] {
+        let reply = get(&server, path, Some(BROWSER)).await;
+        assert_eq!(reply.status, 200, "{path}");
+        assert_eq!(reply.header("content-encoding"), Some("gzip"), "{path}");
+        let page: serde_json::Value = serde_json::from_slice(&gunzip(&reply.body)).unwrap();
+        let product_3_styles: serde_json::Value =
+            serde_json::from_str(&stored_text(&client, "styles", 3).await).unwrap();
+        let product_1_styles = match path {
+            "/products/1/page" => &page["styles"],
+            _ => &page[0]["styles"],
+        };
+        assert_eq!(product_1_styles, &product_3_styles, "{path}");
+    }
+    server.stop().await;
 }

@@ -399,8 +399,10 @@ async fn concurrent_misses_on_many_keys_go_out_together_and_each_gets_its_own() 
     let db = catalog().await;
     let server = Server::start_listening(&db.url, Settings::default()).await;
     let addr = server.addr;
-    let paths: Vec<String> = (1..=PRODUCTS)
+    // Every document twice, by a client that takes gzip and by one that does not.
+    let reads: Vec<(String, bool)> = (1..=PRODUCTS)
         .flat_map(|id| ["", "/styles", "/related"].map(|tail| format!("/products/{id}{tail}")))
+        .flat_map(|path| [(path.clone(), false), (path, true)])
         .collect();
     // Held behind a lock, every read queues: the first batches wait on the database,
     // all the others for a slot.
@@ -409,18 +411,27 @@ async fn concurrent_misses_on_many_keys_go_out_together_and_each_gets_its_own() 
     lock.batch_execute("LOCK TABLE document IN ACCESS EXCLUSIVE MODE")
         .await
         .unwrap();
-    let requests: Vec<_> = paths
+    let requests: Vec<_> = reads
         .iter()
         .cloned()
-        .map(|path| tokio::spawn(async move { request(addr, "GET", &path, &[]).await }))
+        .map(|(path, gzip)| {
+            tokio::spawn(async move {
+                let accept: &[(&str, &str)] = match gzip {
+                    true => &[("Accept-Encoding", "gzip")],
+                    false => &[],
+                };
+                request(addr, "GET", &path, accept).await
+            })
+        })
         .collect();
     eventually(10, "every read queued", || async {
-        server.metric("atelier_db_reads_in_flight").await == paths.len() as f64
+        server.metric("atelier_db_reads_in_flight").await == reads.len() as f64
     })
     .await;
     lock.rollback().await.unwrap();
     let client = db.client().await;
-    for (path, handle) in paths.iter().zip(requests) {
+    let mut compressed = 0;
+    for ((path, gzip), handle) in reads.iter().zip(requests) {
         let reply = handle.await.unwrap();
         let mut parts = path.trim_start_matches("/products/").split('/');
         let id: i32 = parts.next().unwrap().parse().unwrap();
@@ -433,22 +444,34 @@ async fn concurrent_misses_on_many_keys_go_out_together_and_each_gets_its_own() 
             Some(kind) => kind,
         };
         assert_eq!(reply.status, 200, "{path}");
+        let body = match reply.header("content-encoding") {
+            Some(_) => {
+                assert!(
+                    gzip,
+                    "{path} compressed for a client that does not take gzip"
+                );
+                compressed += 1;
+                crate::compression::gunzip(&reply.body)
+            }
+            None => reply.body.clone(),
+        };
         assert_eq!(
-            reply.body,
+            body,
             stored(&client, column, id).await,
             "{path} got another read's body"
         );
     }
+    assert!(compressed > 0, "no document large enough to compress");
     let batches = server.metric("atelier_db_read_batches_total").await;
     assert_eq!(
         server.metric("atelier_db_batched_reads_total").await,
-        paths.len() as f64
+        reads.len() as f64
     );
-    // Two slots held by the first reads, then the other 118 in batches of at most 64.
+    // Two slots held by the first reads, then the other 238 in batches of at most 64.
     assert!(
-        batches <= 4.0,
+        batches <= 6.0,
         "{batches} batches for {} reads",
-        paths.len()
+        reads.len()
     );
     server.stop().await;
 }

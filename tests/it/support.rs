@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use atelier::catalog::FileKind;
 use atelier::db::{self, embedded::Cluster, embedded::Durability};
+use atelier::documents::{Kind, gzip};
 use atelier::materialize::{self, Plan, Settings};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -196,14 +197,42 @@ pub async fn documents(client: &Client) -> BTreeMap<i32, [String; 4]> {
         .collect()
 }
 
-/// Asserts that the stored documents are exactly what a full rebuild makes of the
-/// catalog now (the rebuild replaces them).
+/// Asserts that every stored body read by id has its gzip form made, and that the form
+/// is the one a server makes of the body: the same bytes, so the same ETag; empty where
+/// gzip does not gain.
+pub async fn assert_gzip_forms_made(client: &Client) {
+    let columns: Vec<String> = Kind::BY_ID
+        .iter()
+        .map(|kind| format!("{}::text, {}", kind.column(), kind.gzip_column().unwrap()))
+        .collect();
+    let rows = client
+        .query(
+            &format!("SELECT product_id, {} FROM document", columns.join(", ")),
+            &[],
+        )
+        .await
+        .unwrap();
+    for row in &rows {
+        let id: i32 = row.get(0);
+        for (index, kind) in Kind::BY_ID.iter().enumerate() {
+            let body: String = row.get(1 + 2 * index);
+            let form: Option<Vec<u8>> = row.get(2 + 2 * index);
+            let made = gzip::gzip(body.as_bytes()).map_or_else(Vec::new, |form| form.to_vec());
+            assert_eq!(form, Some(made), "the gzip form of product {id}'s {kind}");
+        }
+    }
+}
+
+/// Asserts that the stored documents, with their gzip forms, are exactly what a full
+/// rebuild makes of the catalog now (the rebuild replaces them).
 pub async fn assert_as_full_rebuild(url: &str) {
     let client = db::connect(url).await.unwrap();
     let live = documents(&client).await;
+    assert_gzip_forms_made(&client).await;
     materialize::materialize(url, Plan::Everything, &Settings::default())
         .await
         .unwrap();
+    assert_gzip_forms_made(&client).await;
     let full = documents(&client).await;
     assert_eq!(live.len(), full.len(), "documents kept vs built in full");
     for (id, built) in &full {
