@@ -107,6 +107,19 @@ pub struct Step {
     replayed: Vec<(i64, Notice)>,
     /// Whether the primary changed since the last step (the remembered seqs are void).
     new_incarnation: bool,
+    /// How the session began, when the step begins one: counted once its notices are
+    /// dropped, so that /metrics never shows a catch-up whose drops are still to come.
+    began: Option<Began>,
+}
+
+/// How a LISTEN session began, for [`Reconnections`].
+#[derive(Debug, Clone, Copy)]
+enum Began {
+    /// The whole cache was dropped.
+    DroppedAll,
+    /// The cache dropped the `notices` it missed (or lost, on a new primary); a full
+    /// rebuild among them dropped it whole all the same.
+    CaughtUp { notices: u64, everything: bool },
 }
 
 impl LogPosition {
@@ -129,7 +142,6 @@ impl LogPosition {
         client: &Client,
         mode: MissedChanges,
         beginning: bool,
-        counts: &Reconnections,
     ) -> Result<Step, tokio_postgres::Error> {
         // As a session begins, what was applied in the last moments of the one before
         // must still be there, however long the outage was.
@@ -147,15 +159,14 @@ impl LogPosition {
             seen,
             replayed: Vec::new(),
             new_incarnation: true,
+            began: Some(Began::DroppedAll),
         };
         let Some(last) = &self.seen else {
-            counts.cache_drops.fetch_add(1, Ordering::Relaxed);
             return Ok(everything(seen));
         };
         let away = seen.at - last.at;
         let kept = (NOTICE_RETENTION - RECENT).as_secs_f64();
         if beginning && (mode == MissedChanges::Drop || away > kept) {
-            counts.cache_drops.fetch_add(1, Ordering::Relaxed);
             return Ok(everything(seen));
         }
         let new_incarnation = last.incarnation != seen.incarnation;
@@ -183,9 +194,9 @@ impl LogPosition {
                         seen,
                         replayed: Vec::new(),
                         new_incarnation,
+                        began: None,
                     });
                 }
-                counts.cache_drops.fetch_add(1, Ordering::Relaxed);
                 return Ok(everything(seen));
             }
             Err(error) => return Err(error),
@@ -205,28 +216,41 @@ impl LogPosition {
             notices.push(notice.clone());
             replayed.push((seq, notice));
         }
-        if beginning {
-            // A full rebuild among what was missed drops the whole cache all the same.
-            let counter = if notices.contains(&Notice::Everything) {
-                &counts.cache_drops
-            } else {
-                &counts.catch_ups
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-            counts
-                .caught_up_notices
-                .fetch_add(notices.len() as u64, Ordering::Relaxed);
-        }
+        let began = beginning.then(|| Began::CaughtUp {
+            notices: notices.len() as u64,
+            everything: notices.contains(&Notice::Everything),
+        });
         Ok(Step {
             notices,
             seen,
             replayed,
             new_incarnation,
+            began,
         })
     }
 
-    /// Takes `step`, whose notices have been dropped from the cache.
-    pub fn advance(&mut self, step: Step) {
+    /// Takes `step`, whose notices have been dropped from the cache, and counts the
+    /// session it began in `counts`.
+    pub fn advance(&mut self, step: Step, counts: &Reconnections) {
+        match step.began {
+            None => {}
+            Some(Began::DroppedAll) => {
+                counts.cache_drops.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(Began::CaughtUp {
+                notices,
+                everything,
+            }) => {
+                let counter = match everything {
+                    true => &counts.cache_drops,
+                    false => &counts.catch_ups,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                counts
+                    .caught_up_notices
+                    .fetch_add(notices, Ordering::Relaxed);
+            }
+        }
         if step.new_incarnation {
             self.recent.clear();
             self.order.clear();

@@ -2,8 +2,8 @@
 //!
 //! A request flows [`server`] (connections) → [`router`] (method and path) →
 //! [`handlers`] → [`cache`] (documents in memory) → [`store`] (the `document` table),
-//! and the stored JSON bytes go back out untouched, or in the gzip form [`encoding`]
-//! made of them once, when a client that takes gzip first asked for the document.
+//! and the stored JSON bytes go back out untouched, or their gzip form as materialize
+//! stored it ([`encoding`] picks which).
 //! [`composite`] joins several cached documents into one answer (a product page,
 //! several products); [`cors`] lets other origins' pages read the API;
 //! [`endpoint`] names what a request was routed to; [`notify`] keeps the cache in step

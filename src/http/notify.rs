@@ -125,18 +125,13 @@ async fn catch_up(
     beginning: bool,
 ) -> Result<(), tokio_postgres::Error> {
     let mut step = position
-        .step(
-            primary,
-            state.missed_changes,
-            beginning,
-            &state.reconnections,
-        )
+        .step(primary, state.missed_changes, beginning)
         .await?;
     let notices = std::mem::take(&mut step.notices);
     if !notices.is_empty() {
         invalidate(state, primary, replay, notices).await?;
     }
-    position.advance(step);
+    position.advance(step, &state.reconnections);
     Ok(())
 }
 

@@ -54,7 +54,8 @@ pub struct Settings {
     /// Time in-flight requests get to finish once shutdown begins.
     pub drain_timeout: Duration,
     /// Whether documents are also sent gzip-compressed to clients that accept it (the
-    /// gzip form made once per document, when such a client first asks for it).
+    /// gzip form materialize stored, or made once when a client first asks for a
+    /// document stored without one).
     pub compress: bool,
     /// Whether every request is logged (method, path, status, duration, bytes).
     pub access_log: bool,
