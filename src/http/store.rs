@@ -492,16 +492,38 @@ fn gathered_code(kind: Kind, coding: Coding) -> i16 {
 /// The columns a gzip read of `kind` takes when `asked` (an SQL condition) holds: the
 /// JSON text unless a gzip form that gains is stored, and the form (NULL when not made,
 /// empty when gzip does not gain). Only its length is looked at to choose, which
-/// PostgreSQL knows without reading a form kept out of line.
-fn gzip_read_columns(kind: Kind, asked: &str) -> (String, String) {
+/// PostgreSQL knows without reading a form kept out of line. Without `forms_stored`
+/// (a schema from before the forms) it is the JSON text and no form.
+fn gzip_read_columns(kind: Kind, asked: &str, forms_stored: bool) -> (String, String) {
     let (json, gzip) = (
         kind.column(),
         kind.gzip_column()
             .expect("a kind read by id has a gzip form"),
     );
+    if !forms_stored {
+        return (json.to_string(), "NULL::bytea".to_string());
+    }
     (
         format!("CASE WHEN {asked} AND octet_length({gzip}) > 0 THEN NULL ELSE {json} END"),
         format!("CASE WHEN {asked} THEN {gzip} END"),
+    )
+}
+
+/// Whether `document` has every gzip form column: a database whose schema predates them
+/// (a server upgraded before the database's next load or materialize) is read without
+/// them, its documents compressed as they enter the cache, as before.
+fn forms_stored_sql() -> String {
+    let columns: Vec<String> = Kind::BY_ID
+        .iter()
+        .filter_map(|kind| kind.gzip_column())
+        .map(|column| format!("'{column}'"))
+        .collect();
+    format!(
+        "SELECT count(*) = {} FROM pg_attribute \
+         WHERE attrelid = to_regclass('document') AND NOT attisdropped \
+           AND attname IN ({})",
+        columns.len(),
+        columns.join(", ")
     )
 }
 
@@ -527,9 +549,16 @@ struct Statements {
 
 impl Statements {
     async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
+        let forms_stored: bool = client.query_one(&forms_stored_sql(), &[]).await?.get(0);
+        if !forms_stored {
+            tracing::warn!(
+                "the document table has no gzip forms (its schema predates them): documents \
+                 are compressed as they are read, until `atelier materialize` adds them"
+            );
+        }
         let by_id = Kind::BY_ID.map(|kind| kind.read_sql().expect("a kind read by id"));
         let by_id_gzip = Kind::BY_ID.map(|kind| {
-            let (json, gzip) = gzip_read_columns(kind, "true");
+            let (json, gzip) = gzip_read_columns(kind, "true", forms_stored);
             format!("SELECT {json}, {gzip} FROM document WHERE product_id = $1")
         });
         let products = format!(
@@ -538,7 +567,8 @@ impl Statements {
                 .iter()
                 .enumerate()
                 .map(|(index, &kind)| {
-                    let (json, gzip) = gzip_read_columns(kind, &format!("$2[{}]", index + 1));
+                    let (json, gzip) =
+                        gzip_read_columns(kind, &format!("$2[{}]", index + 1), forms_stored);
                     format!("{json}, {gzip}")
                 })
                 .collect::<Vec<_>>()
@@ -549,7 +579,7 @@ impl Statements {
         for &kind in &Kind::BY_ID {
             let identity = gathered_code(kind, Coding::Identity);
             let compressed = gathered_code(kind, Coding::Gzip);
-            let (json_or_null, form) = gzip_read_columns(kind, "true");
+            let (json_or_null, form) = gzip_read_columns(kind, "true", forms_stored);
             json.push(format!("WHEN {identity} THEN {}", kind.column()));
             json.push(format!("WHEN {compressed} THEN {json_or_null}"));
             gzip.push(format!("WHEN {compressed} THEN {form}"));
