@@ -1,6 +1,11 @@
 //! Header values the service sends, built once.
 
-use hyper::header::HeaderValue;
+use hyper::header::{
+    ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, ETAG, HeaderMap,
+    HeaderValue, VARY,
+};
+
+use super::encoding::Coding;
 
 /// Every product and error body.
 pub const JSON: HeaderValue = HeaderValue::from_static("application/json; charset=utf-8");
@@ -19,3 +24,85 @@ pub const VARY_ENCODING: HeaderValue = HeaderValue::from_static("Accept-Encoding
 pub const GZIP: HeaderValue = HeaderValue::from_static("gzip");
 /// `Connection` of an answer after which the server closes the connection.
 pub const CLOSE: HeaderValue = HeaderValue::from_static("close");
+
+/// Headers of a document answer at most: type, coding, validator, cache policy, `Vary`
+/// and the two of CORS.
+pub const DOCUMENT_HEADERS: usize = 8;
+
+/// The headers of a `200` document answer in each coding, built once and cloned per
+/// answer with its ETag set: a clone copies a few fields, where inserting each one
+/// hashes its name and probes the map.
+#[derive(Debug, Clone)]
+pub struct DocumentHeaders {
+    identity: HeaderMap,
+    gzip: HeaderMap,
+}
+
+impl DocumentHeaders {
+    /// `vary`: whether answers vary on `Accept-Encoding`; `any_origin`: whether every
+    /// answer allows every origin (CORS), so that header is there from the start.
+    pub fn new(cache_control: &HeaderValue, vary: bool, any_origin: bool) -> DocumentHeaders {
+        let build = |gzip: bool| {
+            let mut headers = HeaderMap::with_capacity(DOCUMENT_HEADERS);
+            headers.insert(CONTENT_TYPE, JSON);
+            if gzip {
+                headers.insert(CONTENT_ENCODING, GZIP);
+            }
+            // Set per answer.
+            headers.insert(ETAG, HeaderValue::from_static("\"\""));
+            headers.insert(CACHE_CONTROL, cache_control.clone());
+            if vary {
+                headers.insert(VARY, VARY_ENCODING);
+            }
+            if any_origin {
+                headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+            }
+            headers
+        };
+        DocumentHeaders {
+            identity: build(false),
+            gzip: build(true),
+        }
+    }
+
+    /// The headers of a `200` answer with the document's `coding` and `etag`.
+    pub fn answer(&self, coding: Coding, etag: &HeaderValue) -> HeaderMap {
+        let mut headers = match coding {
+            Coding::Identity => self.identity.clone(),
+            Coding::Gzip => self.gzip.clone(),
+        };
+        if let Some(value) = headers.get_mut(ETAG) {
+            *value = etag.clone();
+        }
+        headers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_answer_gets_its_own_etag_and_the_fields_of_its_coding() {
+        let cache_control = HeaderValue::from_static("public, max-age=0");
+        let headers = DocumentHeaders::new(&cache_control, true, true);
+        let etag = HeaderValue::from_static("\"a\"");
+        let identity = headers.answer(Coding::Identity, &etag);
+        assert_eq!(identity[ETAG], etag);
+        assert_eq!(identity[CONTENT_TYPE], JSON);
+        assert_eq!(identity[CACHE_CONTROL], cache_control);
+        assert_eq!(identity[VARY], VARY_ENCODING);
+        assert_eq!(identity[ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        assert!(!identity.contains_key(CONTENT_ENCODING));
+        assert_eq!(identity.len(), 5);
+        let other = HeaderValue::from_static("\"b\"");
+        let gzip = headers.answer(Coding::Gzip, &other);
+        assert_eq!(gzip[ETAG], other);
+        assert_eq!(gzip[CONTENT_ENCODING], GZIP);
+        // The templates are not changed by the answers made from them.
+        assert_eq!(headers.answer(Coding::Identity, &other)[ETAG], other);
+        let plain =
+            DocumentHeaders::new(&cache_control, false, false).answer(Coding::Identity, &etag);
+        assert!(!plain.contains_key(VARY) && !plain.contains_key(ACCESS_CONTROL_ALLOW_ORIGIN));
+    }
+}

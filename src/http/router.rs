@@ -7,10 +7,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Body;
-use hyper::header::{
-    CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG, HeaderMap, IF_NONE_MATCH,
-    VARY,
-};
+use hyper::header::{CACHE_CONTROL, CONTENT_LENGTH, ETAG, HeaderMap, IF_NONE_MATCH, VARY};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::cache::Document;
@@ -41,10 +38,6 @@ pub async fn handle<B>(state: &AppState, request: Request<B>) -> Response<Full<B
         .record(endpoint, response.status(), started.elapsed());
     response
 }
-
-/// Headers of a document answer at most: type, coding, validator, cache policy, `Vary`
-/// and the two of CORS.
-const DOCUMENT_HEADERS: usize = 8;
 
 /// The one routing table: (method, path segments) → handler.
 async fn route<B>(
@@ -165,25 +158,17 @@ fn document_response(
     {
         return Err(HttpError::NotAcceptable);
     }
-    let not_modified = if_none_match(request_headers, document.etag());
-    let mut response = Response::new(match not_modified {
-        true => Full::default(),
-        false => Full::new(document.body().clone()),
-    });
-    // Room for every header a document answer gets, CORS's included, from the start,
-    // rather than a map that outgrows its first allocation and moves (about 60
-    // instructions per answer).
-    *response.headers_mut() = HeaderMap::with_capacity(DOCUMENT_HEADERS);
-    if not_modified {
-        *response.status_mut() = StatusCode::NOT_MODIFIED;
-    } else {
-        response.headers_mut().insert(CONTENT_TYPE, headers::JSON);
-        if document.coding() == Coding::Gzip {
-            response
-                .headers_mut()
-                .insert(CONTENT_ENCODING, headers::GZIP);
-        }
+    if !if_none_match(request_headers, document.etag()) {
+        let mut response = Response::new(Full::new(document.body().clone()));
+        *response.headers_mut() = state
+            .document_headers
+            .answer(document.coding(), document.etag());
+        return Ok(response);
     }
+    let mut response = Response::new(Full::default());
+    *response.status_mut() = StatusCode::NOT_MODIFIED;
+    // Room for every header a `304` gets, CORS's included, from the start.
+    *response.headers_mut() = HeaderMap::with_capacity(headers::DOCUMENT_HEADERS);
     let response_headers = response.headers_mut();
     response_headers.insert(ETAG, document.etag().clone());
     response_headers.insert(CACHE_CONTROL, state.cache_control.clone());
@@ -228,6 +213,7 @@ fn strip_body(response: &mut Response<Full<Bytes>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper::header::{CONTENT_ENCODING, CONTENT_TYPE};
 
     #[test]
     fn paths_name_endpoints_with_an_optional_trailing_slash() {

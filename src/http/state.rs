@@ -12,6 +12,7 @@ use tokio_postgres::config::TargetSessionAttrs;
 use super::cache::{CacheSettings, Document, DocumentCache};
 use super::catch_up::{MissedChanges, Reconnections};
 use super::cors::Origins;
+use super::headers::DocumentHeaders;
 use super::metrics::Metrics;
 use super::store::{PoolSettings, Store};
 use crate::db::connection::Outage;
@@ -116,6 +117,8 @@ pub struct AppState {
     /// Whether shutdown has begun (`/readyz` then answers 503).
     pub(crate) draining: AtomicBool,
     pub(crate) cache_control: HeaderValue,
+    /// The headers of every `200` document answer, by coding.
+    pub(crate) document_headers: DocumentHeaders,
     /// `[]`, the answer for a page past the end of the list.
     pub(crate) empty_page: Document,
     /// Whether documents are offered in gzip form (and answers vary on
@@ -183,6 +186,9 @@ impl AppState {
         };
         let cache_control =
             HeaderValue::try_from(cache_control).expect("numbers make a valid header value");
+        let cors = Origins::from_list(&settings.cors_origins);
+        let document_headers =
+            DocumentHeaders::new(&cache_control, settings.compress, cors == Origins::Any);
         Ok(Arc::new(AppState {
             cache,
             store,
@@ -197,9 +203,10 @@ impl AppState {
             reconnections: Reconnections::default(),
             draining: AtomicBool::new(false),
             cache_control,
+            document_headers,
             empty_page: Document::identity(Bytes::from_static(b"[]")),
             compress: settings.compress,
-            cors: Origins::from_list(&settings.cors_origins),
+            cors,
             limits: Limits {
                 max_connections: settings.max_connections,
                 header_timeout: settings.header_timeout,
