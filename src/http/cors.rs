@@ -11,6 +11,8 @@ use hyper::header::{
     HeaderMap, HeaderValue, ORIGIN, VARY,
 };
 
+use super::headers::ANY_ORIGIN;
+
 /// Request headers a storefront may send: its token (ignored) and the validator.
 const ALLOWED_HEADERS: HeaderValue =
     HeaderValue::from_static("Authorization, If-None-Match, Content-Type");
@@ -23,7 +25,6 @@ const EXPOSED_HEADERS: HeaderValue = HeaderValue::from_static("ETag, Content-Enc
 /// How long a browser may keep a preflight's answer: a day, the longest Firefox keeps
 /// one (Chromium keeps two hours at most).
 const PREFLIGHT_MAX_AGE: HeaderValue = HeaderValue::from_static("86400");
-const ANY: HeaderValue = HeaderValue::from_static("*");
 
 /// Which origins may read the API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +54,7 @@ impl Origins {
     pub fn decorate(&self, request_headers: &HeaderMap, response_headers: &mut HeaderMap) {
         match self {
             Origins::Any => {
-                response_headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, ANY);
+                response_headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, ANY_ORIGIN);
                 // Only scripts on other origins need the headers exposed, and their
                 // requests always name their origin: a client that does not (curl, a
                 // proxy's revalidation) is spared the header.
@@ -83,7 +84,7 @@ impl Origins {
         let method = request_headers.get(ACCESS_CONTROL_REQUEST_METHOD);
         let asks_to_read = method.is_some_and(|method| method == "GET" || method == "HEAD");
         let origin = match self {
-            Origins::Any => Some(&ANY),
+            Origins::Any => Some(&ANY_ORIGIN),
             Origins::Listed(_) => self.allowed(request_headers),
         };
         if let (true, Some(origin)) = (asks_to_read, origin) {

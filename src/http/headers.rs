@@ -24,29 +24,35 @@ pub const VARY_ENCODING: HeaderValue = HeaderValue::from_static("Accept-Encoding
 pub const GZIP: HeaderValue = HeaderValue::from_static("gzip");
 /// `Connection` of an answer after which the server closes the connection.
 pub const CLOSE: HeaderValue = HeaderValue::from_static("close");
+/// `Access-Control-Allow-Origin` when every origin may read the API.
+pub const ANY_ORIGIN: HeaderValue = HeaderValue::from_static("*");
 
 /// Headers of a document answer at most: type, coding, validator, cache policy, `Vary`
 /// and the two of CORS.
 pub const DOCUMENT_HEADERS: usize = 8;
 
-/// The headers of a `200` document answer in each coding, built once and cloned per
-/// answer with its ETag set: a clone copies a few fields, where inserting each one
-/// hashes its name and probes the map.
+/// The headers of a document answer, `200` in each coding and `304`, built once and
+/// cloned per answer with its ETag set: a clone copies a few fields, where inserting
+/// each one hashes its name and probes the map.
 #[derive(Debug, Clone)]
 pub struct DocumentHeaders {
     identity: HeaderMap,
     gzip: HeaderMap,
+    not_modified: HeaderMap,
 }
 
 impl DocumentHeaders {
     /// `vary`: whether answers vary on `Accept-Encoding`; `any_origin`: whether every
     /// answer allows every origin (CORS), so that header is there from the start.
     pub fn new(cache_control: &HeaderValue, vary: bool, any_origin: bool) -> DocumentHeaders {
-        let build = |gzip: bool| {
+        // A `304` has no body, so neither its type nor its coding.
+        let build = |body: Option<Coding>| {
             let mut headers = HeaderMap::with_capacity(DOCUMENT_HEADERS);
-            headers.insert(CONTENT_TYPE, JSON);
-            if gzip {
-                headers.insert(CONTENT_ENCODING, GZIP);
+            if let Some(coding) = body {
+                headers.insert(CONTENT_TYPE, JSON);
+                if coding == Coding::Gzip {
+                    headers.insert(CONTENT_ENCODING, GZIP);
+                }
             }
             // Set per answer.
             headers.insert(ETAG, HeaderValue::from_static("\"\""));
@@ -55,27 +61,39 @@ impl DocumentHeaders {
                 headers.insert(VARY, VARY_ENCODING);
             }
             if any_origin {
-                headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+                headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, ANY_ORIGIN);
             }
             headers
         };
         DocumentHeaders {
-            identity: build(false),
-            gzip: build(true),
+            identity: build(Some(Coding::Identity)),
+            gzip: build(Some(Coding::Gzip)),
+            not_modified: build(None),
         }
     }
 
     /// The headers of a `200` answer with the document's `coding` and `etag`.
     pub fn answer(&self, coding: Coding, etag: &HeaderValue) -> HeaderMap {
-        let mut headers = match coding {
-            Coding::Identity => self.identity.clone(),
-            Coding::Gzip => self.gzip.clone(),
+        let headers = match coding {
+            Coding::Identity => &self.identity,
+            Coding::Gzip => &self.gzip,
         };
-        if let Some(value) = headers.get_mut(ETAG) {
-            *value = etag.clone();
-        }
-        headers
+        with_etag(headers, etag)
     }
+
+    /// The headers of a `304` answer for the representation whose ETag is `etag`.
+    pub fn not_modified(&self, etag: &HeaderValue) -> HeaderMap {
+        with_etag(&self.not_modified, etag)
+    }
+}
+
+/// A copy of `template` with `etag` in its ETag field.
+fn with_etag(template: &HeaderMap, etag: &HeaderValue) -> HeaderMap {
+    let mut headers = template.clone();
+    if let Some(value) = headers.get_mut(ETAG) {
+        *value = etag.clone();
+    }
+    headers
 }
 
 #[cfg(test)]
@@ -101,6 +119,12 @@ mod tests {
         assert_eq!(gzip[CONTENT_ENCODING], GZIP);
         // The templates are not changed by the answers made from them.
         assert_eq!(headers.answer(Coding::Identity, &other)[ETAG], other);
+        let not_modified = headers.not_modified(&other);
+        assert_eq!(not_modified[ETAG], other);
+        assert_eq!(not_modified[CACHE_CONTROL], cache_control);
+        assert_eq!(not_modified[VARY], VARY_ENCODING);
+        assert!(!not_modified.contains_key(CONTENT_TYPE));
+        assert!(!not_modified.contains_key(CONTENT_ENCODING));
         let plain =
             DocumentHeaders::new(&cache_control, false, false).answer(Coding::Identity, &etag);
         assert!(!plain.contains_key(VARY) && !plain.contains_key(ACCESS_CONTROL_ALLOW_ORIGIN));

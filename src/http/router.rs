@@ -7,16 +7,16 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Body;
-use hyper::header::{CACHE_CONTROL, CONTENT_LENGTH, ETAG, HeaderMap, IF_NONE_MATCH, VARY};
+use hyper::header::{CONTENT_LENGTH, HeaderMap, IF_NONE_MATCH};
 use hyper::{Method, Request, Response, StatusCode};
 
+use super::AppState;
 use super::cache::Document;
 use super::composite;
 use super::encoding::{Accepted, Coding};
 use super::endpoint::Endpoint;
 use super::error::HttpError;
 use super::handlers::{self, product_id};
-use super::{AppState, headers};
 use crate::documents::Kind;
 
 /// Answers one request.
@@ -158,23 +158,15 @@ fn document_response(
     {
         return Err(HttpError::NotAcceptable);
     }
-    if !if_none_match(request_headers, document.etag()) {
-        let mut response = Response::new(Full::new(document.body().clone()));
-        *response.headers_mut() = state
-            .document_headers
-            .answer(document.coding(), document.etag());
+    let headers = &state.document_headers;
+    if if_none_match(request_headers, document.etag()) {
+        let mut response = Response::new(Full::default());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        *response.headers_mut() = headers.not_modified(document.etag());
         return Ok(response);
     }
-    let mut response = Response::new(Full::default());
-    *response.status_mut() = StatusCode::NOT_MODIFIED;
-    // Room for every header a `304` gets, CORS's included, from the start.
-    *response.headers_mut() = HeaderMap::with_capacity(headers::DOCUMENT_HEADERS);
-    let response_headers = response.headers_mut();
-    response_headers.insert(ETAG, document.etag().clone());
-    response_headers.insert(CACHE_CONTROL, state.cache_control.clone());
-    if accepted.is_some() {
-        response_headers.insert(VARY, headers::VARY_ENCODING);
-    }
+    let mut response = Response::new(Full::new(document.body().clone()));
+    *response.headers_mut() = headers.answer(document.coding(), document.etag());
     Ok(response)
 }
 
@@ -213,7 +205,8 @@ fn strip_body(response: &mut Response<Full<Bytes>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hyper::header::{CONTENT_ENCODING, CONTENT_TYPE};
+    use crate::http::headers;
+    use hyper::header::{CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, ETAG, VARY};
 
     #[test]
     fn paths_name_endpoints_with_an_optional_trailing_slash() {

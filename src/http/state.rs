@@ -116,8 +116,7 @@ pub struct AppState {
     pub(crate) reconnections: Reconnections,
     /// Whether shutdown has begun (`/readyz` then answers 503).
     pub(crate) draining: AtomicBool,
-    pub(crate) cache_control: HeaderValue,
-    /// The headers of every `200` document answer, by coding.
+    /// The headers of every document answer (its cache policy among them).
     pub(crate) document_headers: DocumentHeaders,
     /// `[]`, the answer for a page past the end of the list.
     pub(crate) empty_page: Document,
@@ -202,7 +201,6 @@ impl AppState {
             missed_changes: settings.missed_changes,
             reconnections: Reconnections::default(),
             draining: AtomicBool::new(false),
-            cache_control,
             document_headers,
             empty_page: Document::identity(Bytes::from_static(b"[]")),
             compress: settings.compress,
