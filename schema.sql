@@ -76,10 +76,11 @@ CREATE TABLE IF NOT EXISTS document (
     styles     jsonb   NOT NULL,  -- GET /products/:id/styles
     related    jsonb   NOT NULL,  -- GET /products/:id/related
     -- The gzip forms of the three bodies above, as servers send them to clients that
-    -- take gzip (src/documents/gzip.rs): made by materialize after the bodies, NULL
-    -- until then (a server then compresses the body itself, to the same bytes), empty
-    -- when gzip does not gain. A body rewritten with different bytes loses its form
-    -- in the same statement.
+    -- take gzip (src/documents/gzip.rs), and inflate them for the others: made by
+    -- materialize after the bodies, NULL until then (a server then reads the body and
+    -- compresses it itself, to the same bytes), empty when gzip does not gain. A body
+    -- rewritten with different bytes loses its form in the same statement: where a
+    -- form is stored, every client is answered from it.
     product_gzip bytea,
     styles_gzip  bytea,
     related_gzip bytea

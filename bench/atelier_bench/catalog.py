@@ -79,12 +79,16 @@ def prewarm(url):
 
 class Mix:
     """The requests of a scenario: URL paths (with repeats, in random order), the
-    documents behind them, and pgbench scripts running the service's cache-miss queries."""
+    documents behind them, and pgbench scripts running the lookups behind a cache miss:
+    `pgbench_scripts` each document's JSON as a server without stored forms reads it,
+    `form_scripts` (where the mix reads documents by id) the statements the service runs,
+    which read the stored gzip form where there is one."""
 
-    def __init__(self, name, paths, pgbench_scripts):
+    def __init__(self, name, paths, pgbench_scripts, form_scripts=None):
         self.name = name
         self.paths = paths
         self.pgbench_scripts = pgbench_scripts
+        self.form_scripts = form_scripts or {}
         self.documents = {}
 
     def mean_size(self):
@@ -98,9 +102,18 @@ PRODUCT_QUERIES = {
     "related": "SELECT related FROM document WHERE product_id = :id;",
 }
 
-def product_scripts(id_expression):
+# The service's by-id statements (`read_columns` in src/http/store.rs): the JSON only
+# where no gzip form that gains is stored, and the form.
+FORM_QUERIES = {
+    f"forms-{kind}": f"SELECT CASE WHEN octet_length({kind}_gzip) > 0 THEN NULL ELSE {kind} END, "
+                     f"{kind}_gzip FROM document WHERE product_id = :id;"
+    for kind in PRODUCT_QUERIES
+}
+
+
+def product_scripts(id_expression, queries=PRODUCT_QUERIES):
     return {
-        name: f"\\set id {id_expression}\n{query}\n" for name, query in PRODUCT_QUERIES.items()
+        name: f"\\set id {id_expression}\n{query}\n" for name, query in queries.items()
     }
 
 
@@ -138,7 +151,8 @@ def build_mix(kind, products, sample, rng):
         ids = [rng.randint(1, products) for _ in range(sample)]
         paths = [f"/products/{i}{s}" for i in ids for s in suffixes]
         rng.shuffle(paths)
-        return Mix(kind, paths, product_scripts(f"random(1, {products})"))
+        draw = f"random(1, {products})"
+        return Mix(kind, paths, product_scripts(draw), product_scripts(draw, FORM_QUERIES))
     if kind == "list":
         last_page = max(1, products // LIST_COUNT)
         pages = [rng.randint(1, last_page) for _ in range(sample)]
@@ -251,7 +265,7 @@ def write_files(mix, directory):
         with open(target, "wb") as f:
             f.write(body)
     write_paths(mix.paths, directory)
-    for name, script in mix.pgbench_scripts.items():
+    for name, script in {**mix.pgbench_scripts, **mix.form_scripts}.items():
         with open(os.path.join(directory, f"pgbench-{name}.sql"), "w") as f:
             f.write(script)
     return docroot

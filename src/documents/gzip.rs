@@ -8,7 +8,7 @@
 use std::cell::RefCell;
 
 use bytes::Bytes;
-use flate2::{Compress, Compression, Crc, FlushCompress, Status};
+use flate2::{Compress, Compression, Crc, Decompress, FlushCompress, FlushDecompress, Status};
 
 /// Bodies shorter than this are kept and sent uncompressed for every client: gzip's
 /// 18 bytes of framing and the `Content-Encoding` header eat what little it saves.
@@ -81,6 +81,56 @@ fn gzip_with(deflate: &mut Compress, body: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
     out.shrink_to_fit();
     out
+}
+
+/// Why a stored gzip form could not be turned back into its document.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormError {
+    #[error("not a gzip form made by this service (header or length)")]
+    NotAForm,
+    #[error("it does not inflate to the bytes its CRC-32 and length say")]
+    Corrupt,
+}
+
+/// The largest document a form may claim to hold: a bound on what a corrupt length
+/// field could make [`gunzip`] allocate.
+const MAX_INFLATED: usize = 64 << 20;
+
+/// The document a gzip form made by [`gzip`] holds, its CRC-32 and length checked.
+pub fn gunzip(form: &[u8]) -> Result<Bytes, FormError> {
+    if form.len() < GZIP_HEADER.len() + 8 || form[..GZIP_HEADER.len()] != GZIP_HEADER {
+        return Err(FormError::NotAForm);
+    }
+    // ISIZE, the last four bytes: the length of what the form holds.
+    let len = u32::from_le_bytes(form[form.len() - 4..].try_into().expect("4 bytes")) as usize;
+    if len > MAX_INFLATED {
+        return Err(FormError::NotAForm);
+    }
+    let blocks = &form[GZIP_HEADER.len()..form.len() - 8];
+    // One byte of room past the stated length, so that a stream holding more than it
+    // says is caught rather than cut short.
+    let mut out = Vec::with_capacity(len + 1);
+    let status = INFLATE.with(|inflate| {
+        let mut inflate = inflate.borrow_mut();
+        inflate.reset(false);
+        inflate.decompress_vec(blocks, &mut out, FlushDecompress::Finish)
+    });
+    let crc = u32::from_le_bytes(
+        form[form.len() - 8..form.len() - 4]
+            .try_into()
+            .expect("4 bytes"),
+    );
+    match status {
+        Ok(Status::StreamEnd) if out.len() == len && zlib_rs::crc32::crc32(0, &out) == crc => {}
+        Ok(_) | Err(_) => return Err(FormError::Corrupt),
+    }
+    Ok(Bytes::from(out))
+}
+
+thread_local! {
+    /// One inflate state per thread, reset between forms, for the same reason as
+    /// [`DEFLATE`]: its window is allocated once.
+    static INFLATE: RefCell<Decompress> = RefCell::new(Decompress::new(false));
 }
 
 /// The end of a stream made by [`gzip`]: the empty final block after its sync flush.
@@ -264,6 +314,42 @@ mod tests {
         let literal = vec![b'x'; 70_000];
         long.literal(&literal);
         assert_eq!(gunzip(&long.finish()), literal);
+    }
+
+    #[test]
+    fn gunzip_gives_back_the_document_and_refuses_a_damaged_form() {
+        let body: Vec<u8> = (0..500)
+            .flat_map(|i| format!("{{\"style_id\":{i},\"name\":\"Red\"}},",).into_bytes())
+            .collect();
+        let form = gzip(&body).unwrap();
+        assert_eq!(super::gunzip(&form).unwrap(), body);
+        // A joined member is a form too.
+        let mut joiner = GzipJoiner::with_capacity(form.len());
+        joiner.literal(b"[");
+        joiner.segment(Segment::of(&form));
+        joiner.literal(b"]");
+        let joined = joiner.finish();
+        assert_eq!(
+            super::gunzip(&joined).unwrap(),
+            [b"[", &body[..], b"]"].concat()
+        );
+
+        assert_eq!(super::gunzip(b"[1,2,3]"), Err(FormError::NotAForm));
+        let mut wrong_crc = form.to_vec();
+        let at = wrong_crc.len() - 8;
+        wrong_crc[at] ^= 1;
+        assert_eq!(super::gunzip(&wrong_crc), Err(FormError::Corrupt));
+        let mut wrong_length = form.to_vec();
+        let at = wrong_length.len() - 4;
+        wrong_length[at] ^= 1;
+        assert!(super::gunzip(&wrong_length).is_err());
+        let mut cut = form[..form.len() / 2].to_vec();
+        cut.extend_from_slice(&form[form.len() - 8..]);
+        assert_eq!(super::gunzip(&cut), Err(FormError::Corrupt));
+        let mut huge = form.to_vec();
+        let at = huge.len() - 4;
+        huge[at..].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(super::gunzip(&huge), Err(FormError::NotAForm));
     }
 
     #[test]

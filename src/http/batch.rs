@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-use super::encoding::Coding;
 use super::store::{Body, StoreError};
 use crate::documents::Kind;
 
@@ -19,12 +18,11 @@ use crate::documents::Kind;
 /// styles documents of the full catalog are a few hundred kilobytes.
 pub const MAX_BATCH: usize = 64;
 
-/// A read waiting for its batch: the body stored under (`kind`, `id`) for `coding`, to
-/// be sent to `answer`.
+/// A read waiting for its batch: the body stored under (`kind`, `id`), to be sent to
+/// `answer`.
 pub struct Pending {
     pub kind: Kind,
     pub id: i32,
-    pub coding: Coding,
     pub answer: oneshot::Sender<Result<Option<Body>, StoreError>>,
 }
 
@@ -59,17 +57,15 @@ impl ReadQueue {
         }
     }
 
-    /// Queues a read of (`kind`, `id`) for `coding`. When the returned `slot` is `Some`, the caller
+    /// Queues a read of (`kind`, `id`). When the returned `slot` is `Some`, the caller
     /// must run batches in it (see [`ReadQueue::next_batch`]) until none is left;
     /// otherwise a batch already running will take this read.
-    pub fn push(&self, kind: Kind, id: i32, coding: Coding) -> Queued {
+    pub fn push(&self, kind: Kind, id: i32) -> Queued {
         let (answer, receiver) = oneshot::channel();
-        self.waiting.lock().expect("read queue lock").push(Pending {
-            kind,
-            id,
-            coding,
-            answer,
-        });
+        self.waiting
+            .lock()
+            .expect("read queue lock")
+            .push(Pending { kind, id, answer });
         Queued {
             answer: receiver,
             slot: Arc::clone(&self.slots).try_acquire_owned().ok(),
@@ -128,23 +124,18 @@ mod tests {
     #[test]
     fn a_read_that_finds_a_free_slot_runs_and_later_ones_join_the_next_batch() {
         let queue = ReadQueue::new(1);
-        let first = queue.push(Kind::Product, 1, Coding::Identity);
+        let first = queue.push(Kind::Product, 1);
         let mut slot = first.slot;
         assert!(slot.is_some(), "the only slot was free");
         assert_eq!(ids(&queue.next_batch(&mut slot).unwrap()), [1]);
         // While that batch runs, two more arrive and find no slot.
-        let second = queue.push(Kind::Styles, 2, Coding::Identity);
-        let third = queue.push(Kind::Product, 3, Coding::Identity);
+        let second = queue.push(Kind::Styles, 2);
+        let third = queue.push(Kind::Product, 3);
         assert!(second.slot.is_none() && third.slot.is_none());
         assert_eq!(ids(&queue.next_batch(&mut slot).unwrap()), [2, 3]);
         assert!(queue.next_batch(&mut slot).is_none());
         assert!(slot.is_none(), "the slot was given back");
-        assert!(
-            queue
-                .push(Kind::Product, 4, Coding::Identity)
-                .slot
-                .is_some()
-        );
+        assert!(queue.push(Kind::Product, 4).slot.is_some());
     }
 
     #[test]
@@ -153,7 +144,7 @@ mod tests {
         let mut slot = None;
         let mut answers = Vec::new();
         for id in 0..(MAX_BATCH as i32 + 3) {
-            let queued = queue.push(Kind::Related, id, Coding::Identity);
+            let queued = queue.push(Kind::Related, id);
             slot = slot.or(queued.slot);
             answers.push(queued.answer);
         }
@@ -167,10 +158,10 @@ mod tests {
     #[test]
     fn reads_whose_readers_gave_up_are_left_out() {
         let queue = ReadQueue::new(1);
-        let first = queue.push(Kind::Product, 1, Coding::Identity);
+        let first = queue.push(Kind::Product, 1);
         let mut slot = first.slot;
-        let abandoned = queue.push(Kind::Product, 2, Coding::Identity);
-        let kept = queue.push(Kind::Product, 3, Coding::Identity);
+        let abandoned = queue.push(Kind::Product, 2);
+        let kept = queue.push(Kind::Product, 3);
         drop(abandoned.answer);
         assert_eq!(ids(&queue.next_batch(&mut slot).unwrap()), [1, 3]);
         drop(kept);
@@ -179,12 +170,12 @@ mod tests {
     #[test]
     fn a_slot_given_back_is_taken_again_for_a_read_queued_meanwhile() {
         let queue = ReadQueue::new(1);
-        let first = queue.push(Kind::Product, 1, Coding::Identity);
+        let first = queue.push(Kind::Product, 1);
         let mut slot = first.slot;
         queue.next_batch(&mut slot).unwrap();
         // Queued while the slot was held, after the holder's last look: the holder
         // must see it when it gives the slot back.
-        let late = queue.push(Kind::Product, 2, Coding::Identity);
+        let late = queue.push(Kind::Product, 2);
         assert!(late.slot.is_none());
         let batch = queue.next_batch(&mut slot).unwrap();
         assert_eq!(ids(&batch), [2]);

@@ -277,27 +277,7 @@ impl DocumentCache {
         ids.sort_unstable();
         ids.dedup();
         let epoch = self.epoch.load(Ordering::SeqCst);
-        // A kind wanted in both codings is read as JSON and compressed here for gzip.
-        let coding_of = |kind: Kind| {
-            let mut codings = missing.iter().filter_map(|&index| match wanted[index] {
-                (
-                    Key::Document {
-                        kind: wanted_kind, ..
-                    },
-                    coding,
-                ) if wanted_kind == kind => Some(coding),
-                _ => None,
-            });
-            match codings.all(|coding| coding == Coding::Gzip) {
-                true => Coding::Gzip,
-                false => Coding::Identity,
-            }
-        };
-        let mut rows = self
-            .store
-            .read_products(&ids, coding_of)
-            .await
-            .map_err(Arc::new)?;
+        let mut rows = self.store.read_products(&ids).await.map_err(Arc::new)?;
         rows.sort_unstable_by_key(|row| row.id);
         for &index in missing {
             let (key, coding) = wanted[index];
@@ -305,9 +285,19 @@ impl DocumentCache {
                 continue;
             };
             let slot = Slot { key, coding };
-            match rows.binary_search_by_key(&id, |row| row.id) {
+            let body = match rows.binary_search_by_key(&id, |row| row.id) {
                 Ok(row) => {
-                    let document = Document::stored(rows[row].body(kind).clone(), coding);
+                    let body = rows[row].body(kind).clone();
+                    self.store
+                        .for_coding(kind, id, body, coding)
+                        .await
+                        .map_err(Arc::new)?
+                }
+                Err(_) => None,
+            };
+            match body {
+                Some(body) => {
+                    let document = Document::stored(body, coding);
                     // Kept only when no invalidation ran since the read (see `get`).
                     if self.epoch.load(Ordering::SeqCst) == epoch {
                         self.documents.insert(slot, document.clone()).await;
@@ -317,7 +307,7 @@ impl DocumentCache {
                     }
                     found[index] = Some(document);
                 }
-                Err(_) => {
+                None => {
                     if self.epoch.load(Ordering::SeqCst) == epoch {
                         self.absent.insert(key, ()).await;
                     }

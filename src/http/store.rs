@@ -9,6 +9,12 @@
 //!
 //! Reads of documents by id are gathered besides (`batch`): those that arrive while
 //! every slot is busy go out together as one statement.
+//!
+//! A document with a stored gzip form is read as that form whatever the client takes,
+//! and inflated here for a client that does not take gzip: PostgreSQL then sends a
+//! fifth of the bytes and skips turning the jsonb into text (most of its work for a
+//! large document), which costs it more than the inflate costs the server
+//! (bench/README.md, "Findings: identity reads from the gzip forms").
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -24,7 +30,7 @@ use tokio_postgres::{Client, Statement};
 use super::batch::{Pending, ReadQueue};
 use super::encoding::Coding;
 use crate::db::connection::Outage;
-use crate::documents::{self, JsonbText, Kind};
+use crate::documents::{self, JsonbText, Kind, gzip};
 use crate::in_flight::InFlightCount;
 
 /// One stored document: a page of the product list or one of a product's bodies.
@@ -47,6 +53,14 @@ pub enum Body {
     JsonOnly(Bytes),
     /// Its gzip form (`documents::gzip`), made by materialize.
     Gzip(Bytes),
+}
+
+impl Body {
+    /// Whether a client of `coding` can be sent this body as it is (after compressing
+    /// it, for a gzip client of [`Body::Json`]).
+    fn suits(&self, coding: Coding) -> bool {
+        coding == Coding::Gzip || !matches!(self, Body::Gzip(_))
+    }
 }
 
 /// Why a read got no answer from the database. Cloning shares the error: a batch's
@@ -97,6 +111,9 @@ impl From<RunError<tokio_postgres::Error>> for StoreError {
         }
     }
 }
+
+/// Pooled connections per batch of reads by id running at once.
+const CONNECTIONS_PER_BATCH: usize = 4;
 
 /// Pool settings.
 #[derive(Debug, Clone, Copy)]
@@ -169,11 +186,15 @@ impl Store {
                 "database reads are failing",
                 "database reads succeed again",
             )),
-            // A batch on every other connection: with a pool of 4, 2 batches at a time
-            // carried about 11 reads a statement against 5 with 4 at a time, for less
-            // database CPU per read and the same throughput (bench/README.md); the
-            // other connections carry list pages and the joined answers' reads.
-            queue: Arc::new(ReadQueue::new((settings.size as usize / 2).max(1))),
+            // One batch at a time for every four connections (one with the default pool):
+            // reads by id take the stored gzip forms, which cost PostgreSQL little, so
+            // a second batch at once mostly split the reads (9.8 µs of PostgreSQL's CPU
+            // and 17.5 of the server's a read with two, against 7.9 and 16.1 with one,
+            // at 12 % more reads a second; bench/README.md); the other connections carry
+            // list pages and the joined answers' reads.
+            queue: Arc::new(ReadQueue::new(
+                settings.size as usize / CONNECTIONS_PER_BATCH,
+            )),
             batches: Arc::default(),
         }
     }
@@ -189,18 +210,64 @@ impl Store {
                 });
                 Ok(self.bounded(read).await?.map(Body::Json))
             }
-            Key::Document { kind, id } => self.bounded(self.read_gathered(kind, id, coding)).await,
+            Key::Document { kind, id } => {
+                let read = async {
+                    match self.read_gathered(kind, id).await? {
+                        Some(body) => self.for_coding(kind, id, body, coding).await,
+                        None => Ok(None),
+                    }
+                };
+                self.bounded(read).await
+            }
         }
     }
 
-    /// Product `id`'s body of `kind` for `coding`, read in the next batch.
-    async fn read_gathered(
+    /// `body`, product `id`'s of `kind` as a read found it, for a client of `coding`:
+    /// as it is, or inflated from its gzip form for a client that does not take gzip.
+    /// A form that does not inflate to what its trailer says (damaged in storage) is
+    /// logged and passed over: the JSON text is read instead (`None` if the product has
+    /// gone meanwhile).
+    pub async fn for_coding(
         &self,
         kind: Kind,
         id: i32,
+        body: Body,
         coding: Coding,
     ) -> Result<Option<Body>, StoreError> {
-        let queued = self.queue.push(kind, id, coding);
+        if body.suits(coding) {
+            return Ok(Some(body));
+        }
+        let Body::Gzip(form) = body else {
+            unreachable!("only a gzip form does not suit a client of some coding")
+        };
+        match gzip::gunzip(&form) {
+            Ok(json) => Ok(Some(Body::Json(json))),
+            Err(error) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    product_id = id,
+                    %kind,
+                    %error,
+                    "a stored gzip form is damaged: its JSON text is read instead \
+                     (`atelier materialize --all` makes the forms again)"
+                );
+                self.retrying(|| async move {
+                    let connection = self.connection().await?;
+                    let row = connection
+                        .client
+                        .query_opt(&connection.statements.json_by_id[by_id_index(kind)], &[&id])
+                        .await?;
+                    Ok(row.map(|row| Body::Json(jsonb_bytes(&row, 0))))
+                })
+                .await
+            }
+        }
+    }
+
+    /// Product `id`'s body of `kind`, its gzip form where one is stored, read in the
+    /// next batch.
+    async fn read_gathered(&self, kind: Kind, id: i32) -> Result<Option<Body>, StoreError> {
+        let queued = self.queue.push(kind, id);
         if let Some(slot) = queued.slot {
             // Batches run in a task of their own, so that the readers they answer do not
             // depend on this request, which its client may drop at any time.
@@ -246,17 +313,16 @@ impl Store {
             let row = connection
                 .client
                 .query_opt(
-                    connection.statements.by_id(alone.kind, alone.coding),
+                    &connection.statements.by_id[by_id_index(alone.kind)],
                     &[&alone.id],
                 )
                 .await?;
-            let gzip = (alone.coding == Coding::Gzip).then_some(1);
-            return Ok(vec![row.map(|row| body_of(&row, 0, gzip))]);
+            return Ok(vec![row.map(|row| body_of(&row, 0, 1))]);
         }
         let ids: Vec<i32> = batch.iter().map(|pending| pending.id).collect();
         let kinds: Vec<i16> = batch
             .iter()
-            .map(|pending| gathered_code(pending.kind, pending.coding))
+            .map(|pending| by_id_index(pending.kind) as i16)
             .collect();
         let rows = connection
             .client
@@ -266,7 +332,7 @@ impl Store {
         for row in &rows {
             // The read's place in the batch, counted from 1.
             let place: i64 = row.get(0);
-            bodies[place as usize - 1] = Some(body_of(row, 1, Some(2)));
+            bodies[place as usize - 1] = Some(body_of(row, 1, 2));
         }
         Ok(bodies)
     }
@@ -291,30 +357,22 @@ impl Store {
     }
 
     /// Every by-id body ([`Kind::BY_ID`]) of the products `ids`, in one round trip,
-    /// each kind in the coding `coding_of` says; products without a document are absent
-    /// from the answer.
-    pub async fn read_products(
-        &self,
-        ids: &[i32],
-        coding_of: impl Fn(Kind) -> Coding,
-    ) -> Result<Vec<ProductBodies>, StoreError> {
+    /// each its gzip form where one is stored ([`Store::for_coding`] makes it fit a
+    /// client); products without a document are absent from the answer.
+    pub async fn read_products(&self, ids: &[i32]) -> Result<Vec<ProductBodies>, StoreError> {
         let _counted = self.in_flight.enter();
-        let gzip: Vec<bool> = Kind::BY_ID
-            .iter()
-            .map(|&kind| coding_of(kind) == Coding::Gzip)
-            .collect();
         let read = async {
             let connection = self.connection().await?;
             let rows = connection
                 .client
-                .query(&connection.statements.products, &[&ids, &gzip])
+                .query(&connection.statements.products, &[&ids])
                 .await?;
             Ok(rows
                 .iter()
                 .map(|row| ProductBodies {
                     id: row.get(0),
                     bodies: (0..Kind::BY_ID.len())
-                        .map(|kind| body_of(row, 1 + 2 * kind, Some(2 + 2 * kind)))
+                        .map(|kind| body_of(row, 1 + 2 * kind, 2 + 2 * kind))
                         .collect(),
                 })
                 .collect())
@@ -470,31 +528,21 @@ fn jsonb_bytes(row: &tokio_postgres::Row, column: usize) -> Bytes {
 }
 
 /// The body in `row`: the document's JSON text in column `json`, or its stored gzip
-/// form in column `gzip` when a gzip read found one (`json` is then NULL).
-fn body_of(row: &tokio_postgres::Row, json: usize, gzip: Option<usize>) -> Body {
-    match gzip.and_then(|column| row.get::<_, Option<&[u8]>>(column)) {
+/// form in column `gzip` when the read found one (`json` is then NULL).
+fn body_of(row: &tokio_postgres::Row, json: usize, gzip: usize) -> Body {
+    match row.get::<_, Option<&[u8]>>(gzip) {
         Some(form) if !form.is_empty() => Body::Gzip(Bytes::copy_from_slice(form)),
         Some(_) => Body::JsonOnly(jsonb_bytes(row, json)),
         None => Body::Json(jsonb_bytes(row, json)),
     }
 }
 
-/// How the gathered statement names a read of `kind` for `coding`: the kind's place in
-/// [`Kind::BY_ID`], past every kind's for gzip.
-fn gathered_code(kind: Kind, coding: Coding) -> i16 {
-    let gzip = match coding {
-        Coding::Identity => 0,
-        Coding::Gzip => Kind::BY_ID.len(),
-    };
-    (by_id_index(kind) + gzip) as i16
-}
-
-/// The columns a gzip read of `kind` takes when `asked` (an SQL condition) holds: the
-/// JSON text unless a gzip form that gains is stored, and the form (NULL when not made,
-/// empty when gzip does not gain). Only its length is looked at to choose, which
-/// PostgreSQL knows without reading a form kept out of line. Without `forms_stored`
-/// (a schema from before the forms) it is the JSON text and no form.
-fn gzip_read_columns(kind: Kind, asked: &str, forms_stored: bool) -> (String, String) {
+/// The columns a read of `kind` takes: the JSON text unless a gzip form that gains is
+/// stored, and the form (NULL when not made, empty when gzip does not gain). Only its
+/// length is looked at to choose, which PostgreSQL knows without reading a form kept
+/// out of line. Without `forms_stored` (a schema from before the forms) it is the JSON
+/// text and no form.
+fn read_columns(kind: Kind, forms_stored: bool) -> (String, String) {
     let (json, gzip) = (
         kind.column(),
         kind.gzip_column()
@@ -504,8 +552,8 @@ fn gzip_read_columns(kind: Kind, asked: &str, forms_stored: bool) -> (String, St
         return (json.to_string(), "NULL::bytea".to_string());
     }
     (
-        format!("CASE WHEN {asked} AND octet_length({gzip}) > 0 THEN NULL ELSE {json} END"),
-        format!("CASE WHEN {asked} THEN {gzip} END"),
+        format!("CASE WHEN octet_length({gzip}) > 0 THEN NULL ELSE {json} END"),
+        gzip.to_string(),
     )
 }
 
@@ -535,15 +583,15 @@ pub struct Connection {
 
 struct Statements {
     page: Statement,
-    /// One per kind in [`Kind::BY_ID`], in its order: the JSON text.
+    /// One per kind in [`Kind::BY_ID`], in its order: the JSON text or the stored gzip
+    /// form ([`read_columns`]).
     by_id: Vec<Statement>,
-    /// The same for gzip reads: the JSON text or the stored gzip form.
-    by_id_gzip: Vec<Statement>,
-    /// The bodies of several reads: of product $1[i], the kind and coding $2[i]
-    /// ([`gathered_code`]), each after i (counted from 1).
+    /// The same, the JSON text only: for a form found damaged.
+    json_by_id: Vec<Statement>,
+    /// The bodies of several reads: of product $1[i], the kind $2[i] (its place in
+    /// [`Kind::BY_ID`]), each after i (counted from 1).
     gathered: Statement,
-    /// Every by-id body of the products in $1, each kind in gzip where $2 (a `bool[]`
-    /// in [`Kind::BY_ID`]'s order) says so.
+    /// Every by-id body of the products in $1.
     products: Statement,
 }
 
@@ -556,19 +604,17 @@ impl Statements {
                  are compressed as they are read, until `atelier materialize` adds them"
             );
         }
-        let by_id = Kind::BY_ID.map(|kind| kind.read_sql().expect("a kind read by id"));
-        let by_id_gzip = Kind::BY_ID.map(|kind| {
-            let (json, gzip) = gzip_read_columns(kind, "true", forms_stored);
+        let json_by_id = Kind::BY_ID.map(|kind| kind.read_sql().expect("a kind read by id"));
+        let by_id = Kind::BY_ID.map(|kind| {
+            let (json, gzip) = read_columns(kind, forms_stored);
             format!("SELECT {json}, {gzip} FROM document WHERE product_id = $1")
         });
         let products = format!(
             "SELECT product_id, {} FROM document WHERE product_id = ANY($1)",
             Kind::BY_ID
                 .iter()
-                .enumerate()
-                .map(|(index, &kind)| {
-                    let (json, gzip) =
-                        gzip_read_columns(kind, &format!("$2[{}]", index + 1), forms_stored);
+                .map(|&kind| {
+                    let (json, gzip) = read_columns(kind, forms_stored);
                     format!("{json}, {gzip}")
                 })
                 .collect::<Vec<_>>()
@@ -576,13 +622,10 @@ impl Statements {
         );
         // CASE evaluates only the branch taken, so only the columns asked for are read.
         let (mut json, mut gzip) = (Vec::new(), Vec::new());
-        for &kind in &Kind::BY_ID {
-            let identity = gathered_code(kind, Coding::Identity);
-            let compressed = gathered_code(kind, Coding::Gzip);
-            let (json_or_null, form) = gzip_read_columns(kind, "true", forms_stored);
-            json.push(format!("WHEN {identity} THEN {}", kind.column()));
-            json.push(format!("WHEN {compressed} THEN {json_or_null}"));
-            gzip.push(format!("WHEN {compressed} THEN {form}"));
+        for (index, &kind) in Kind::BY_ID.iter().enumerate() {
+            let (json_or_null, form) = read_columns(kind, forms_stored);
+            json.push(format!("WHEN {index} THEN {json_or_null}"));
+            gzip.push(format!("WHEN {index} THEN {form}"));
         }
         let gathered = format!(
             "SELECT wanted.place, CASE wanted.kind {} END, CASE wanted.kind {} END \
@@ -599,30 +642,20 @@ impl Statements {
             )
         };
         // The Parse messages go out together and share one round trip.
-        let (page, by_id, by_id_gzip, gathered, products) = tokio::try_join!(
+        let (page, by_id, json_by_id, gathered, products) = tokio::try_join!(
             client.prepare_typed(documents::PAGE_SQL, &[Type::INT4, Type::INT4]),
             prepare_by_id(by_id),
-            prepare_by_id(by_id_gzip),
+            prepare_by_id(json_by_id),
             client.prepare_typed(&gathered, &[Type::INT4_ARRAY, Type::INT2_ARRAY]),
-            client.prepare_typed(&products, &[Type::INT4_ARRAY, Type::BOOL_ARRAY]),
+            client.prepare_typed(&products, &[Type::INT4_ARRAY]),
         )?;
         Ok(Statements {
             page,
             by_id,
-            by_id_gzip,
+            json_by_id,
             gathered,
             products,
         })
-    }
-
-    /// The statement reading product $1's body of `kind` (one of [`Kind::BY_ID`]) for
-    /// `coding`.
-    fn by_id(&self, kind: Kind, coding: Coding) -> &Statement {
-        let statements = match coding {
-            Coding::Identity => &self.by_id,
-            Coding::Gzip => &self.by_id_gzip,
-        };
-        &statements[by_id_index(kind)]
     }
 }
 

@@ -529,7 +529,8 @@ async fn rematerialize_invalidates_every_running_instance() {
     client
         .batch_execute(
             "UPDATE product SET name = 'Renamed' WHERE id IN (2, 3); \
-             UPDATE document SET product = jsonb_set(product, '{name}', '\"Sneaky\"') WHERE product_id = 3",
+             UPDATE document SET product = jsonb_set(product, '{name}', '\"Sneaky\"'), \
+             product_gzip = NULL WHERE product_id = 3",
         )
         .await
         .unwrap();
@@ -584,8 +585,9 @@ async fn with_missed_changes_dropped_a_lost_listen_connection_drops_the_cache_on
     assert_eq!(cut, 1);
     client
         .execute(
-            "UPDATE document SET product = jsonb_set(product, '{name}', '\"Missed\"') \
-             WHERE product_id = 4",
+            // As materialize rewrites a body: its gzip form goes in the same statement.
+            "UPDATE document SET product = jsonb_set(product, '{name}', '\"Missed\"'), \
+             product_gzip = NULL WHERE product_id = 4",
             &[],
         )
         .await

@@ -110,12 +110,16 @@ class MixScenario(Scenario):
                     # Each server once, with oha, before the first round.
                     warm_up=driver == "oha" and not self.cold))
         if "pgbench" in self.baselines():
-            targets.append(Target(
-                "pgbench",
-                lambda server, seconds: pgbench(bench.url, bench.directory,
-                                                self.mix.pgbench_scripts, seconds,
-                                                args.pgbench_clients, cpu=cpu),
-                measured=False))
+            scripts = {"pgbench": self.mix.pgbench_scripts}
+            if self.mix.form_scripts:
+                scripts["pgbench-forms"] = self.mix.form_scripts
+            for name, chosen in scripts.items():
+                targets.append(Target(
+                    name,
+                    lambda server, seconds, chosen=chosen: pgbench(
+                        bench.url, bench.directory, chosen, seconds, args.pgbench_clients,
+                        cpu=cpu),
+                    measured=False))
         return targets
 
     def result(self, bench, runs):
@@ -131,8 +135,10 @@ class MixScenario(Scenario):
                     ratios[f"rps {service} / {other}"] = paired_ratio(runs, service, other, "rps")
                     ratios[f"cpu_per_request {service} / {other}"] = paired_ratio(
                         runs, service, other, "server_cpu_us_per_request")
-            if service in runs and "pgbench" in runs:
-                ratios[f"rps {service} / pgbench"] = paired_ratio(runs, service, "pgbench", "rps")
+            for baseline in ("pgbench", "pgbench-forms"):
+                if service in runs and baseline in runs:
+                    ratios[f"rps {service} / {baseline}"] = paired_ratio(runs, service,
+                                                                         baseline, "rps")
         total_errors = sum(r["errors"] + r.get("non_2xx", 0)
                            for t, rs in runs.items() if t.startswith("service") for r in rs)
         goals = {}
@@ -155,10 +161,10 @@ class MixScenario(Scenario):
             goals["rps >= 0.8 x pgbench"] = {"value": ratio,
                                              "met": ratio is not None and ratio >= 0.8}
             if "service/wrk-gzip" in runs:
-                ratios["rps service/wrk / pgbench"] = paired_ratio(runs, "service/wrk",
-                                                                  "pgbench", "rps")
-                ratios["rps service/wrk-gzip / pgbench"] = paired_ratio(
-                    runs, "service/wrk-gzip", "pgbench", "rps")
+                for baseline in ("pgbench", "pgbench-forms"):
+                    if baseline in runs:
+                        ratios[f"rps service/wrk-gzip / {baseline}"] = paired_ratio(
+                            runs, "service/wrk-gzip", baseline, "rps")
                 ratios["rps service/wrk-gzip / service/wrk"] = paired_ratio(
                     runs, "service/wrk-gzip", "service/wrk", "rps")
                 # Identity clients on the database path: at least pgbench on the same
@@ -218,8 +224,8 @@ class MixScenario(Scenario):
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for target, m in result["medians"].items():
-            if target == "pgbench":
-                lines.append(f"| pgbench ({s['pgbench_clients']} clients) | "
+            if target.startswith("pgbench"):
+                lines.append(f"| {target} ({s['pgbench_clients']} clients) | "
                              f"{fmt(m.get('rps'), 0)} | mean {fmt(m.get('mean_ms'))} | | | | | "
                              f"| | {fmt(m.get('errors'), 0)} | |")
                 continue
