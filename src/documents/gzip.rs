@@ -319,7 +319,7 @@ mod tests {
     #[test]
     fn gunzip_gives_back_the_document_and_refuses_a_damaged_form() {
         let body: Vec<u8> = (0..500)
-            .flat_map(|i| format!("{{\"style_id\":{i},\"name\":\"Red\"}},",).into_bytes())
+            .flat_map(|i| format!("{{\"style_id\":{i},\"name\":\"Red\"}},").into_bytes())
             .collect();
         let form = gzip(&body).unwrap();
         assert_eq!(super::gunzip(&form).unwrap(), body);

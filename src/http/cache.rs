@@ -2,11 +2,12 @@
 //! key however many requests miss at once, unknown ids remembered briefly, a TTL
 //! backstop, and invalidation driven by materialize's notifications.
 //!
-//! A document is cached in the coding its clients ask for: its stored bytes for clients
-//! that do not take gzip, its gzip form for those that do, each an entry of its own made
-//! by its own read of the store. Materialize stores the gzip forms beside the documents,
-//! so a miss compresses nothing, except a gzip client's for a document whose form is
-//! not made yet; and the cache holds only the forms somebody asked for.
+//! A document is cached in the coding its clients ask for: its JSON for clients that do
+//! not take gzip, its gzip form for those that do, each an entry of its own made by its
+//! own read of the store. Materialize stores the gzip forms beside the documents and
+//! the store reads them for every client (inflating them for the first kind), so a miss
+//! compresses nothing, except a gzip client's for a document whose form is not made
+//! yet; and the cache holds only the forms somebody asked for.
 //!
 //! List pages are indexed by the ranks they hold (`PageIndex`), so that a change drops
 //! only the pages it moved: a product changed in place moves the one page per `count`
