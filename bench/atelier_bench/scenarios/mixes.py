@@ -46,7 +46,7 @@ class MixScenario(Scenario):
     def drivers(self, args):
         if self.name == "uniform":
             # The database path for both kinds of client: identity (wrk sends no
-            # Accept-Encoding), and browsers, whose misses each make a gzip form.
+            # Accept-Encoding) and browsers; both read the stored gzip forms.
             return ["oha", "wrk", "wrk-gzip"]
         return ["oha"] + (["wrk"] if self.name in args.wrk_scenarios else [])
 
