@@ -101,8 +101,8 @@ pub fn gunzip(form: &[u8]) -> Result<Bytes, FormError> {
     if form.len() < GZIP_HEADER.len() + 8 || form[..GZIP_HEADER.len()] != GZIP_HEADER {
         return Err(FormError::NotAForm);
     }
-    // ISIZE, the last four bytes: the length of what the form holds.
-    let len = u32::from_le_bytes(form[form.len() - 4..].try_into().expect("4 bytes")) as usize;
+    let (crc, len) = trailer(form);
+    let len = len as usize;
     if len > MAX_INFLATED {
         return Err(FormError::NotAForm);
     }
@@ -115,11 +115,6 @@ pub fn gunzip(form: &[u8]) -> Result<Bytes, FormError> {
         inflate.reset(false);
         inflate.decompress_vec(blocks, &mut out, FlushDecompress::Finish)
     });
-    let crc = u32::from_le_bytes(
-        form[form.len() - 8..form.len() - 4]
-            .try_into()
-            .expect("4 bytes"),
-    );
     match status {
         Ok(Status::StreamEnd) if out.len() == len && zlib_rs::crc32::crc32(0, &out) == crc => {}
         Ok(_) | Err(_) => return Err(FormError::Corrupt),
@@ -131,6 +126,13 @@ thread_local! {
     /// One inflate state per thread, reset between forms, for the same reason as
     /// [`DEFLATE`]: its window is allocated once.
     static INFLATE: RefCell<Decompress> = RefCell::new(Decompress::new(false));
+}
+
+/// The CRC-32 and length (ISIZE) in the trailer of `form`, a gzip member of 8 bytes or
+/// more.
+fn trailer(form: &[u8]) -> (u32, u32) {
+    let word = |at: usize| u32::from_le_bytes(form[at..at + 4].try_into().expect("4 bytes"));
+    (word(form.len() - 8), word(form.len() - 4))
 }
 
 /// The end of a stream made by [`gzip`]: the empty final block after its sync flush.
@@ -148,15 +150,16 @@ pub struct Segment<'a> {
 impl<'a> Segment<'a> {
     /// The segment of `gzip_form`, a body [`gzip`] made.
     pub fn of(gzip_form: &'a [u8]) -> Segment<'a> {
-        let trailer = gzip_form.len() - 8;
-        let end = trailer - FINAL_EMPTY_BLOCK.len();
-        debug_assert_eq!(gzip_form[end..trailer], FINAL_EMPTY_BLOCK);
-        let word =
-            |at: usize| u32::from_le_bytes(gzip_form[at..at + 4].try_into().expect("4 bytes"));
+        let end = gzip_form.len() - 8 - FINAL_EMPTY_BLOCK.len();
+        debug_assert_eq!(
+            gzip_form[end..end + FINAL_EMPTY_BLOCK.len()],
+            FINAL_EMPTY_BLOCK
+        );
+        let (crc, len) = trailer(gzip_form);
         Segment {
             blocks: &gzip_form[GZIP_HEADER.len()..end],
-            crc: word(trailer),
-            len: word(trailer + 4),
+            crc,
+            len,
         }
     }
 }
