@@ -17,13 +17,14 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::header::HeaderValue;
 use moka::future::Cache;
 
 use super::encoding::Coding;
+use super::front::Front;
 use super::store::{Body, Key, Store, StoreError};
 use crate::documents::gzip;
 use crate::documents::{Kind, MAX_PAGE_COUNT, Notice, Pages};
@@ -38,6 +39,8 @@ struct Representation {
     body: Bytes,
     etag: HeaderValue,
     coding: Coding,
+    /// When it was read or made: its cache lifetime counts from here.
+    made: Instant,
 }
 
 impl Document {
@@ -87,7 +90,17 @@ impl Document {
     /// with `suffix` after it.
     fn with_coding(body: Bytes, coding: Coding, suffix: &str) -> Document {
         let etag = etag(xxhash_rust::xxh3::xxh3_64(&body), suffix);
-        Document(Arc::new(Representation { body, etag, coding }))
+        Document(Arc::new(Representation {
+            body,
+            etag,
+            coding,
+            made: Instant::now(),
+        }))
+    }
+
+    /// Whether `other` is this very document (a clone of it), not merely equal bytes.
+    pub fn is(&self, other: &Document) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 
     /// The bytes to send.
@@ -161,10 +174,15 @@ pub struct DocumentCache {
     /// Keys the store holds nothing under. They live much shorter than documents, and
     /// one lifetime per cache keeps moka's read path cheap.
     absent: Cache<Key, (), KeyHasher>,
+    /// The documents hit most recently, answered before `documents` is asked.
+    front: Arc<Front<Slot, Document>>,
+    /// The lifetime of a document in the cache.
+    ttl: Duration,
     store: Store,
     /// The cached list pages by the ranks they hold.
     pages: PageIndex,
-    /// Bumped before every invalidation, so a load that raced one can tell.
+    /// Bumped before every invalidation, so a load or a fill of `front` that raced one
+    /// can tell.
     epoch: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -180,6 +198,18 @@ const ENTRY_OVERHEAD: u64 = 512;
 /// The share of the byte budget that remembered absences may take: 1/16.
 const ABSENT_SHARE: u64 = 16;
 
+/// Budget bytes per slot of the front: documents are a few KiB, so a front this size
+/// has room for about as many keys as the cache holds documents, up to [`MAX_FRONT`].
+const BYTES_PER_FRONT_SLOT: u64 = 4096;
+
+/// The most slots a front has (about 3 MiB of slots, whatever the budget).
+const MAX_FRONT: u64 = 65_536;
+
+/// Slots of the front for a cache of `capacity_bytes`.
+fn front_slots(capacity_bytes: u64) -> usize {
+    (capacity_bytes / BYTES_PER_FRONT_SLOT).clamp(1, MAX_FRONT) as usize
+}
+
 /// Why a load put nothing in the document cache.
 #[derive(Debug)]
 enum Miss {
@@ -193,6 +223,8 @@ impl DocumentCache {
     /// An empty cache in front of `store`.
     pub fn new(store: Store, settings: CacheSettings) -> DocumentCache {
         let absent_bytes = settings.capacity_bytes / ABSENT_SHARE;
+        let front = Arc::new(Front::new(front_slots(settings.capacity_bytes)));
+        let forget = front.clone();
         let documents = Cache::builder()
             .max_capacity(settings.capacity_bytes - absent_bytes)
             .weigher(|_slot: &Slot, document: &Document| {
@@ -200,6 +232,10 @@ impl DocumentCache {
             })
             .time_to_live(settings.ttl)
             .support_invalidation_closures()
+            // Whatever the cache lets go, the front lets go too.
+            .eviction_listener(move |slot: Arc<Slot>, gone: Document, _| {
+                forget.forget(&*slot, |held: &Document| held.is(&gone));
+            })
             .build_with_hasher(KeyHasher::default());
         let absent = Cache::builder()
             .max_capacity((absent_bytes / ENTRY_OVERHEAD).max(1))
@@ -208,6 +244,8 @@ impl DocumentCache {
         DocumentCache {
             documents,
             absent,
+            front,
+            ttl: settings.ttl,
             store,
             pages: PageIndex::default(),
             epoch: AtomicU64::new(0),
@@ -219,10 +257,16 @@ impl DocumentCache {
     /// The document under `key` in `coding` (`None`: there is none), read from the
     /// store if it is not cached in that coding. A document asked for in gzip whose
     /// gzip form would not gain comes as its stored bytes. Concurrent misses on one key
-    /// and coding share a single read and its outcome; failures are not cached.
-    pub async fn get(&self, key: Key, coding: Coding) -> Result<Option<Document>, Arc<StoreError>> {
+    /// and coding share a single read and its outcome; failures are not cached. `now`:
+    /// the request's start, against which lifetimes are judged.
+    pub async fn get(
+        &self,
+        key: Key,
+        coding: Coding,
+        now: Instant,
+    ) -> Result<Option<Document>, Arc<StoreError>> {
         let slot = Slot { key, coding };
-        if let Some(document) = self.documents.get(&slot).await {
+        if let Some(document) = self.cached(slot, now).await {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(Some(document));
         }
@@ -238,11 +282,12 @@ impl DocumentCache {
     pub async fn get_documents(
         &self,
         wanted: &[(Key, Coding)],
+        now: Instant,
     ) -> Result<Vec<Option<Document>>, Arc<StoreError>> {
         let mut found = Vec::with_capacity(wanted.len());
         let mut missing = Vec::new();
         for (index, &(key, coding)) in wanted.iter().enumerate() {
-            if let Some(document) = self.documents.get(&Slot { key, coding }).await {
+            if let Some(document) = self.cached(Slot { key, coding }, now).await {
                 found.push(Some(document));
             } else {
                 if !self.absent.contains_key(&key) {
@@ -258,6 +303,20 @@ impl DocumentCache {
         }
         Box::pin(self.load_documents(wanted, &missing, &mut found)).await?;
         Ok(found)
+    }
+
+    /// The document held under `slot`, from the front or else the cache (then the front
+    /// holds it from now on).
+    async fn cached(&self, slot: Slot, now: Instant) -> Option<Document> {
+        if let Some(document) = self.front.get(&slot, now) {
+            return Some(document);
+        }
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let document = self.documents.get(&slot).await?;
+        let expires = document.0.made + self.ttl;
+        self.front
+            .fill(slot, document.clone(), expires, &self.epoch, epoch);
+        Some(document)
     }
 
     /// Reads the documents under `wanted[missing]` from the store into `found` and the
@@ -398,6 +457,8 @@ impl DocumentCache {
             Notice::Everything => {
                 self.pages.clear();
                 self.documents.invalidate_all();
+                // The cache lets these go lazily, so the listener would be late.
+                self.front.clear();
                 return;
             }
             Notice::Products { ids, pages, .. } => (ids, pages),
@@ -408,6 +469,7 @@ impl DocumentCache {
                 self.documents
                     .invalidate_entries_if(|slot, _| matches!(slot.key, Key::Page { .. }))
                     .expect("the cache is built with invalidation closures");
+                self.front.clear();
             }
             Pages::Ranks { ranks, shift } => {
                 for key in self.pages.take(ranks, *shift) {

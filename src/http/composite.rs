@@ -15,6 +15,8 @@
 //! part comes from the document cache, which a change invalidates, and the joined
 //! answer itself is never cached: it is as fresh as its parts.
 
+use std::time::Instant;
+
 use bytes::Bytes;
 
 use super::AppState;
@@ -32,6 +34,7 @@ pub async fn product_page(
     state: &AppState,
     id: i32,
     coding: Coding,
+    now: Instant,
 ) -> Result<Document, HttpError> {
     // The related list is read in its stored bytes whatever the coding: its ids are
     // needed, and it is small.
@@ -60,7 +63,7 @@ pub async fn product_page(
     ];
     let [product, styles, related]: [Option<Document>; 3] = state
         .cache
-        .get_documents(&first)
+        .get_documents(&first, now)
         .await?
         .try_into()
         .expect("three keys, three answers");
@@ -74,7 +77,7 @@ pub async fn product_page(
             [Kind::Product, Kind::Styles].map(|kind| (Key::Document { kind, id }, coding))
         })
         .collect();
-    let cards = state.cache.get_documents(&wanted).await?;
+    let cards = state.cache.get_documents(&wanted, now).await?;
     let size = product.body().len()
         + styles.as_ref().map_or(0, |styles| styles.body().len())
         + cards
@@ -104,6 +107,7 @@ pub async fn products(
     ids: &[i32],
     with_styles: bool,
     coding: Coding,
+    now: Instant,
 ) -> Result<Document, HttpError> {
     let kinds: &[Kind] = if with_styles {
         &[Kind::Product, Kind::Styles]
@@ -118,7 +122,7 @@ pub async fn products(
                 .map(move |&kind| (Key::Document { kind, id }, coding))
         })
         .collect();
-    let documents = state.cache.get_documents(&wanted).await?;
+    let documents = state.cache.get_documents(&wanted, now).await?;
     let size = documents
         .iter()
         .flatten()

@@ -1,6 +1,7 @@
 //! The endpoints: the four product documents and the operational answers.
 
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -23,9 +24,13 @@ pub async fn list_products(
     state: &AppState,
     query: Option<&str>,
     coding: Coding,
+    now: Instant,
 ) -> Result<Document, HttpError> {
     let (page, count) = page_and_count(query.unwrap_or(""))?;
-    let page = state.cache.get(Key::Page { page, count }, coding).await?;
+    let page = state
+        .cache
+        .get(Key::Page { page, count }, coding, now)
+        .await?;
     Ok(page.unwrap_or_else(|| state.empty_page.clone()))
 }
 
@@ -49,6 +54,7 @@ pub async fn products_by_id(
     state: &AppState,
     query: &str,
     coding: Coding,
+    now: Instant,
 ) -> Result<Document, HttpError> {
     let mut ids = None;
     let mut with_styles = false;
@@ -62,7 +68,7 @@ pub async fn products_by_id(
         }
     }
     let ids = composite::parse_ids(ids.unwrap_or("")).map_err(HttpError::InvalidIds)?;
-    composite::products(state, &ids, with_styles, coding).await
+    composite::products(state, &ids, with_styles, coding, now).await
 }
 
 /// `GET /products/:id`, `/styles` or `/related`: product `id`'s document of `kind`, in
@@ -72,10 +78,11 @@ pub async fn product_document(
     kind: Kind,
     id: i32,
     coding: Coding,
+    now: Instant,
 ) -> Result<Document, HttpError> {
     state
         .cache
-        .get(Key::Document { kind, id }, coding)
+        .get(Key::Document { kind, id }, coding, now)
         .await?
         .ok_or(HttpError::NoSuchProduct(id))
 }

@@ -22,7 +22,7 @@ use crate::documents::Kind;
 /// Answers one request.
 pub async fn handle<B>(state: &AppState, request: Request<B>) -> Response<Full<Bytes>> {
     let started = Instant::now();
-    let (endpoint, outcome) = route(state, &request).await;
+    let (endpoint, outcome) = route(state, &request, started).await;
     let mut response = outcome.unwrap_or_else(HttpError::into_response);
     // A preflight's answer carries its own CORS headers.
     if endpoint != Endpoint::Preflight {
@@ -39,10 +39,12 @@ pub async fn handle<B>(state: &AppState, request: Request<B>) -> Response<Full<B
     response
 }
 
-/// The one routing table: (method, path segments) → handler.
+/// The one routing table: (method, path segments) → handler. `now`: when the request
+/// began, against which cached documents' lifetimes are judged.
 async fn route<B>(
     state: &AppState,
     request: &Request<B>,
+    now: Instant,
 ) -> (Endpoint, Result<Response<Full<Bytes>>, HttpError>) {
     let path = request.uri().path();
     let Some((endpoint, id)) = match_path(path) else {
@@ -69,21 +71,24 @@ async fn route<B>(
     let outcome = async {
         let (accepted, coding) = wanted_coding(state, request.headers());
         let document = match endpoint {
-            Endpoint::ListProducts => handlers::list_products(state, query, coding).await?,
+            Endpoint::ListProducts => handlers::list_products(state, query, coding, now).await?,
             Endpoint::GetProductsById => {
-                handlers::products_by_id(state, query.unwrap_or(""), coding).await?
+                handlers::products_by_id(state, query.unwrap_or(""), coding, now).await?
             }
             Endpoint::GetProductPage => {
-                composite::product_page(state, product_id(id)?, coding).await?
+                composite::product_page(state, product_id(id)?, coding, now).await?
             }
             Endpoint::GetProduct => {
-                handlers::product_document(state, Kind::Product, product_id(id)?, coding).await?
+                handlers::product_document(state, Kind::Product, product_id(id)?, coding, now)
+                    .await?
             }
             Endpoint::GetProductStyles => {
-                handlers::product_document(state, Kind::Styles, product_id(id)?, coding).await?
+                handlers::product_document(state, Kind::Styles, product_id(id)?, coding, now)
+                    .await?
             }
             Endpoint::GetRelatedProducts => {
-                handlers::product_document(state, Kind::Related, product_id(id)?, coding).await?
+                handlers::product_document(state, Kind::Related, product_id(id)?, coding, now)
+                    .await?
             }
             Endpoint::Healthz => return Ok(handlers::healthz()),
             Endpoint::Readyz => return handlers::readyz(state).await,

@@ -18,17 +18,19 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper::service::{HttpService, service_fn};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use super::head::{self, JsonAnswers, MAX_HEADER_FIELDS, READ_LIMIT};
@@ -58,14 +60,13 @@ pub async fn serve(
     let invalidation = tokio::spawn(notify::listen_for_changes(state.clone()));
     let limits = state.limits;
     let connections = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
+    let drain = Arc::new(Notify::new());
     let in_flight = InFlightCount::default();
     // Held so that connections still open when the drain times out can be cut off.
     let mut tasks = JoinSet::new();
     let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        .max_header_size(READ_LIMIT)
+    // No timer for hyper: the head deadline is kept by `Timeouts`, more cheaply.
+    http.max_header_size(READ_LIMIT)
         .max_headers(MAX_HEADER_FIELDS)
         .keep_alive(true);
     tokio::pin!(shutdown);
@@ -90,11 +91,15 @@ pub async fn serve(
         };
         while tasks.try_join_next().is_some() {}
         let _ = stream.set_nodelay(true);
+        let activity = Arc::new(Activity::default());
+        let draining = (state.clone(), drain.clone());
         let state = state.clone();
         let in_flight = in_flight.clone();
+        let heads = activity.clone();
         let service = service_fn(move |request| {
             let state = state.clone();
             let counted = in_flight.enter();
+            let answering = Answering::begin(&heads);
             async move {
                 // Off by default, when it costs this one test.
                 let logged = limits
@@ -107,14 +112,15 @@ pub async fn serve(
                 if let Some(entry) = logged {
                     entry.finish(&response);
                 }
+                drop(answering);
                 drop(counted);
                 Ok::<_, Infallible>(response)
             }
         });
-        let stream = JsonAnswers::new(StallLimit::new(stream, limits.header_timeout));
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let stream = JsonAnswers::new(Timeouts::new(stream, limits.header_timeout, activity));
+        let connection = http.serve_connection(TokioIo::new(stream), service);
         tasks.spawn(async move {
-            if let Err(error) = connection.await {
+            if let Err(error) = until_drained(connection, draining).await {
                 tracing::debug!(%error, "client connection ended with an error");
             }
             drop(permit);
@@ -122,6 +128,7 @@ pub async fn serve(
     }
     drop(listener);
     state.draining.store(true, Ordering::SeqCst);
+    drain.notify_waiters();
     // Idle connections close at once; those with a request in flight close after it.
     let stopping = Instant::now();
     let draining = in_flight.count();
@@ -129,7 +136,10 @@ pub async fn serve(
         in_flight = draining,
         "shutting down: no new connections; draining requests in flight"
     );
-    let drained = tokio::time::timeout(limits.drain_timeout, graceful.shutdown()).await;
+    let drained = tokio::time::timeout(limits.drain_timeout, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
     let cut_off = match drained {
         Ok(()) => 0,
         Err(_) => {
@@ -153,6 +163,38 @@ pub async fn serve(
     Ok(())
 }
 
+/// Serves one connection until it ends; once `draining` is set (and `drain` notified),
+/// it finishes the request in flight, if any, and closes.
+///
+/// hyper-util's `GracefulShutdown` polls its watch on every poll of the connection,
+/// some 220 instructions a request; here the notification is polled once, so that it
+/// wakes the task, and after that only when the flag says a drain has begun.
+async fn until_drained<C, S>(
+    connection: http1::Connection<C, S>,
+    (state, drain): (Arc<AppState>, Arc<Notify>),
+) -> std::result::Result<(), hyper::Error>
+where
+    C: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    S: HttpService<Incoming, ResBody = Full<Bytes>>,
+{
+    let draining = &state.draining;
+    let notified = drain.notified();
+    tokio::pin!(notified, connection);
+    let mut watching = false;
+    let mut closing = false;
+    std::future::poll_fn(|cx| {
+        if !closing && (!watching || draining.load(Ordering::SeqCst)) {
+            watching = true;
+            if notified.as_mut().poll(cx).is_ready() || draining.load(Ordering::SeqCst) {
+                closing = true;
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+        connection.as_mut().poll(cx)
+    })
+    .await
+}
+
 /// Raises the listener's backlog to [`LISTEN_BACKLOG`]; a listening socket takes a new
 /// backlog from a second `listen`.
 fn widen_backlog(listener: &TcpListener) {
@@ -164,22 +206,78 @@ fn widen_backlog(listener: &TcpListener) {
     }
 }
 
-/// A client connection whose writes fail once they have made no progress for `limit`:
-/// a client that stops reading its answers cannot hold a connection, and its slot under
-/// the connection limit, forever.
-struct StallLimit {
+/// What a connection's requests are doing, for its head deadline: heads taken and
+/// answers finished, each written only by the connection's own task.
+#[derive(Debug, Default)]
+struct Activity {
+    heads: AtomicU64,
+    answered: AtomicU64,
+}
+
+impl Activity {
+    /// Whether a request is being answered, and how many heads have come.
+    fn now(&self) -> (bool, u64) {
+        let heads = self.heads.load(Ordering::Relaxed);
+        (heads != self.answered.load(Ordering::Relaxed), heads)
+    }
+}
+
+/// One request being answered: counted from its head until its answer is made.
+struct Answering(Arc<Activity>);
+
+impl Answering {
+    fn begin(activity: &Arc<Activity>) -> Answering {
+        let heads = &activity.heads;
+        heads.store(heads.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        Answering(activity.clone())
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        let answered = &self.0.answered;
+        answered.store(answered.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+}
+
+/// Looks at a waiting connection per header timeout: it is closed on the look that
+/// finds it [`LOOKS`] looks in a row with no new head and no request being answered,
+/// so between 1 and 1 + 1/`LOOKS` timeouts after it fell quiet.
+const LOOKS: u32 = 4;
+
+/// A client connection held to the header timeout: one whose writes make no progress
+/// for that long fails (a client that stops reading its answers cannot hold a
+/// connection, and its slot under the connection limit, forever), and one that sends
+/// no complete request head for that long while nothing is being answered is closed
+/// (a slowloris, or an idle keep-alive connection).
+///
+/// hyper can keep the head deadline itself, but it makes, polls and drops a timer
+/// (`Sleep`) for every request, about 500 instructions of a cached answer. Here one
+/// timer per connection looks every quarter of the timeout at what its requests did
+/// ([`Activity`]), so a request costs two counter updates.
+struct Timeouts {
     stream: TcpStream,
     limit: Duration,
     /// Runs while a write waits for the client to make room.
     stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+    activity: Arc<Activity>,
+    /// The timer of the next look at the connection's activity, once a read waited.
+    look: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Heads seen at the last look, and looks in a row that found nothing new.
+    heads_seen: u64,
+    quiet_looks: u32,
 }
 
-impl StallLimit {
-    fn new(stream: TcpStream, limit: Duration) -> Self {
-        StallLimit {
+impl Timeouts {
+    fn new(stream: TcpStream, limit: Duration, activity: Arc<Activity>) -> Self {
+        Timeouts {
             stream,
             limit,
             stalled: None,
+            activity,
+            look: None,
+            heads_seen: 0,
+            quiet_looks: 0,
         }
     }
 
@@ -205,19 +303,58 @@ impl StallLimit {
             Poll::Pending => Poll::Pending,
         }
     }
+
+    /// A read is waiting for the client: keeps the look timer running (it wakes this
+    /// task) and, when it has run out, looks; an error when the connection is to close.
+    fn waiting(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let period = self.limit / LOOKS;
+        let look = match &mut self.look {
+            Some(look) if !look.is_elapsed() => return Poll::Pending,
+            Some(look) => look,
+            None => self.look.insert(Box::pin(tokio::time::sleep(period))),
+        };
+        if look.is_elapsed() {
+            let (answering, heads) = self.activity.now();
+            if answering || heads != self.heads_seen {
+                self.heads_seen = heads;
+                self.quiet_looks = 0;
+            } else {
+                self.quiet_looks += 1;
+                if self.quiet_looks >= LOOKS {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no request head within the header timeout",
+                    )));
+                }
+            }
+            look.as_mut().reset(tokio::time::Instant::now() + period);
+        }
+        // Registers this task's waker with the timer; it fires before the next look.
+        match look.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
-impl AsyncRead for StallLimit {
+impl AsyncRead for Timeouts {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+        let this = self.get_mut();
+        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+            Poll::Pending => this.waiting(cx),
+            ready => ready,
+        }
     }
 }
 
-impl AsyncWrite for StallLimit {
+impl AsyncWrite for Timeouts {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
