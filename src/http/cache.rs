@@ -266,13 +266,22 @@ impl DocumentCache {
         now: Instant,
     ) -> Result<Option<Document>, Arc<StoreError>> {
         let slot = Slot { key, coding };
-        if let Some(document) = self.cached(slot, now).await {
+        if let Some(document) = self.front.get(&slot, now) {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(Some(document));
         }
-        // Boxed, so that every request's future stays small and only misses carry the
-        // load's much larger state.
-        Box::pin(self.get_uncached(slot)).await
+        // Boxed, so that every request's future stays small (it is moved whole into
+        // hyper's connection) and only what the front does not hold carries moka's read
+        // and a load's much larger state.
+        Box::pin(self.get_behind_front(slot)).await
+    }
+
+    async fn get_behind_front(&self, slot: Slot) -> Result<Option<Document>, Arc<StoreError>> {
+        if let Some(document) = self.from_cache(slot).await {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(document));
+        }
+        self.get_uncached(slot).await
     }
 
     /// The documents under `wanted` (each a [`Key::Document`] and its coding), in order
@@ -287,7 +296,12 @@ impl DocumentCache {
         let mut found = Vec::with_capacity(wanted.len());
         let mut missing = Vec::new();
         for (index, &(key, coding)) in wanted.iter().enumerate() {
-            if let Some(document) = self.cached(Slot { key, coding }, now).await {
+            let slot = Slot { key, coding };
+            let cached = match self.front.get(&slot, now) {
+                Some(document) => Some(document),
+                None => self.from_cache(slot).await,
+            };
+            if let Some(document) = cached {
                 found.push(Some(document));
             } else {
                 if !self.absent.contains_key(&key) {
@@ -305,12 +319,8 @@ impl DocumentCache {
         Ok(found)
     }
 
-    /// The document held under `slot`, from the front or else the cache (then the front
-    /// holds it from now on).
-    async fn cached(&self, slot: Slot, now: Instant) -> Option<Document> {
-        if let Some(document) = self.front.get(&slot, now) {
-            return Some(document);
-        }
+    /// The document the cache holds under `slot`; the front holds it from now on.
+    async fn from_cache(&self, slot: Slot) -> Option<Document> {
         let epoch = self.epoch.load(Ordering::SeqCst);
         let document = self.documents.get(&slot).await?;
         let expires = document.0.made + self.ttl;

@@ -50,22 +50,31 @@ impl Origins {
         )
     }
 
-    /// Adds the headers of a cross-origin read to an answer to `request_headers`.
-    pub fn decorate(&self, request_headers: &HeaderMap, response_headers: &mut HeaderMap) {
+    /// Adds the headers of a cross-origin read to an answer to a request from `origin`
+    /// (its `Origin` field). `templated`: the answer was made from the document header
+    /// templates, which carry `*` already when every origin may read.
+    pub fn decorate(
+        &self,
+        origin: Option<&HeaderValue>,
+        response_headers: &mut HeaderMap,
+        templated: bool,
+    ) {
         match self {
             Origins::Any => {
-                response_headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, ANY_ORIGIN);
+                if !templated {
+                    response_headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, ANY_ORIGIN);
+                }
                 // Only scripts on other origins need the headers exposed, and their
                 // requests always name their origin: a client that does not (curl, a
                 // proxy's revalidation) is spared the header.
-                if !request_headers.contains_key(ORIGIN) {
+                if origin.is_none() {
                     return;
                 }
             }
             Origins::Listed(_) => {
                 // The answer names the origin, so caches must keep one per origin.
                 response_headers.append(VARY, HeaderValue::from_static("Origin"));
-                let Some(origin) = self.allowed(request_headers) else {
+                let Some(origin) = self.allowed(origin) else {
                     return;
                 };
                 response_headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
@@ -85,7 +94,7 @@ impl Origins {
         let asks_to_read = method.is_some_and(|method| method == "GET" || method == "HEAD");
         let origin = match self {
             Origins::Any => Some(&ANY_ORIGIN),
-            Origins::Listed(_) => self.allowed(request_headers),
+            Origins::Listed(_) => self.allowed(request_headers.get(ORIGIN)),
         };
         if let (true, Some(origin)) = (asks_to_read, origin) {
             response_headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
@@ -95,12 +104,12 @@ impl Origins {
         }
     }
 
-    /// The request's `Origin`, when it is listed.
-    fn allowed<'a>(&'a self, request_headers: &HeaderMap) -> Option<&'a HeaderValue> {
+    /// `origin`, a request's `Origin`, when it is listed.
+    fn allowed<'a>(&'a self, origin: Option<&HeaderValue>) -> Option<&'a HeaderValue> {
         let Origins::Listed(listed) = self else {
             return None;
         };
-        let origin = request_headers.get(ORIGIN)?;
+        let origin = origin?;
         listed.iter().find(|listed| *listed == origin)
     }
 }
@@ -127,7 +136,8 @@ mod tests {
     fn decorated(allowed: &[&str], origin: &str) -> HeaderMap {
         let allowed: Vec<String> = allowed.iter().map(|origin| origin.to_string()).collect();
         let mut answer = HeaderMap::new();
-        Origins::from_list(&allowed).decorate(&request(Some(origin), None), &mut answer);
+        let origin = HeaderValue::from_str(origin).unwrap();
+        Origins::from_list(&allowed).decorate(Some(&origin), &mut answer, false);
         answer
     }
 

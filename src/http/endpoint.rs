@@ -25,6 +25,19 @@ impl Endpoint {
     /// How many endpoints there are, for arrays indexed by endpoint.
     pub const COUNT: usize = Endpoint::Unmatched as usize + 1;
 
+    /// Whether its answers are documents (one, or several joined).
+    pub fn is_document(self) -> bool {
+        matches!(
+            self,
+            Endpoint::ListProducts
+                | Endpoint::GetProduct
+                | Endpoint::GetProductStyles
+                | Endpoint::GetRelatedProducts
+                | Endpoint::GetProductPage
+                | Endpoint::GetProductsById
+        )
+    }
+
     /// The label value.
     pub fn name(self) -> &'static str {
         match self {

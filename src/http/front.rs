@@ -11,7 +11,7 @@
 //! One slot per key hash (direct-mapped): keys that share a slot take turns, each
 //! falling back to the cache as before.
 
-use std::hash::{BuildHasher, Hash};
+use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -22,9 +22,8 @@ const HITS_PER_RECORDED_READ: u8 = 16;
 /// Recently read values by key, in front of a cache that holds them all.
 pub struct Front<K, V> {
     slots: Box<[Slot<K, V>]>,
-    /// `slots.len() - 1`: the slot of a hash is its low bits.
-    mask: usize,
-    hasher: foldhash::fast::FixedState,
+    /// 64 less log2 of the slots: the slot of a hash is its high bits.
+    shift: u32,
 }
 
 /// One slot: empty, or the entry of the last key hashed to it that was filled.
@@ -45,13 +44,16 @@ impl<K: Hash + Eq + Copy, V: Clone> Front<K, V> {
         let slots = slots.max(1).next_power_of_two();
         Front {
             slots: (0..slots).map(|_| Mutex::new(None)).collect(),
-            mask: slots - 1,
-            hasher: foldhash::fast::FixedState::default(),
+            shift: 64 - slots.trailing_zeros(),
         }
     }
 
     fn slot(&self, key: &K) -> &Slot<K, V> {
-        &self.slots[self.hasher.hash_one(key) as usize & self.mask]
+        let mut hash = Mix(0);
+        key.hash(&mut hash);
+        // `checked_shr`: a table of one slot shifts by 64.
+        let index = hash.0.checked_shr(self.shift).unwrap_or(0);
+        &self.slots[index as usize]
     }
 
     /// The value held under `key`, unless it has expired by `now` or this hit is due to
@@ -118,6 +120,47 @@ impl<K: Hash + Eq + Copy, V: Clone> Front<K, V> {
     }
 }
 
+/// A multiplicative hash of a few machine words (as rustc's `FxHasher`): keys are small
+/// values of the service's own making, and a slot shared by two keys only costs a trip
+/// to the cache, so a fast hash serves better than a keyed one.
+struct Mix(u64);
+
+impl Hasher for Mix {
+    fn write_u64(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u8(&mut self, word: u8) {
+        self.write_u64(u64::from(word));
+    }
+
+    fn write_u32(&mut self, word: u32) {
+        self.write_u64(u64::from(word));
+    }
+
+    fn write_i32(&mut self, word: i32) {
+        self.write_u64(word as u32 as u64);
+    }
+
+    fn write_usize(&mut self, word: usize) {
+        self.write_u64(word as u64);
+    }
+
+    fn write_isize(&mut self, word: isize) {
+        self.write_u64(word as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -166,5 +209,16 @@ mod tests {
         // One slot: another key takes it over.
         front.fill(8, 80, now + Duration::from_secs(60), &epoch, 0);
         assert_eq!((front.get(&7, now), front.get(&8, now)), (None, Some(80)));
+    }
+
+    #[test]
+    fn keys_spread_over_the_slots() {
+        let front: Front<(u8, i32), ()> = Front::new(1024);
+        let used: std::collections::HashSet<usize> = (1..=3000)
+            .flat_map(|id| [(0, id), (1, id), (2, id)])
+            .map(|key| std::ptr::from_ref(front.slot(&key)) as usize)
+            .collect();
+        // 9,000 keys over 1,024 slots leave almost none empty.
+        assert!(used.len() > 1000, "{} slots used", used.len());
     }
 }

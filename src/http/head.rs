@@ -34,8 +34,11 @@ pub const MAX_HEADER_FIELDS: usize = 100;
 pub const READ_LIMIT: usize = 2 * MAX_HEAD_BYTES;
 
 /// The error of a head hyper took that breaks our limits, if it does. The head's size
-/// is counted from its parts, as the client wrote them save for optional spaces.
-pub fn check<B>(request: &Request<B>) -> Option<HttpError> {
+/// is counted from its parts, as the client wrote them save for optional spaces;
+/// `field_bytes` is its header fields' share ([`RequestFields::bytes`]).
+///
+/// [`RequestFields::bytes`]: super::fields::RequestFields
+pub fn check<B>(request: &Request<B>, field_bytes: usize) -> Option<HttpError> {
     let uri = request.uri();
     let target = uri
         .path_and_query()
@@ -46,13 +49,8 @@ pub fn check<B>(request: &Request<B>) -> Option<HttpError> {
     if target > MAX_HEAD_BYTES {
         return Some(HttpError::UriTooLong);
     }
-    // `METHOD TARGET HTTP/1.1\r\n`, then `name: value\r\n` per field, then `\r\n`.
-    let fields: usize = request
-        .headers()
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum();
-    let head = request.method().as_str().len() + target + 12 + fields + 2;
+    // `METHOD TARGET HTTP/1.1\r\n`, then the fields, then `\r\n`.
+    let head = request.method().as_str().len() + target + 12 + field_bytes + 2;
     (head > MAX_HEAD_BYTES).then_some(HttpError::HeadTooLarge)
 }
 
@@ -211,6 +209,11 @@ mod tests {
             builder = builder.header(*name, value);
         }
         builder.body(()).unwrap()
+    }
+
+    fn check(request: &Request<()>) -> Option<HttpError> {
+        let fields = super::super::fields::RequestFields::of(request.headers());
+        super::check(request, fields.bytes)
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod cors;
 pub mod encoding;
 pub mod endpoint;
 pub mod error;
+pub mod fields;
 mod front;
 pub mod handlers;
 pub mod head;

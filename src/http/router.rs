@@ -7,7 +7,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Body;
-use hyper::header::{CONTENT_LENGTH, HeaderMap, IF_NONE_MATCH};
+use hyper::header::{CONTENT_LENGTH, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::AppState;
@@ -16,19 +16,28 @@ use super::composite;
 use super::encoding::{Accepted, Coding};
 use super::endpoint::Endpoint;
 use super::error::HttpError;
+use super::fields::RequestFields;
 use super::handlers::{self, product_id};
+use super::head;
 use crate::documents::Kind;
 
-/// Answers one request.
+/// Answers one request. A head over the service's limits gets its error at once
+/// ([`head::check`]), as hyper answers the heads it cannot take.
 pub async fn handle<B>(state: &AppState, request: Request<B>) -> Response<Full<Bytes>> {
+    let fields = RequestFields::of(request.headers());
+    if let Some(error) = head::check(&request, fields.bytes) {
+        return error.into_response();
+    }
     let started = Instant::now();
-    let (endpoint, outcome) = route(state, &request, started).await;
+    let (endpoint, outcome) = route(state, &request, &fields, started).await;
+    // Document answers carry CORS's `*` from their header templates already.
+    let templated = outcome.is_ok() && endpoint.is_document();
     let mut response = outcome.unwrap_or_else(HttpError::into_response);
     // A preflight's answer carries its own CORS headers.
     if endpoint != Endpoint::Preflight {
         state
             .cors
-            .decorate(request.headers(), response.headers_mut());
+            .decorate(fields.origin, response.headers_mut(), templated);
     }
     if request.method() == Method::HEAD {
         strip_body(&mut response);
@@ -44,6 +53,7 @@ pub async fn handle<B>(state: &AppState, request: Request<B>) -> Response<Full<B
 async fn route<B>(
     state: &AppState,
     request: &Request<B>,
+    fields: &RequestFields<'_>,
     now: Instant,
 ) -> (Endpoint, Result<Response<Full<Bytes>>, HttpError>) {
     let path = request.uri().path();
@@ -69,14 +79,23 @@ async fn route<B>(
         endpoint => endpoint,
     };
     let outcome = async {
-        let (accepted, coding) = wanted_coding(state, request.headers());
+        let (accepted, coding) = wanted_coding(state, fields);
         let document = match endpoint {
             Endpoint::ListProducts => handlers::list_products(state, query, coding, now).await?,
+            // Boxed, as are the operational endpoints below: each has a future much
+            // larger than a document's, and every request's future is as large as the
+            // largest it may hold, and is moved whole into hyper's connection.
             Endpoint::GetProductsById => {
-                handlers::products_by_id(state, query.unwrap_or(""), coding, now).await?
+                Box::pin(handlers::products_by_id(
+                    state,
+                    query.unwrap_or(""),
+                    coding,
+                    now,
+                ))
+                .await?
             }
             Endpoint::GetProductPage => {
-                composite::product_page(state, product_id(id)?, coding, now).await?
+                Box::pin(composite::product_page(state, product_id(id)?, coding, now)).await?
             }
             Endpoint::GetProduct => {
                 handlers::product_document(state, Kind::Product, product_id(id)?, coding, now)
@@ -91,13 +110,13 @@ async fn route<B>(
                     .await?
             }
             Endpoint::Healthz => return Ok(handlers::healthz()),
-            Endpoint::Readyz => return handlers::readyz(state).await,
-            Endpoint::Metrics => return Ok(handlers::metrics(state).await),
+            Endpoint::Readyz => return Box::pin(handlers::readyz(state)).await,
+            Endpoint::Metrics => return Ok(Box::pin(handlers::metrics(state)).await),
             Endpoint::Preflight | Endpoint::Unmatched => {
                 return Err(HttpError::NoSuchPath(path.to_string()));
             }
         };
-        document_response(state, request.headers(), accepted, document)
+        document_response(state, fields, accepted, document)
     };
     (endpoint, outcome.await)
 }
@@ -137,10 +156,10 @@ pub fn match_path(path: &str) -> Option<(Endpoint, &str)> {
 
 /// What the client takes, when answers vary on it (`None` when they do not), and the
 /// coding to look the document up in: the one it prefers, identity when it refuses both.
-fn wanted_coding(state: &AppState, request_headers: &HeaderMap) -> (Option<Accepted>, Coding) {
+fn wanted_coding(state: &AppState, fields: &RequestFields) -> (Option<Accepted>, Coding) {
     let accepted = state
         .compress
-        .then(|| Accepted::from_headers(request_headers));
+        .then(|| Accepted::from_values(fields.accept_encoding()));
     let coding = accepted
         .and_then(|accepted| accepted.choose(true))
         .unwrap_or(Coding::Identity);
@@ -154,7 +173,7 @@ fn wanted_coding(state: &AppState, request_headers: &HeaderMap) -> (Option<Accep
 /// `accepted` is `None` when answers do not vary on `Accept-Encoding`.
 fn document_response(
     state: &AppState,
-    request_headers: &HeaderMap,
+    fields: &RequestFields,
     accepted: Option<Accepted>,
     document: Document,
 ) -> Result<Response<Full<Bytes>>, HttpError> {
@@ -164,7 +183,7 @@ fn document_response(
         return Err(HttpError::NotAcceptable);
     }
     let headers = &state.document_headers;
-    if if_none_match(request_headers, document.etag()) {
+    if if_none_match(fields.if_none_match(), document.etag()) {
         let mut response = Response::new(Full::default());
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         *response.headers_mut() = headers.not_modified(document.etag());
@@ -188,8 +207,11 @@ fn preflight(state: &AppState, request_headers: &HeaderMap) -> Response<Full<Byt
 
 /// Whether an `If-None-Match` list holds `etag` (weak comparison, as RFC 9110 asks
 /// for this header) or is `*`.
-fn if_none_match(request_headers: &HeaderMap, etag: &hyper::header::HeaderValue) -> bool {
-    request_headers.get_all(IF_NONE_MATCH).iter().any(|value| {
+fn if_none_match<'a>(
+    mut values: impl Iterator<Item = &'a HeaderValue>,
+    etag: &HeaderValue,
+) -> bool {
+    values.any(|value| {
         value.as_bytes().split(|&b| b == b',').any(|candidate| {
             let candidate = candidate.trim_ascii();
             let candidate = candidate.strip_prefix(b"W/").unwrap_or(candidate);
@@ -211,7 +233,9 @@ fn strip_body(response: &mut Response<Full<Bytes>>) {
 mod tests {
     use super::*;
     use crate::http::headers;
-    use hyper::header::{CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, ETAG, VARY};
+    use hyper::header::{
+        CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, ETAG, IF_NONE_MATCH, VARY,
+    };
 
     #[test]
     fn paths_name_endpoints_with_an_optional_trailing_slash() {
@@ -386,12 +410,13 @@ mod tests {
         request_headers: &HeaderMap,
         body: &Bytes,
     ) -> Result<Response<Full<Bytes>>, HttpError> {
-        let (accepted, coding) = wanted_coding(state, request_headers);
+        let fields = RequestFields::of(request_headers);
+        let (accepted, coding) = wanted_coding(state, &fields);
         let document = match coding {
             Coding::Identity => Document::identity(body.clone()),
             Coding::Gzip => Document::gzip(body.clone()),
         };
-        document_response(state, request_headers, accepted, document)
+        document_response(state, &fields, accepted, document)
     }
 
     #[tokio::test]
@@ -496,7 +521,7 @@ mod tests {
                 IF_NONE_MATCH,
                 hyper::header::HeaderValue::from_static(value),
             );
-            if_none_match(&request_headers, &etag)
+            if_none_match(request_headers.get_all(IF_NONE_MATCH).iter(), &etag)
         };
         assert!(check("\"abc\""));
         assert!(check("\"x\", \"abc\""));
@@ -504,6 +529,32 @@ mod tests {
         assert!(check("*"));
         assert!(!check("\"abd\""));
         assert!(!check("abc"));
-        assert!(!if_none_match(&HeaderMap::new(), &etag));
+        assert!(!if_none_match(std::iter::empty(), &etag));
     }
+}
+#[cfg(test)]
+mod size_probe {
+    #[tokio::test]
+    async fn future_sizes() {
+        let state = super::tests_state();
+        let request = hyper::Request::builder().uri("/products/1").body(()).unwrap();
+        let fut = super::handle(&state, request);
+        eprintln!("handle future: {} bytes", std::mem::size_of_val(&fut));
+        let now = std::time::Instant::now();
+        let f2 = state.cache.get(crate::http::store::Key::Document{kind: crate::documents::Kind::Product, id: 1}, super::Coding::Identity, now);
+        eprintln!("cache.get future: {} bytes", std::mem::size_of_val(&f2));
+        let f3 = super::composite::product_page(&state, 1, super::Coding::Identity, now);
+        eprintln!("product_page future: {} bytes", std::mem::size_of_val(&f3));
+        let f4 = super::handlers::readyz(&state);
+        eprintln!("readyz future: {} bytes", std::mem::size_of_val(&f4));
+        let f5 = super::handlers::metrics(&state);
+        eprintln!("metrics future: {} bytes", std::mem::size_of_val(&f5));
+        let f6 = super::handlers::products_by_id(&state, "ids=1", super::Coding::Identity, now);
+        eprintln!("by id future: {} bytes", std::mem::size_of_val(&f6));
+    }
+}
+#[cfg(test)]
+fn tests_state() -> std::sync::Arc<AppState> {
+    let settings = crate::http::Settings { ..Default::default() };
+    AppState::new(&settings, "postgres://nobody@127.0.0.1:1/none").unwrap()
 }

@@ -33,7 +33,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
-use super::head::{self, JsonAnswers, MAX_HEADER_FIELDS, READ_LIMIT};
+use super::head::{JsonAnswers, MAX_HEADER_FIELDS, READ_LIMIT};
 use super::{AppState, access_log, notify, router};
 use crate::Result;
 use crate::in_flight::InFlightCount;
@@ -105,10 +105,7 @@ pub async fn serve(
                 let logged = limits
                     .access_log
                     .then(|| access_log::Entry::start(&request));
-                let response = match head::check(&request) {
-                    Some(error) => error.into_response(),
-                    None => router::handle(&state, request).await,
-                };
+                let response = router::handle(&state, request).await;
                 if let Some(entry) = logged {
                     entry.finish(&response);
                 }
