@@ -98,11 +98,6 @@ impl Document {
         }))
     }
 
-    /// Whether `other` is this very document (a clone of it), not merely equal bytes.
-    pub fn is(&self, other: &Document) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-
     /// The bytes to send.
     pub fn body(&self) -> &Bytes {
         &self.0.body
@@ -175,14 +170,14 @@ pub struct DocumentCache {
     /// one lifetime per cache keeps moka's read path cheap.
     absent: Cache<Key, (), KeyHasher>,
     /// The documents hit most recently, answered before `documents` is asked.
-    front: Arc<Front<Slot, Document>>,
+    front: Front<Slot, Representation>,
     /// The lifetime of a document in the cache.
     ttl: Duration,
     store: Store,
     /// The cached list pages by the ranks they hold.
     pages: PageIndex,
-    /// Bumped before every invalidation, so a load or a fill of `front` that raced one
-    /// can tell.
+    /// Bumped before every invalidation, so a load that raced one can tell, and after
+    /// each key dropped, so that a fill of `front` that raced it can.
     epoch: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -223,8 +218,7 @@ impl DocumentCache {
     /// An empty cache in front of `store`.
     pub fn new(store: Store, settings: CacheSettings) -> DocumentCache {
         let absent_bytes = settings.capacity_bytes / ABSENT_SHARE;
-        let front = Arc::new(Front::new(front_slots(settings.capacity_bytes)));
-        let forget = front.clone();
+        let front = Front::new(front_slots(settings.capacity_bytes));
         let documents = Cache::builder()
             .max_capacity(settings.capacity_bytes - absent_bytes)
             .weigher(|_slot: &Slot, document: &Document| {
@@ -232,10 +226,6 @@ impl DocumentCache {
             })
             .time_to_live(settings.ttl)
             .support_invalidation_closures()
-            // Whatever the cache lets go, the front lets go too.
-            .eviction_listener(move |slot: Arc<Slot>, gone: Document, _| {
-                forget.forget(&*slot, |held: &Document| held.is(&gone));
-            })
             .build_with_hasher(KeyHasher::default());
         let absent = Cache::builder()
             .max_capacity((absent_bytes / ENTRY_OVERHEAD).max(1))
@@ -268,7 +258,7 @@ impl DocumentCache {
         let slot = Slot { key, coding };
         if let Some(document) = self.front.get(&slot, now) {
             self.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(Some(document));
+            return Ok(Some(Document(document)));
         }
         // Boxed, so that every request's future stays small (it is moved whole into
         // hyper's connection) and only what the front does not hold carries moka's read
@@ -277,7 +267,7 @@ impl DocumentCache {
     }
 
     async fn get_behind_front(&self, slot: Slot) -> Result<Option<Document>, Arc<StoreError>> {
-        if let Some(document) = self.from_cache(slot).await {
+        if let Some(document) = self.cached(slot).await {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(Some(document));
         }
@@ -298,8 +288,8 @@ impl DocumentCache {
         for (index, &(key, coding)) in wanted.iter().enumerate() {
             let slot = Slot { key, coding };
             let cached = match self.front.get(&slot, now) {
-                Some(document) => Some(document),
-                None => self.from_cache(slot).await,
+                Some(document) => Some(Document(document)),
+                None => self.cached(slot).await,
             };
             if let Some(document) = cached {
                 found.push(Some(document));
@@ -320,12 +310,12 @@ impl DocumentCache {
     }
 
     /// The document the cache holds under `slot`; the front holds it from now on.
-    async fn from_cache(&self, slot: Slot) -> Option<Document> {
+    async fn cached(&self, slot: Slot) -> Option<Document> {
         let epoch = self.epoch.load(Ordering::SeqCst);
         let document = self.documents.get(&slot).await?;
         let expires = document.0.made + self.ttl;
         self.front
-            .fill(slot, document.clone(), expires, &self.epoch, epoch);
+            .fill(slot, &document.0, expires, &self.epoch, epoch);
         Some(document)
     }
 
@@ -372,7 +362,7 @@ impl DocumentCache {
                     if self.epoch.load(Ordering::SeqCst) == epoch {
                         self.documents.insert(slot, document.clone()).await;
                         if self.epoch.load(Ordering::SeqCst) != epoch {
-                            self.documents.invalidate(&slot).await;
+                            self.drop_slot(slot).await;
                         }
                     }
                     found[index] = Some(document);
@@ -413,7 +403,7 @@ impl DocumentCache {
                         self.pages.insert(slot.key, |key| self.holds(key));
                     }
                     if raced || self.epoch.load(Ordering::SeqCst) != epoch {
-                        self.documents.invalidate(&slot).await;
+                        self.drop_slot(slot).await;
                     }
                 }
                 Ok(Some(entry.into_value()))
@@ -452,8 +442,23 @@ impl DocumentCache {
     /// Drops `key` in every coding.
     async fn drop_key(&self, key: Key) {
         for coding in CODINGS {
-            self.documents.invalidate(&Slot { key, coding }).await;
+            self.drop_slot(Slot { key, coding }).await;
         }
+    }
+
+    /// Drops `slot` from the cache, then from the front. The epoch moves in between: a
+    /// request that read the dropped document from the cache read the epoch before, so
+    /// its fill of the front is refused, or comes before the front forgets.
+    async fn drop_slot(&self, slot: Slot) {
+        self.documents.invalidate(&slot).await;
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.front.forget(&slot);
+    }
+
+    /// Empties the front after the cache dropped many entries at once.
+    fn forget_all(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.front.clear();
     }
 
     /// Drops what a materialize announced in `notice`: the named products' documents
@@ -467,8 +472,7 @@ impl DocumentCache {
             Notice::Everything => {
                 self.pages.clear();
                 self.documents.invalidate_all();
-                // The cache lets these go lazily, so the listener would be late.
-                self.front.clear();
+                self.forget_all();
                 return;
             }
             Notice::Products { ids, pages, .. } => (ids, pages),
@@ -479,7 +483,7 @@ impl DocumentCache {
                 self.documents
                     .invalidate_entries_if(|slot, _| matches!(slot.key, Key::Page { .. }))
                     .expect("the cache is built with invalidation closures");
-                self.front.clear();
+                self.forget_all();
             }
             Pages::Ranks { ranks, shift } => {
                 for key in self.pages.take(ranks, *shift) {

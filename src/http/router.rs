@@ -233,9 +233,7 @@ fn strip_body(response: &mut Response<Full<Bytes>>) {
 mod tests {
     use super::*;
     use crate::http::headers;
-    use hyper::header::{
-        CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, ETAG, IF_NONE_MATCH, VARY,
-    };
+    use hyper::header::{CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, ETAG, IF_NONE_MATCH, VARY};
 
     #[test]
     fn paths_name_endpoints_with_an_optional_trailing_slash() {
@@ -537,11 +535,21 @@ mod size_probe {
     #[tokio::test]
     async fn future_sizes() {
         let state = super::tests_state();
-        let request = hyper::Request::builder().uri("/products/1").body(()).unwrap();
+        let request = hyper::Request::builder()
+            .uri("/products/1")
+            .body(())
+            .unwrap();
         let fut = super::handle(&state, request);
         eprintln!("handle future: {} bytes", std::mem::size_of_val(&fut));
         let now = std::time::Instant::now();
-        let f2 = state.cache.get(crate::http::store::Key::Document{kind: crate::documents::Kind::Product, id: 1}, super::Coding::Identity, now);
+        let f2 = state.cache.get(
+            crate::http::store::Key::Document {
+                kind: crate::documents::Kind::Product,
+                id: 1,
+            },
+            super::Coding::Identity,
+            now,
+        );
         eprintln!("cache.get future: {} bytes", std::mem::size_of_val(&f2));
         let f3 = super::composite::product_page(&state, 1, super::Coding::Identity, now);
         eprintln!("product_page future: {} bytes", std::mem::size_of_val(&f3));
@@ -555,6 +563,8 @@ mod size_probe {
 }
 #[cfg(test)]
 fn tests_state() -> std::sync::Arc<AppState> {
-    let settings = crate::http::Settings { ..Default::default() };
+    let settings = crate::http::Settings {
+        ..Default::default()
+    };
     AppState::new(&settings, "postgres://nobody@127.0.0.1:1/none").unwrap()
 }
