@@ -323,7 +323,7 @@ pub struct ServeArgs {
     #[arg(long, env = "ATELIER_MAX_CONNECTIONS", default_value_t = serve_defaults().max_connections)]
     pub max_connections: usize,
     /// Milliseconds a client has to send a request's headers; idle keep-alive
-    /// connections are closed after it too.
+    /// connections are closed after it too (both within a quarter more).
     #[arg(long, env = "ATELIER_HEADER_TIMEOUT_MS", default_value_t = millis(serve_defaults().header_timeout))]
     pub header_timeout_ms: u64,
     /// Log one line per request (method, path, status, duration in µs, body bytes) at

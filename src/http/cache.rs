@@ -176,9 +176,12 @@ pub struct DocumentCache {
     store: Store,
     /// The cached list pages by the ranks they hold.
     pages: PageIndex,
-    /// Bumped before every invalidation, so a load that raced one can tell, and after
-    /// each key dropped, so that a fill of `front` that raced it can.
+    /// Bumped before every invalidation, so a load that raced one can tell.
     epoch: AtomicU64,
+    /// Bumped after each key dropped, so that a fill of `front` that raced it can tell.
+    /// Apart from `epoch`, so that loads never take a drop for an invalidation: a load
+    /// that raced one drops what it read, and that would fail every load in flight.
+    front_epoch: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -239,6 +242,7 @@ impl DocumentCache {
             store,
             pages: PageIndex::default(),
             epoch: AtomicU64::new(0),
+            front_epoch: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -311,11 +315,11 @@ impl DocumentCache {
 
     /// The document the cache holds under `slot`; the front holds it from now on.
     async fn cached(&self, slot: Slot) -> Option<Document> {
-        let epoch = self.epoch.load(Ordering::SeqCst);
+        let epoch = self.front_epoch.load(Ordering::SeqCst);
         let document = self.documents.get(&slot).await?;
         let expires = document.0.made + self.ttl;
         self.front
-            .fill(slot, &document.0, expires, &self.epoch, epoch);
+            .fill(slot, &document.0, expires, &self.front_epoch, epoch);
         Some(document)
     }
 
@@ -446,18 +450,18 @@ impl DocumentCache {
         }
     }
 
-    /// Drops `slot` from the cache, then from the front. The epoch moves in between: a
-    /// request that read the dropped document from the cache read the epoch before, so
-    /// its fill of the front is refused, or comes before the front forgets.
+    /// Drops `slot` from the cache, then from the front. The front's epoch moves in
+    /// between: a request that read the dropped document from the cache read that epoch
+    /// before, so its fill of the front is refused, or comes before the front forgets.
     async fn drop_slot(&self, slot: Slot) {
         self.documents.invalidate(&slot).await;
-        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.front_epoch.fetch_add(1, Ordering::SeqCst);
         self.front.forget(&slot);
     }
 
     /// Empties the front after the cache dropped many entries at once.
     fn forget_all(&self) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.front_epoch.fetch_add(1, Ordering::SeqCst);
         self.front.clear();
     }
 

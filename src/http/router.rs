@@ -82,20 +82,11 @@ async fn route<B>(
         let (accepted, coding) = wanted_coding(state, fields);
         let document = match endpoint {
             Endpoint::ListProducts => handlers::list_products(state, query, coding, now).await?,
-            // Boxed, as are the operational endpoints below: each has a future much
-            // larger than a document's, and every request's future is as large as the
-            // largest it may hold, and is moved whole into hyper's connection.
             Endpoint::GetProductsById => {
-                Box::pin(handlers::products_by_id(
-                    state,
-                    query.unwrap_or(""),
-                    coding,
-                    now,
-                ))
-                .await?
+                handlers::products_by_id(state, query.unwrap_or(""), coding, now).await?
             }
             Endpoint::GetProductPage => {
-                Box::pin(composite::product_page(state, product_id(id)?, coding, now)).await?
+                composite::product_page(state, product_id(id)?, coding, now).await?
             }
             Endpoint::GetProduct => {
                 handlers::product_document(state, Kind::Product, product_id(id)?, coding, now)
@@ -110,8 +101,8 @@ async fn route<B>(
                     .await?
             }
             Endpoint::Healthz => return Ok(handlers::healthz()),
-            Endpoint::Readyz => return Box::pin(handlers::readyz(state)).await,
-            Endpoint::Metrics => return Ok(Box::pin(handlers::metrics(state)).await),
+            Endpoint::Readyz => return handlers::readyz(state).await,
+            Endpoint::Metrics => return Ok(handlers::metrics(state).await),
             Endpoint::Preflight | Endpoint::Unmatched => {
                 return Err(HttpError::NoSuchPath(path.to_string()));
             }
@@ -529,42 +520,4 @@ mod tests {
         assert!(!check("abc"));
         assert!(!if_none_match(std::iter::empty(), &etag));
     }
-}
-#[cfg(test)]
-mod size_probe {
-    #[tokio::test]
-    async fn future_sizes() {
-        let state = super::tests_state();
-        let request = hyper::Request::builder()
-            .uri("/products/1")
-            .body(())
-            .unwrap();
-        let fut = super::handle(&state, request);
-        eprintln!("handle future: {} bytes", std::mem::size_of_val(&fut));
-        let now = std::time::Instant::now();
-        let f2 = state.cache.get(
-            crate::http::store::Key::Document {
-                kind: crate::documents::Kind::Product,
-                id: 1,
-            },
-            super::Coding::Identity,
-            now,
-        );
-        eprintln!("cache.get future: {} bytes", std::mem::size_of_val(&f2));
-        let f3 = super::composite::product_page(&state, 1, super::Coding::Identity, now);
-        eprintln!("product_page future: {} bytes", std::mem::size_of_val(&f3));
-        let f4 = super::handlers::readyz(&state);
-        eprintln!("readyz future: {} bytes", std::mem::size_of_val(&f4));
-        let f5 = super::handlers::metrics(&state);
-        eprintln!("metrics future: {} bytes", std::mem::size_of_val(&f5));
-        let f6 = super::handlers::products_by_id(&state, "ids=1", super::Coding::Identity, now);
-        eprintln!("by id future: {} bytes", std::mem::size_of_val(&f6));
-    }
-}
-#[cfg(test)]
-fn tests_state() -> std::sync::Arc<AppState> {
-    let settings = crate::http::Settings {
-        ..Default::default()
-    };
-    AppState::new(&settings, "postgres://nobody@127.0.0.1:1/none").unwrap()
 }

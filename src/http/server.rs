@@ -8,8 +8,9 @@
 //! `414`, a longer head or one with more than 100 header fields `431`, each with the
 //! JSON body of every error ([`head`]); HTTP/2 bytes are not answered; a head not
 //! complete within the header timeout (slowloris), or a keep-alive
-//! connection idle that long, is closed without an answer, and so is a client that
-//! stops reading its answers for that long (a stalled write). No endpoint reads a
+//! connection idle that long, is closed without an answer (within a quarter timeout
+//! more: [`Timeouts`]), and so is a client that stops reading its answers for that long
+//! (a stalled write). No endpoint reads a
 //! request body: one that has fully arrived with its head is discarded, otherwise the
 //! connection is closed after the answer, so a body never desynchronizes a connection.
 
@@ -92,7 +93,7 @@ pub async fn serve(
         while tasks.try_join_next().is_some() {}
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::default());
-        let draining = (state.clone(), drain.clone());
+        let (watched, drain_notice) = (state.clone(), drain.clone());
         let state = state.clone();
         let in_flight = in_flight.clone();
         let heads = activity.clone();
@@ -117,7 +118,7 @@ pub async fn serve(
         let stream = JsonAnswers::new(Timeouts::new(stream, limits.header_timeout, activity));
         let connection = http.serve_connection(TokioIo::new(stream), service);
         tasks.spawn(async move {
-            if let Err(error) = until_drained(connection, draining).await {
+            if let Err(error) = until_drained(connection, watched, drain_notice).await {
                 tracing::debug!(%error, "client connection ended with an error");
             }
             drop(permit);
@@ -160,15 +161,16 @@ pub async fn serve(
     Ok(())
 }
 
-/// Serves one connection until it ends; once `draining` is set (and `drain` notified),
-/// it finishes the request in flight, if any, and closes.
+/// Serves one connection until it ends; once the server is draining (`state.draining`
+/// set, then `drain` notified), it finishes the request in flight, if any, and closes.
 ///
 /// hyper-util's `GracefulShutdown` polls its watch on every poll of the connection,
 /// some 220 instructions a request; here the notification is polled once, so that it
 /// wakes the task, and after that only when the flag says a drain has begun.
 async fn until_drained<C, S>(
     connection: http1::Connection<C, S>,
-    (state, drain): (Arc<AppState>, Arc<Notify>),
+    state: Arc<AppState>,
+    drain: Arc<Notify>,
 ) -> std::result::Result<(), hyper::Error>
 where
     C: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
