@@ -1169,10 +1169,11 @@ async fn an_idle_follower_waits_for_commits_instead_of_polling() {
     // 20 ms poll committed about 150 statements in these 3 s).
     let before = commits(&client).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    // The statistics reads themselves and autovacuum's work after the seed commit a few;
-    // a follower polling every 20 ms would commit some 150.
+    // The statistics reads themselves and autovacuum's work after the seed commit a few
+    // (up to 22 seen on a loaded machine); a follower polling every 20 ms would commit
+    // some 150.
     let idle_commits = commits(&client).await - before;
-    assert!(idle_commits <= 15, "{idle_commits} commits while idle");
+    assert!(idle_commits <= 50, "{idle_commits} commits while idle");
 
     // Woken by a writer's commit, however long the safety poll.
     for (round, id) in [(1, 3), (2, 11), (3, 17)] {
