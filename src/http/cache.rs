@@ -9,6 +9,9 @@
 //! compresses nothing, except a gzip client's for a document whose form is not made
 //! yet; and the cache holds only the forms somebody asked for.
 //!
+//! Hits are answered first from a small table of the documents hit recently
+//! ([`super::front`]), held weakly; every drop from moka is forgotten there too.
+//!
 //! List pages are indexed by the ranks they hold (`PageIndex`), so that a change drops
 //! only the pages it moved: a product changed in place moves the one page per `count`
 //! that holds its rank; a product added or removed moves every entry after it, so every
