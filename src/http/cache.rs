@@ -10,7 +10,7 @@
 //! yet; and the cache holds only the forms somebody asked for.
 //!
 //! Hits are answered first from a small table of the documents hit recently
-//! ([`super::front`]), held weakly; every drop from moka is forgotten there too.
+//! (`front`), held weakly; every drop from moka is forgotten there too.
 //!
 //! List pages are indexed by the ranks they hold (`PageIndex`), so that a change drops
 //! only the pages it moved: a product changed in place moves the one page per `count`

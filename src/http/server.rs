@@ -6,7 +6,7 @@
 //! TLS bytes, broken header syntax, a bad `Content-Length` or `Transfer-Encoding`) is
 //! answered `400` and the connection is closed; a target over [`MAX_HEAD_BYTES`] gets
 //! `414`, a longer head or one with more than 100 header fields `431`, each with the
-//! JSON body of every error ([`head`]); HTTP/2 bytes are not answered; a head not
+//! JSON body of every error ([`head`](super::head)); HTTP/2 bytes are not answered; a head not
 //! complete within the header timeout (slowloris), or a keep-alive
 //! connection idle that long, is closed without an answer (within a quarter timeout
 //! more: [`Timeouts`]), and so is a client that stops reading its answers for that long
