@@ -152,7 +152,10 @@ pub async fn serve(
             cut_off
         }
     };
+    // Awaited, so that the listener cannot log after the server says it stopped: an
+    // abort does not stop a poll already running on another worker.
     invalidation.abort();
+    let _ = invalidation.await;
     tracing::info!(
         drained = draining.saturating_sub(cut_off),
         elapsed = ?stopping.elapsed(),
