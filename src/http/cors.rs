@@ -50,37 +50,16 @@ impl Origins {
         )
     }
 
-    /// Adds the headers of a cross-origin read to an answer to a request from `origin`
-    /// (its `Origin` field). `templated`: the answer was made from the document header
-    /// templates, which carry `*` already when every origin may read.
-    pub fn decorate(
-        &self,
-        origin: Option<&HeaderValue>,
-        response_headers: &mut HeaderMap,
-        templated: bool,
-    ) {
+    /// What an answer to a request from `origin` (its `Origin` field) tells about
+    /// cross-origin reads: decided as the request is read, so that nothing of the
+    /// request is kept for its answer (the origin named back is the listed one).
+    pub fn for_origin(&self, origin: Option<&HeaderValue>) -> CrossOrigin {
         match self {
-            Origins::Any => {
-                if !templated {
-                    response_headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, ANY_ORIGIN);
-                }
-                // Only scripts on other origins need the headers exposed, and their
-                // requests always name their origin: a client that does not (curl, a
-                // proxy's revalidation) is spared the header.
-                if origin.is_none() {
-                    return;
-                }
-            }
-            Origins::Listed(_) => {
-                // The answer names the origin, so caches must keep one per origin.
-                response_headers.append(VARY, HeaderValue::from_static("Origin"));
-                let Some(origin) = self.allowed(origin) else {
-                    return;
-                };
-                response_headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-            }
+            Origins::Any => CrossOrigin::Any {
+                named: origin.is_some(),
+            },
+            Origins::Listed(_) => CrossOrigin::Listed(self.allowed(origin).cloned()),
         }
-        response_headers.insert(ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED_HEADERS);
     }
 
     /// The headers of an answer to `OPTIONS`: what the path allows, and for a preflight
@@ -114,6 +93,45 @@ impl Origins {
     }
 }
 
+/// The cross-origin headers one answer gets ([`Origins::for_origin`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CrossOrigin {
+    /// Every origin may read; `named`: the request named its origin.
+    Any { named: bool },
+    /// Listed origins may read: the request's, when it is one of them.
+    Listed(Option<HeaderValue>),
+}
+
+impl CrossOrigin {
+    /// Adds the headers of a cross-origin read to an answer. `templated`: the answer
+    /// was made from the document header templates, which carry `*` already when every
+    /// origin may read.
+    pub fn decorate(self, response_headers: &mut HeaderMap, templated: bool) {
+        match self {
+            CrossOrigin::Any { named } => {
+                if !templated {
+                    response_headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, ANY_ORIGIN);
+                }
+                // Only scripts on other origins need the headers exposed, and their
+                // requests always name their origin: a client that does not (curl, a
+                // proxy's revalidation) is spared the header.
+                if !named {
+                    return;
+                }
+            }
+            CrossOrigin::Listed(allowed) => {
+                // The answer names the origin, so caches must keep one per origin.
+                response_headers.append(VARY, HeaderValue::from_static("Origin"));
+                let Some(origin) = allowed else {
+                    return;
+                };
+                response_headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            }
+        }
+        response_headers.insert(ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED_HEADERS);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,7 +155,9 @@ mod tests {
         let allowed: Vec<String> = allowed.iter().map(|origin| origin.to_string()).collect();
         let mut answer = HeaderMap::new();
         let origin = HeaderValue::from_str(origin).unwrap();
-        Origins::from_list(&allowed).decorate(Some(&origin), &mut answer, false);
+        Origins::from_list(&allowed)
+            .for_origin(Some(&origin))
+            .decorate(&mut answer, false);
         answer
     }
 

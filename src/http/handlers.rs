@@ -19,14 +19,15 @@ use crate::documents::{Kind, MAX_PAGE_COUNT, PAGE_COUNT_RANGE};
 /// Entries per page when `count` is not given.
 const DEFAULT_COUNT: u32 = 5;
 
-/// `GET /products?page=P&count=C`: the entries at positions (P-1)*C+1 ..= P*C.
+/// `GET /products?page=P&count=C`: the entries at positions (P-1)*C+1 ..= P*C
+/// ([`page_and_count`] reads P and C).
 pub async fn list_products(
     state: &AppState,
-    query: Option<&str>,
+    page: u32,
+    count: u32,
     coding: Coding,
     now: Instant,
 ) -> Result<Document, HttpError> {
-    let (page, count) = page_and_count(query.unwrap_or(""))?;
     let page = state
         .cache
         .get(Key::Page { page, count }, coding, now)
@@ -48,27 +49,39 @@ fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
         .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
 }
 
-/// `GET /products?ids=1,2,3[&include=styles]`: those products' documents, in order
-/// ([`composite::products`]).
+/// What a `GET /products?ids=1,2,3[&include=styles]` query asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub struct IdsQuery {
+    pub ids: Vec<i32>,
+    pub with_styles: bool,
+}
+
+impl IdsQuery {
+    pub fn parse(query: &str) -> Result<IdsQuery, HttpError> {
+        let mut ids = None;
+        let mut with_styles = false;
+        for (name, value) in query_pairs(query) {
+            match name {
+                "ids" => ids = ids.or(Some(value)),
+                "include" if value == "styles" => with_styles = true,
+                "include" => return Err(HttpError::InvalidInclude(value.to_string())),
+                "page" | "count" => return Err(HttpError::IdsWithPage),
+                _ => {}
+            }
+        }
+        let ids = composite::parse_ids(ids.unwrap_or("")).map_err(HttpError::InvalidIds)?;
+        Ok(IdsQuery { ids, with_styles })
+    }
+}
+
+/// `GET /products?ids=…`: those products' documents, in order ([`composite::products`]).
 pub async fn products_by_id(
     state: &AppState,
-    query: &str,
+    query: &IdsQuery,
     coding: Coding,
     now: Instant,
 ) -> Result<Document, HttpError> {
-    let mut ids = None;
-    let mut with_styles = false;
-    for (name, value) in query_pairs(query) {
-        match name {
-            "ids" => ids = ids.or(Some(value)),
-            "include" if value == "styles" => with_styles = true,
-            "include" => return Err(HttpError::InvalidInclude(value.to_string())),
-            "page" | "count" => return Err(HttpError::IdsWithPage),
-            _ => {}
-        }
-    }
-    let ids = composite::parse_ids(ids.unwrap_or("")).map_err(HttpError::InvalidIds)?;
-    composite::products(state, &ids, with_styles, coding, now).await
+    composite::products(state, &query.ids, query.with_styles, coding, now).await
 }
 
 /// `GET /products/:id`, `/styles` or `/related`: product `id`'s document of `kind`, in
@@ -136,7 +149,7 @@ fn operational(body: Bytes, content_type: hyper::header::HeaderValue) -> Respons
 
 /// `page` and `count` from a query string; other parameters are ignored and the
 /// first occurrence of each counts.
-fn page_and_count(query: &str) -> Result<(u32, u32), HttpError> {
+pub fn page_and_count(query: &str) -> Result<(u32, u32), HttpError> {
     let mut page = None;
     let mut count = None;
     for (name, value) in query_pairs(query) {

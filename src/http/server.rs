@@ -101,12 +101,15 @@ pub async fn serve(
             let state = state.clone();
             let counted = in_flight.enter();
             let answering = Answering::begin(&heads);
+            // Off by default, when it costs this one test.
+            let logged = limits
+                .access_log
+                .then(|| access_log::Entry::start(&request));
+            // Read here, not in the future: the request is let go before hyper reads
+            // the connection's next bytes into the buffer it points into.
+            let asked = router::read(&state, request);
             async move {
-                // Off by default, when it costs this one test.
-                let logged = limits
-                    .access_log
-                    .then(|| access_log::Entry::start(&request));
-                let response = router::handle(&state, request).await;
+                let response = router::respond(&state, asked).await;
                 if let Some(entry) = logged {
                     entry.finish(&response);
                 }
