@@ -208,7 +208,10 @@ impl Store {
                 let read = self.retrying(|| async move {
                     read_page(&*self.connection().await?, page, count).await
                 });
-                Ok(self.bounded(read).await?.map(Body::Json))
+                // Boxed, as the fallback in `for_coding`: a pooled connection's
+                // statement makes a large future, which would otherwise size (and be
+                // moved with) every document read's.
+                Ok(Box::pin(self.bounded(read)).await?.map(Body::Json))
             }
             Key::Document { kind, id } => {
                 let read = async {
@@ -251,14 +254,15 @@ impl Store {
                     "a stored gzip form is damaged: its JSON text is read instead \
                      (`atelier materialize --all` makes the forms again)"
                 );
-                self.retrying(|| async move {
+                // Boxed: rare, and its statement's future is large.
+                Box::pin(self.retrying(|| async move {
                     let connection = self.connection().await?;
                     let row = connection
                         .client
                         .query_opt(&connection.statements.json_by_id[by_id_index(kind)], &[&id])
                         .await?;
                     Ok(row.map(|row| Body::Json(jsonb_bytes(&row, 0))))
-                })
+                }))
                 .await
             }
         }
