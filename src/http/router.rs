@@ -108,10 +108,7 @@ pub async fn respond(state: &AppState, asked: Asked) -> Response<Full<Bytes>> {
         Asked::Routed(asked) => asked,
     };
     let endpoint = asked.endpoint;
-    let outcome = match asked.work {
-        Work::Done(outcome) => outcome,
-        work => answer(state, work, &asked.wanted).await,
-    };
+    let outcome = answer(state, asked.work, &asked.wanted).await;
     // Document answers carry CORS's `*` from their header templates already.
     let templated = outcome.is_ok() && endpoint.is_document();
     let mut response = outcome.unwrap_or_else(HttpError::into_response);
