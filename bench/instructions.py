@@ -8,6 +8,10 @@ Each server runs under `valgrind --tool=callgrind`, is warmed up over the URL li
 the service answers from its cache), has its counters zeroed, serves a fixed number of
 requests driven by oha, and has its counters dumped: instructions / requests.
 
+Bare hyper is counted twice: as the plain ceiling (one field), and sending the fields
+the service sends with a document (`bare-hyper --document-fields`), so that what those
+fields cost hyper is told apart from the service's own work.
+
 Usage: instructions.py --atelier PATH --bare-hyper PATH --database-url URL
                        [--paths FILE] [--urls N] [--requests N] [--accept-encoding A]...
 The default URL list is the hot scenario's (run `bench/run hot` once to draw it).
@@ -133,10 +137,14 @@ def main():
             "--database-url", args.database_url], directory, urls, args, accept)
         for accept in accepts
     }
-    bare = measure("bare", [args.bare_hyper, f"127.0.0.1:{PORT}", str(args.body_bytes)],
-                   directory, urls, args)
+    bare_command = [args.bare_hyper, f"127.0.0.1:{PORT}", str(args.body_bytes)]
+    bare = measure("bare", bare_command, directory, urls, args)
+    fields = measure("bare with document fields", bare_command + ["--document-fields"],
+                     directory, urls, args)
+    log(f"bare hyper with the service's document fields / bare hyper: {fields / bare:.2f}")
     for accept, service in services.items():
-        log(f"service ({accept}) / bare hyper: {service / bare:.2f}")
+        log(f"service ({accept}) / bare hyper: {service / bare:.2f}; "
+            f"/ bare hyper with document fields: {service / fields:.2f}")
 
 
 if __name__ == "__main__":

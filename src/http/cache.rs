@@ -214,6 +214,8 @@ fn front_slots(capacity_bytes: u64) -> usize {
 /// Why a load put nothing in the document cache.
 #[derive(Debug)]
 enum Miss {
+    /// The key is remembered as absent: the store was not asked.
+    Remembered,
     /// The store holds nothing under the key.
     Absent,
     /// The store could not answer.
@@ -273,12 +275,53 @@ impl DocumentCache {
         Box::pin(self.get_behind_front(slot)).await
     }
 
+    /// The document under `slot` from moka, read from the store on a miss. One look
+    /// into moka: a `get` before the entry API looked up each miss twice (about 1,200
+    /// instructions).
     async fn get_behind_front(&self, slot: Slot) -> Result<Option<Document>, Arc<StoreError>> {
-        if let Some(document) = self.cached(slot).await {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(Some(document));
+        let front_epoch = self.front_epoch.load(Ordering::SeqCst);
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let loaded = self
+            .documents
+            .entry(slot)
+            .or_try_insert_with(self.load(slot))
+            .await;
+        // An invalidation that ran while the store was read may have passed before the
+        // outcome was cached: the outcome may predate the change, so it is not kept.
+        // This request still gets it, as any request racing a change may.
+        let raced = self.epoch.load(Ordering::SeqCst) != epoch;
+        match loaded {
+            Ok(entry) if !entry.is_fresh() => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                let document = entry.into_value();
+                self.fill_front(slot, &document, front_epoch);
+                Ok(Some(document))
+            }
+            Ok(entry) => {
+                if let Key::Page { .. } = slot.key {
+                    // Indexed before the race check below: an invalidation that looked
+                    // at the index too early bumped the epoch first.
+                    self.pages.insert(slot.key, |key| self.holds(key));
+                }
+                if raced || self.epoch.load(Ordering::SeqCst) != epoch {
+                    self.drop_slot(slot).await;
+                }
+                Ok(Some(entry.into_value()))
+            }
+            Err(miss) => match &*miss {
+                Miss::Remembered => {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    Ok(None)
+                }
+                Miss::Absent => {
+                    if !raced {
+                        self.absent.insert(slot.key, ()).await;
+                    }
+                    Ok(None)
+                }
+                Miss::Failed(error) => Err(error.clone()),
+            },
         }
-        self.get_uncached(slot).await
     }
 
     /// The documents under `wanted` (each a [`Key::Document`] and its coding), in order
@@ -318,12 +361,18 @@ impl DocumentCache {
 
     /// The document the cache holds under `slot`; the front holds it from now on.
     async fn cached(&self, slot: Slot) -> Option<Document> {
-        let epoch = self.front_epoch.load(Ordering::SeqCst);
+        let front_epoch = self.front_epoch.load(Ordering::SeqCst);
         let document = self.documents.get(&slot).await?;
+        self.fill_front(slot, &document, front_epoch);
+        Some(document)
+    }
+
+    /// Puts `document`, read from moka under `slot` after the front's epoch was
+    /// `front_epoch`, in the front for the rest of its lifetime.
+    fn fill_front(&self, slot: Slot, document: &Document, front_epoch: u64) {
         let expires = document.0.made + self.ttl;
         self.front
-            .fill(slot, &document.0, expires, &self.front_epoch, epoch);
-        Some(document)
+            .fill(slot, &document.0, expires, &self.front_epoch, front_epoch);
     }
 
     /// Reads the documents under `wanted[missing]` from the store into `found` and the
@@ -384,50 +433,11 @@ impl DocumentCache {
         Ok(())
     }
 
-    async fn get_uncached(&self, slot: Slot) -> Result<Option<Document>, Arc<StoreError>> {
-        if self.absent.contains_key(&slot.key) {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(None);
-        }
-        let epoch = self.epoch.load(Ordering::SeqCst);
-        let loaded = self
-            .documents
-            .entry(slot)
-            .or_try_insert_with(self.load(slot))
-            .await;
-        // An invalidation that ran while the store was read may have passed before the
-        // outcome was cached: the outcome may predate the change, so it is not kept.
-        // This request still gets it, as any request racing a change may.
-        let raced = self.epoch.load(Ordering::SeqCst) != epoch;
-        match loaded {
-            Ok(entry) => {
-                if !entry.is_fresh() {
-                    self.hits.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    if let Key::Page { .. } = slot.key {
-                        // Indexed before the race check below: an invalidation that
-                        // looked at the index too early bumped the epoch first.
-                        self.pages.insert(slot.key, |key| self.holds(key));
-                    }
-                    if raced || self.epoch.load(Ordering::SeqCst) != epoch {
-                        self.drop_slot(slot).await;
-                    }
-                }
-                Ok(Some(entry.into_value()))
-            }
-            Err(miss) => match &*miss {
-                Miss::Absent => {
-                    if !raced {
-                        self.absent.insert(slot.key, ()).await;
-                    }
-                    Ok(None)
-                }
-                Miss::Failed(error) => Err(error.clone()),
-            },
-        }
-    }
-
+    /// What the store holds under `slot`, unless the key is remembered as absent.
     async fn load(&self, slot: Slot) -> Result<Document, Miss> {
+        if self.absent.contains_key(&slot.key) {
+            return Err(Miss::Remembered);
+        }
         self.misses.fetch_add(1, Ordering::Relaxed);
         match self.store.read(slot.key, slot.coding).await {
             // A gzip form not stored is made here, once per document entering the cache

@@ -3,14 +3,20 @@
 //! same runtime setup as `atelier serve` (a multi-thread runtime sized by the CPUs the
 //! process may use).
 //!
-//! Usage: `bare-hyper ADDRESS BODY_BYTES`.
+//! Usage: `bare-hyper ADDRESS BODY_BYTES [--document-fields]`. With `--document-fields`
+//! each answer carries the fields the service sends with a document (its type, an ETag,
+//! `Cache-Control`, `Vary` and CORS's `*`), built once and cloned per answer: the
+//! ceiling for a server that must send them, so that what those fields cost hyper can be
+//! told from what the service's own work costs.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::header::{
+    ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, CONTENT_TYPE, ETAG, HeaderMap, HeaderValue, VARY,
+};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -20,8 +26,16 @@ use tokio::net::TcpListener;
 fn main() {
     let mut args = std::env::args().skip(1);
     let (Some(address), Some(size)) = (args.next(), args.next()) else {
-        eprintln!("usage: bare-hyper ADDRESS BODY_BYTES");
+        eprintln!("usage: bare-hyper ADDRESS BODY_BYTES [--document-fields]");
         std::process::exit(2);
+    };
+    let fields = match args.next().as_deref() {
+        None => plain_fields(),
+        Some("--document-fields") => document_fields(),
+        Some(other) => {
+            eprintln!("unknown argument {other}; usage: bare-hyper ADDRESS BODY_BYTES [--document-fields]");
+            std::process::exit(2);
+        }
     };
     let address: SocketAddr = address.parse().expect("ADDRESS must be host:port");
     let size: usize = size.parse().expect("BODY_BYTES must be a number");
@@ -30,7 +44,30 @@ fn main() {
         .enable_all()
         .build()
         .expect("cannot start the async runtime");
-    runtime.block_on(serve(address, body));
+    runtime.block_on(serve(address, body, fields));
+}
+
+/// The one field of the plain ceiling.
+fn plain_fields() -> HeaderMap {
+    let mut fields = HeaderMap::new();
+    fields.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    fields
+}
+
+/// The fields of a service's document answer, values of the same lengths.
+fn document_fields() -> HeaderMap {
+    let mut fields = HeaderMap::with_capacity(8);
+    let fixed = [
+        (CONTENT_TYPE, "application/json; charset=utf-8"),
+        (ETAG, "\"5025f694ee1942fd\""),
+        (CACHE_CONTROL, "public, max-age=0, s-maxage=1"),
+        (VARY, "Accept-Encoding"),
+        (ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+    ];
+    for (name, value) in fixed {
+        fields.insert(name, HeaderValue::from_static(value));
+    }
+    fields
 }
 
 /// A JSON string of exactly `size` bytes (at least the two quotes).
@@ -41,18 +78,24 @@ fn json_body(size: usize) -> Vec<u8> {
     body
 }
 
-async fn serve(address: SocketAddr, body: Bytes) {
+async fn serve(address: SocketAddr, body: Bytes, fields: HeaderMap) {
     let listener = TcpListener::bind(address).await.expect("cannot listen");
-    let json = HeaderValue::from_static("application/json");
+    let plain = fields.len() == 1;
+    let json = fields[CONTENT_TYPE].clone();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (body, json) = (body.clone(), json.clone());
+        let (body, json, fields) = (body.clone(), json.clone(), fields.clone());
         let service = service_fn(move |_request: Request<hyper::body::Incoming>| {
             let mut response = Response::new(Full::new(body.clone()));
-            response.headers_mut().insert(CONTENT_TYPE, json.clone());
+            // The plain ceiling inserts its one field, as it always has.
+            if plain {
+                response.headers_mut().insert(CONTENT_TYPE, json.clone());
+            } else {
+                *response.headers_mut() = fields.clone();
+            }
             async move { Ok::<_, Infallible>(response) }
         });
         tokio::spawn(async move {
