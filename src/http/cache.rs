@@ -275,9 +275,9 @@ impl DocumentCache {
         Box::pin(self.get_behind_front(slot)).await
     }
 
-    /// The document under `slot` from moka, read from the store on a miss. One look
-    /// into moka: a `get` before the entry API looked up each miss twice (about 1,200
-    /// instructions).
+    /// The document under `slot` from moka, read from the store on a miss. The entry
+    /// API alone: it answers a cached document too, and a `get` in front of it would
+    /// look every miss up twice (about 1,200 instructions).
     async fn get_behind_front(&self, slot: Slot) -> Result<Option<Document>, Arc<StoreError>> {
         let front_epoch = self.front_epoch.load(Ordering::SeqCst);
         let epoch = self.epoch.load(Ordering::SeqCst);
