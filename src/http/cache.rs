@@ -28,6 +28,7 @@ use moka::future::Cache;
 
 use super::encoding::Coding;
 use super::front::Front;
+use super::single_flight::SingleFlight;
 use super::store::{Body, Key, Store, StoreError};
 use crate::documents::gzip;
 use crate::documents::{Kind, MAX_PAGE_COUNT, Notice, Pages};
@@ -174,6 +175,8 @@ pub struct DocumentCache {
     absent: Cache<Key, (), KeyHasher>,
     /// The documents hit most recently, answered before `documents` is asked.
     front: Front<Slot, Representation>,
+    /// The reads of the store in flight, shared by every miss on their slot.
+    loading: SingleFlight<Slot, Result<Document, Arc<Miss>>, KeyHasher>,
     /// The lifetime of a document in the cache.
     ttl: Duration,
     store: Store,
@@ -243,6 +246,7 @@ impl DocumentCache {
             documents,
             absent,
             front,
+            loading: SingleFlight::new(),
             ttl: settings.ttl,
             store,
             pages: PageIndex::default(),
@@ -275,29 +279,30 @@ impl DocumentCache {
         Box::pin(self.get_behind_front(slot)).await
     }
 
-    /// The document under `slot` from moka, read from the store on a miss. The entry
-    /// API alone: it answers a cached document too, and a `get` in front of it would
-    /// look every miss up twice (about 1,200 instructions).
+    /// The document under `slot` from moka, read from the store on a miss.
     async fn get_behind_front(&self, slot: Slot) -> Result<Option<Document>, Arc<StoreError>> {
         let front_epoch = self.front_epoch.load(Ordering::SeqCst);
+        if let Some(document) = self.documents.get(&slot).await {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            self.fill_front(slot, &document, front_epoch);
+            return Ok(Some(document));
+        }
         let epoch = self.epoch.load(Ordering::SeqCst);
-        let loaded = self
-            .documents
-            .entry(slot)
-            .or_try_insert_with(self.load(slot))
+        let (loaded, read_here) = self
+            .loading
+            .run(slot, || self.load_and_keep(slot, epoch))
             .await;
         // An invalidation that ran while the store was read may have passed before the
         // outcome was cached: the outcome may predate the change, so it is not kept.
         // This request still gets it, as any request racing a change may.
         let raced = self.epoch.load(Ordering::SeqCst) != epoch;
         match loaded {
-            Ok(entry) if !entry.is_fresh() => {
+            Ok(document) if !read_here => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
-                let document = entry.into_value();
                 self.fill_front(slot, &document, front_epoch);
                 Ok(Some(document))
             }
-            Ok(entry) => {
+            Ok(document) => {
                 if let Key::Page { .. } = slot.key {
                     // Indexed before the race check below: an invalidation that looked
                     // at the index too early bumped the epoch first.
@@ -306,7 +311,7 @@ impl DocumentCache {
                 if raced || self.epoch.load(Ordering::SeqCst) != epoch {
                     self.drop_slot(slot).await;
                 }
-                Ok(Some(entry.into_value()))
+                Ok(Some(document))
             }
             Err(miss) => match &*miss {
                 Miss::Remembered => {
@@ -433,6 +438,16 @@ impl DocumentCache {
         Ok(())
     }
 
+    /// What the store holds under `slot`, cached unless an invalidation has run since
+    /// `epoch`.
+    async fn load_and_keep(&self, slot: Slot, epoch: u64) -> Result<Document, Arc<Miss>> {
+        let document = self.load(slot).await.map_err(Arc::new)?;
+        if self.epoch.load(Ordering::SeqCst) == epoch {
+            self.documents.insert(slot, document.clone()).await;
+        }
+        Ok(document)
+    }
+
     /// What the store holds under `slot`, unless the key is remembered as absent.
     async fn load(&self, slot: Slot) -> Result<Document, Miss> {
         if self.absent.contains_key(&slot.key) {
@@ -466,7 +481,10 @@ impl DocumentCache {
     /// Drops `slot` from the cache, then from the front. The front's epoch moves in
     /// between: a request that read the dropped document from the cache read that epoch
     /// before, so its fill of the front is refused, or comes before the front forgets.
+    /// A read of it in flight is forgotten first, so that no request that comes after
+    /// waits for an outcome that may predate the change.
     async fn drop_slot(&self, slot: Slot) {
+        self.loading.forget(&slot);
         self.documents.invalidate(&slot).await;
         self.front_epoch.fetch_add(1, Ordering::SeqCst);
         self.front.forget(&slot);
@@ -488,6 +506,7 @@ impl DocumentCache {
         let (ids, pages) = match notice {
             Notice::Everything => {
                 self.pages.clear();
+                self.loading.forget_if(|_| true);
                 self.documents.invalidate_all();
                 self.forget_all();
                 return;
@@ -497,12 +516,18 @@ impl DocumentCache {
         match pages {
             Pages::Every => {
                 self.pages.clear();
+                self.loading
+                    .forget_if(|slot| matches!(slot.key, Key::Page { .. }));
                 self.documents
                     .invalidate_entries_if(|slot, _| matches!(slot.key, Key::Page { .. }))
                     .expect("the cache is built with invalidation closures");
                 self.forget_all();
             }
             Pages::Ranks { ranks, shift } => {
+                // A page read in flight is not indexed yet, and may hold a rank that
+                // moved: requests that come after read pages anew.
+                self.loading
+                    .forget_if(|slot| matches!(slot.key, Key::Page { .. }));
                 for key in self.pages.take(ranks, *shift) {
                     self.drop_key(key).await;
                 }
