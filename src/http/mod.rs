@@ -1,8 +1,8 @@
 //! The products HTTP service: `atelier serve`.
 //!
 //! A request flows [`server`] (connections) → [`router`] (method and path) →
-//! [`handlers`] → [`cache`] (documents in memory, one read per document however many miss it at once:
-//! [`single_flight`]) → [`store`] (the `document` table),
+//! [`handlers`] → [`cache`] (documents in memory; `single_flight` shares one read
+//! among the misses on a document) → [`store`] (the `document` table),
 //! and the stored JSON bytes go back out untouched, or their gzip form as materialize
 //! stored it ([`encoding`] picks which).
 //! [`composite`] joins several cached documents into one answer (a product page,

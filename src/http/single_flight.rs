@@ -3,8 +3,8 @@
 //!
 //! The cache's misses go through this rather than moka's entry API, whose single-flight
 //! keeps a concurrent map of waiters and flushes the garbage of its epochs after every
-//! load: about a tenth of a miss's instructions, where a locked map of a few entries
-//! and one `OnceCell` per load cost a few hundred.
+//! load. Replacing it saved about 3,700 instructions a miss, 8 % of an identity
+//! client's and 14 % of a browser's (bench/README.md, "a single-flight of our own").
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,6 +24,7 @@ where
     V: Clone,
     S: BuildHasher + Default,
 {
+    /// No loads in flight.
     pub fn new() -> SingleFlight<K, V, S> {
         SingleFlight {
             loading: Mutex::new(HashMap::default()),
