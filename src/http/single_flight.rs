@@ -122,25 +122,44 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
+    use tokio::sync::watch;
+    use tokio::task::JoinHandle;
+
     type Flight = SingleFlight<u32, u32, std::hash::RandomState>;
+
+    /// Asks `flight` for `key` in a task of its own, with `load` as the load.
+    fn ask<F>(flight: &Arc<Flight>, key: u32, load: F) -> JoinHandle<(u32, bool)>
+    where
+        F: Future<Output = u32> + Send + 'static,
+    {
+        let flight = flight.clone();
+        tokio::spawn(async move { flight.run(key, || load).await })
+    }
+
+    /// Waits until a load is in flight.
+    async fn until_loading(flight: &Flight) {
+        while flight.len() == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// A load of `value` that ends once `released` says so.
+    async fn released_then(mut released: watch::Receiver<bool>, value: u32) -> u32 {
+        released.wait_for(|&go| go).await.unwrap();
+        value
+    }
 
     #[tokio::test]
     async fn concurrent_asks_share_one_load() {
         let flight = Arc::new(Flight::new());
         let loads = Arc::new(AtomicUsize::new(0));
-        let (release, released) = tokio::sync::watch::channel(false);
+        let (release, released) = watch::channel(false);
         let asks: Vec<_> = (0..16)
             .map(|_| {
-                let (flight, loads, mut released) =
-                    (flight.clone(), loads.clone(), released.clone());
-                tokio::spawn(async move {
-                    flight
-                        .run(7, || async move {
-                            loads.fetch_add(1, Ordering::SeqCst);
-                            released.wait_for(|&go| go).await.unwrap();
-                            42
-                        })
-                        .await
+                let (loads, released) = (loads.clone(), released.clone());
+                ask(&flight, 7, async move {
+                    loads.fetch_add(1, Ordering::SeqCst);
+                    released_then(released, 42).await
                 })
             })
             .collect();
@@ -163,17 +182,9 @@ mod tests {
     #[tokio::test]
     async fn a_waiter_loads_when_the_loader_gives_up() {
         let flight = Arc::new(Flight::new());
-        let loader = {
-            let flight = flight.clone();
-            tokio::spawn(async move { flight.run(1, std::future::pending).await })
-        };
-        while flight.len() == 0 {
-            tokio::task::yield_now().await;
-        }
-        let waiter = {
-            let flight = flight.clone();
-            tokio::spawn(async move { flight.run(1, || async { 5 }).await })
-        };
+        let loader = ask(&flight, 1, std::future::pending());
+        until_loading(&flight).await;
+        let waiter = ask(&flight, 1, async { 5 });
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiter.is_finished(), "the waiter waits for the loader");
         loader.abort();
@@ -184,20 +195,11 @@ mod tests {
     #[tokio::test]
     async fn a_forgotten_load_is_not_joined() {
         let flight = Arc::new(Flight::new());
-        let first = {
-            let flight = flight.clone();
-            tokio::spawn(async move {
-                flight
-                    .run(3, || async {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        1
-                    })
-                    .await
-            })
-        };
-        while flight.len() == 0 {
-            tokio::task::yield_now().await;
-        }
+        let first = ask(&flight, 3, async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            1
+        });
+        until_loading(&flight).await;
         flight.forget(&3);
         assert_eq!(flight.run(3, || async { 2 }).await, (2, true));
         assert_eq!(first.await.unwrap(), (1, true));
@@ -208,37 +210,16 @@ mod tests {
     #[tokio::test]
     async fn a_forgotten_load_ending_leaves_the_new_one_in_place() {
         let flight = Arc::new(Flight::new());
-        let (release, released) = tokio::sync::watch::channel(false);
-        let old = {
-            let (flight, mut released) = (flight.clone(), released.clone());
-            tokio::spawn(async move {
-                flight
-                    .run(9, || async move {
-                        released.wait_for(|&go| go).await.unwrap();
-                        1
-                    })
-                    .await
-            })
-        };
-        while flight.len() == 0 {
-            tokio::task::yield_now().await;
-        }
+        let (release, released) = watch::channel(false);
+        let old = ask(&flight, 9, released_then(released.clone(), 1));
+        until_loading(&flight).await;
         flight.forget(&9);
-        let new = {
-            let (flight, mut released) = (flight.clone(), released.clone());
-            tokio::spawn(async move {
-                flight
-                    .run(9, || async move {
-                        released.wait_for(|&go| go).await.unwrap();
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        2
-                    })
-                    .await
-            })
-        };
-        while flight.len() == 0 {
-            tokio::task::yield_now().await;
-        }
+        let new = ask(&flight, 9, async move {
+            let value = released_then(released, 2).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            value
+        });
+        until_loading(&flight).await;
         release.send(true).unwrap();
         assert_eq!(old.await.unwrap(), (1, true));
         assert_eq!(flight.len(), 1, "the new load is still in flight");
