@@ -292,36 +292,20 @@ impl DocumentCache {
             .loading
             .run(slot, || self.load_and_keep(slot, epoch))
             .await;
-        // An invalidation that ran while the store was read may have passed before the
-        // outcome was cached: the outcome may predate the change, so it is not kept.
-        // This request still gets it, as any request racing a change may.
-        let raced = self.epoch.load(Ordering::SeqCst) != epoch;
         match loaded {
             Ok(document) if !read_here => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 self.fill_front(slot, &document, front_epoch);
                 Ok(Some(document))
             }
-            Ok(document) => {
-                if let Key::Page { .. } = slot.key {
-                    // Indexed before the race check below: an invalidation that looked
-                    // at the index too early bumped the epoch first.
-                    self.pages.insert(slot.key, |key| self.holds(key));
-                }
-                if raced || self.epoch.load(Ordering::SeqCst) != epoch {
-                    self.drop_slot(slot).await;
-                }
-                Ok(Some(document))
-            }
+            Ok(document) => Ok(Some(document)),
             Err(miss) => match &*miss {
                 Miss::Remembered => {
                     self.hits.fetch_add(1, Ordering::Relaxed);
                     Ok(None)
                 }
                 Miss::Absent => {
-                    if !raced {
-                        self.absent.insert(slot.key, ()).await;
-                    }
+                    self.remember_absent(slot.key, epoch).await;
                     Ok(None)
                 }
                 Miss::Failed(error) => Err(error.clone()),
@@ -419,33 +403,47 @@ impl DocumentCache {
             match body {
                 Some(body) => {
                     let document = Document::stored(body, coding);
-                    // Kept only when no invalidation ran since the read (see `get`).
-                    if self.epoch.load(Ordering::SeqCst) == epoch {
-                        self.documents.insert(slot, document.clone()).await;
-                        if self.epoch.load(Ordering::SeqCst) != epoch {
-                            self.drop_slot(slot).await;
-                        }
-                    }
+                    self.keep(slot, &document, epoch).await;
                     found[index] = Some(document);
                 }
-                None => {
-                    if self.epoch.load(Ordering::SeqCst) == epoch {
-                        self.absent.insert(key, ()).await;
-                    }
-                }
+                None => self.remember_absent(key, epoch).await,
             }
         }
         Ok(())
     }
 
-    /// What the store holds under `slot`, cached unless an invalidation has run since
-    /// `epoch`.
+    /// What the store holds under `slot`, read after the epoch was `epoch`, and kept.
     async fn load_and_keep(&self, slot: Slot, epoch: u64) -> Result<Document, Arc<Miss>> {
         let document = self.load(slot).await.map_err(Arc::new)?;
-        if self.epoch.load(Ordering::SeqCst) == epoch {
-            self.documents.insert(slot, document.clone()).await;
-        }
+        self.keep(slot, &document, epoch).await;
         Ok(document)
+    }
+
+    /// Caches `document`, read under `slot` after the epoch was `epoch`, unless an
+    /// invalidation has run since: the read may predate the change. One that runs while
+    /// it is cached is caught by a second look, and the document dropped again. The
+    /// requests that read it still get it, as any request racing a change may.
+    async fn keep(&self, slot: Slot, document: &Document, epoch: u64) {
+        if self.epoch.load(Ordering::SeqCst) != epoch {
+            return;
+        }
+        self.documents.insert(slot, document.clone()).await;
+        if let Key::Page { .. } = slot.key {
+            // Indexed before the second look: an invalidation that looked at the index
+            // too early bumped the epoch first.
+            self.pages.insert(slot.key, |key| self.holds(key));
+        }
+        if self.epoch.load(Ordering::SeqCst) != epoch {
+            self.drop_slot(slot).await;
+        }
+    }
+
+    /// Remembers that the store holds nothing under `key`, as read after the epoch was
+    /// `epoch`, unless an invalidation has run since (the key may have been added).
+    async fn remember_absent(&self, key: Key, epoch: u64) {
+        if self.epoch.load(Ordering::SeqCst) == epoch {
+            self.absent.insert(key, ()).await;
+        }
     }
 
     /// What the store holds under `slot`, unless the key is remembered as absent.
@@ -513,21 +511,19 @@ impl DocumentCache {
             }
             Notice::Products { ids, pages, .. } => (ids, pages),
         };
+        // A page read in flight is not indexed yet, and may hold a rank that moved:
+        // requests that come after read pages anew.
+        self.loading
+            .forget_if(|slot| matches!(slot.key, Key::Page { .. }));
         match pages {
             Pages::Every => {
                 self.pages.clear();
-                self.loading
-                    .forget_if(|slot| matches!(slot.key, Key::Page { .. }));
                 self.documents
                     .invalidate_entries_if(|slot, _| matches!(slot.key, Key::Page { .. }))
                     .expect("the cache is built with invalidation closures");
                 self.forget_all();
             }
             Pages::Ranks { ranks, shift } => {
-                // A page read in flight is not indexed yet, and may hold a rank that
-                // moved: requests that come after read pages anew.
-                self.loading
-                    .forget_if(|slot| matches!(slot.key, Key::Page { .. }));
                 for key in self.pages.take(ranks, *shift) {
                     self.drop_key(key).await;
                 }
